@@ -1,0 +1,566 @@
+"""Configuration: nested dataclasses, strict YAML loading, dotted command-line overrides, validation.
+
+A config file only sets fields of the dataclasses below; there is no inheritance and no
+``type=`` lookup. Loading is strict: an unknown key at any depth raises :class:`ConfigError`
+naming the full dotted key and the nearest valid one, a value of the wrong type names the key,
+the expected type and the value given, and :func:`validate` rejects out-of-range values.
+
+Defaults follow torchvision's Faster R-CNN wherever it has one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import re
+import tempfile
+import typing
+from dataclasses import dataclass, field
+from typing import Any, List, Optional, Sequence
+
+import yaml
+
+from detkit.errors import ConfigError
+
+__all__ = [
+    "Config", "ModelConfig", "BackboneConfig", "AnchorConfig", "RPNConfig", "RoIHeadConfig",
+    "DataConfig", "SplitConfig", "SyntheticConfig", "AugmentConfig", "TrainConfig", "EvalConfig",
+    "OutputConfig", "ConfigError", "load_config", "save_config", "apply_overrides", "config_from_dict",
+    "config_to_dict", "validate",
+]
+
+
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _choices(*values: str) -> dict:
+    return {"choices": values}
+
+
+# --------------------------------------------------------------------------- model
+@dataclass
+class BackboneConfig:
+    depth: int = field(default=18, metadata=_choices(18, 34, 50, 101))
+    # bn: trainable BatchNorm (from scratch); frozen_bn: fixed affine + statistics;
+    # sync_bn: BatchNorm synchronised across DDP processes; gn: GroupNorm(32).
+    norm: str = field(default="bn", metadata=_choices("bn", "frozen_bn", "sync_bn", "gn"))
+    # Freeze the stem and the first `freeze_at` residual stages (0 = train everything).
+    freeze_at: int = field(default=0, metadata={"min": 0, "max": 5})
+    # fpn: P2..P6 (strides 4..64); c4 / c5: a single level of stride 16 / 32.
+    features: str = field(default="fpn", metadata=_choices("fpn", "c4", "c5"))
+    fpn_channels: int = field(default=256, metadata={"gt": 0})
+    # Optional local state dict (torchvision ResNet format or a detkit checkpoint).
+    weights: Optional[str] = None
+
+
+@dataclass
+class AnchorConfig:
+    mode: str = field(default="manual", metadata=_choices("manual", "kmeans", "learned"))
+    # Per level: anchor sizes (sqrt of area, in network-input pixels). One inner list per level.
+    sizes: List[List[float]] = field(default_factory=lambda: [[32.0], [64.0], [128.0], [256.0], [512.0]])
+    # Aspect ratios h / w, shared by all levels.
+    ratios: List[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    # Anchor centre offset in units of stride: 0.0 as torchvision, 0.5 as Detectron2.
+    offset: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})
+    # Resolved anchor shapes, L levels x A shapes x (w, h). Filled in by training (any mode) and
+    # stored in the resolved config and checkpoints so that evaluation rebuilds the same anchors.
+    shapes: Optional[List[List[List[float]]]] = None
+    seed: int = 0
+    # k-means: restarts and iterations per restart; hill-climb refinement steps (0 = off).
+    kmeans_restarts: int = field(default=10, metadata={"gt": 0})
+    kmeans_iters: int = field(default=300, metadata={"gt": 0})
+    hill_climb_steps: int = field(default=1000, metadata={"min": 0})
+    # learned: Adam steps and learning rate on log(w), log(h); softmax temperature of smooth best IoU.
+    learned_steps: int = field(default=300, metadata={"gt": 0})
+    learned_lr: float = field(default=0.05, metadata={"gt": 0.0})
+    learned_temperature: float = field(default=0.05, metadata={"gt": 0.0})
+    learned_init: str = field(default="kmeans", metadata=_choices("manual", "kmeans"))
+    # Size band of each level in units of its stride (sqrt(w*h) / stride), used by learned anchors.
+    band: List[float] = field(default_factory=lambda: [4.0, 16.0])
+    # Online refinement of learned anchors during LR warm-up only (then frozen). 0 = off.
+    online_warmup: bool = False
+    # At most this many training boxes are used to fit anchors (a seeded subsample beyond it).
+    max_fit_boxes: int = field(default=50000, metadata={"gt": 0})
+
+
+@dataclass
+class RPNConfig:
+    fg_iou_thresh: float = field(default=0.7, metadata={"min": 0.0, "max": 1.0})
+    bg_iou_thresh: float = field(default=0.3, metadata={"min": 0.0, "max": 1.0})
+    allow_low_quality_matches: bool = True
+    batch_size_per_image: int = field(default=256, metadata={"gt": 0})
+    positive_fraction: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0})
+    pre_nms_top_n_train: int = field(default=2000, metadata={"gt": 0})
+    post_nms_top_n_train: int = field(default=2000, metadata={"gt": 0})
+    pre_nms_top_n_test: int = field(default=1000, metadata={"gt": 0})
+    post_nms_top_n_test: int = field(default=1000, metadata={"gt": 0})
+    nms_thresh: float = field(default=0.7, metadata={"min": 0.0, "max": 1.0})
+    score_thresh: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})
+    min_size: float = field(default=1e-3, metadata={"min": 0.0})
+    box_weights: List[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])
+    delta_clamp: float = field(default=math.log(1000.0 / 16), metadata={"gt": 0.0})
+    smooth_l1_beta: float = field(default=1.0 / 9, metadata={"min": 0.0})
+    # Intersection-over-anchor-area above which an ignore region (crowd / difficult) ignores an anchor.
+    ignore_iof_thresh: Optional[float] = 0.5
+
+
+@dataclass
+class RoIHeadConfig:
+    fg_iou_thresh: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0})
+    bg_iou_thresh: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0})
+    batch_size_per_image: int = field(default=512, metadata={"gt": 0})
+    positive_fraction: float = field(default=0.25, metadata={"min": 0.0, "max": 1.0})
+    box_weights: List[float] = field(default_factory=lambda: [10.0, 10.0, 5.0, 5.0])
+    delta_clamp: float = field(default=math.log(1000.0 / 16), metadata={"gt": 0.0})
+    smooth_l1_beta: float = field(default=1.0 / 9, metadata={"min": 0.0})
+    pool_size: int = field(default=7, metadata={"gt": 0})
+    sampling_ratio: int = field(default=2, metadata={"min": 0})
+    aligned: bool = False
+    num_fc: int = field(default=2, metadata={"gt": 0})
+    fc_dim: int = field(default=1024, metadata={"gt": 0})
+    class_agnostic: bool = False
+    score_thresh: float = field(default=0.05, metadata={"min": 0.0, "max": 1.0})
+    nms_thresh: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0})
+    detections_per_img: int = field(default=100, metadata={"gt": 0})
+    min_size: float = field(default=1e-2, metadata={"min": 0.0})
+    ignore_iof_thresh: Optional[float] = 0.5
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    anchors: AnchorConfig = field(default_factory=AnchorConfig)
+    rpn: RPNConfig = field(default_factory=RPNConfig)
+    roi_head: RoIHeadConfig = field(default_factory=RoIHeadConfig)
+    # Input normalisation (RGB, images scaled to [0, 1] first): ImageNet statistics.
+    pixel_mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    pixel_std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    # Padded batch sides are rounded up to a multiple of this (the largest stride).
+    size_divisible: int = field(default=32, metadata={"gt": 0})
+
+
+# --------------------------------------------------------------------------- data
+@dataclass
+class SplitConfig:
+    """Where one split's images and annotations live.
+
+    VOC, official layout: ``roots`` (one or more VOC roots) and ``splits`` (one name per root,
+    or one name for all), read from ``<root>/ImageSets/Main/<split>.txt``.
+    VOC, any folder: ``roots: [folder]`` with ``ann_dir`` / ``img_dir`` relative to it, and
+    ``split_file`` (a list of ids) or no split at all (``splits: []``: every XML file).
+    COCO: ``ann_file`` (JSON) and ``img_dir`` (relative to the first root, or absolute).
+    """
+
+    roots: List[str] = field(default_factory=list)
+    splits: List[str] = field(default_factory=list)
+    ann_dir: str = "Annotations"
+    img_dir: str = "JPEGImages"
+    split_file: Optional[str] = None
+    ann_file: Optional[str] = None
+
+
+@dataclass
+class SyntheticConfig:
+    """The built-in synthetic shapes set (generated into ``cache_dir`` as images + COCO JSON)."""
+
+    cache_dir: str = ".cache/detkit/synthetic"
+    num_train: int = field(default=300, metadata={"gt": 0})
+    num_val: int = field(default=60, metadata={"gt": 0})
+    image_size: int = field(default=128, metadata={"min": 32})
+    max_objects: int = field(default=4, metadata={"gt": 0})
+    empty_fraction: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})
+    seed: int = 0
+
+
+@dataclass
+class AugmentConfig:
+    hflip_prob: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0})
+    vflip_prob: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})
+    # Bbox-safe random crop probability (albumentations.RandomSizedBBoxSafeCrop style).
+    crop_prob: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})
+    # Random scale jitter range applied before the resize (e.g. [0.8, 1.2]); null = off.
+    scale_jitter: Optional[List[float]] = None
+    color_jitter_prob: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})
+    # Boxes keeping less than this fraction of their area after a crop are dropped.
+    min_visibility: float = field(default=0.3, metadata={"min": 0.0, "max": 1.0})
+    min_area: float = field(default=1.0, metadata={"min": 0.0})
+
+
+@dataclass
+class DataConfig:
+    format: str = field(default="synthetic", metadata=_choices("synthetic", "voc", "coco"))
+    train: SplitConfig = field(default_factory=SplitConfig)
+    val: SplitConfig = field(default_factory=SplitConfig)
+    # Class names (without background). null: taken from the data set (VOC: discovered, sorted).
+    classes: Optional[List[str]] = None
+    # VOC 'difficult' objects: ignore (ignore regions, excluded from eval), train, or drop.
+    difficult: str = field(default="ignore", metadata=_choices("ignore", "train", "drop"))
+    skip_bad_images: bool = False
+    ignore_unknown_classes: bool = False
+    # COCO images with no annotation are kept as negatives unless this is set.
+    drop_empty: bool = False
+    # Resize: shorter side to one of min_size (a list = multi-scale training), longer side <= max_size.
+    min_size: List[int] = field(default_factory=lambda: [800])
+    max_size: int = field(default=1333, metadata={"gt": 0})
+    test_min_size: Optional[int] = None  # null: the last entry of min_size
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    aspect_ratio_grouping: bool = True
+    num_workers: int = field(default=0, metadata={"min": 0})
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+# --------------------------------------------------------------------------- train / eval / output
+@dataclass
+class TrainConfig:
+    epochs: int = field(default=12, metadata={"gt": 0})
+    batch_size: int = field(default=2, metadata={"gt": 0})  # global batch (all processes)
+    optimizer: str = field(default="sgd", metadata=_choices("sgd", "adamw"))
+    lr: float = field(default=0.02, metadata={"gt": 0.0})
+    momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
+    nesterov: bool = False
+    weight_decay: float = field(default=1e-4, metadata={"min": 0.0})
+    # No weight decay on normalisation weights and biases.
+    no_decay_norm_bias: bool = False
+    warmup_iters: int = field(default=200, metadata={"min": 0})
+    warmup_factor: float = field(default=0.001, metadata={"gt": 0.0, "max": 1.0})
+    schedule: str = field(default="multistep", metadata=_choices("multistep", "cosine", "constant"))
+    # multistep: LR x gamma at these fractions of the total number of iterations.
+    lr_steps: List[float] = field(default_factory=lambda: [0.75, 0.92])
+    gamma: float = field(default=0.1, metadata={"gt": 0.0})
+    grad_clip: Optional[float] = None
+    amp: bool = True  # used on CUDA only
+    seed: int = 0
+    device: str = "cpu"
+    log_every: int = field(default=20, metadata={"gt": 0})
+    eval_every: int = field(default=1, metadata={"min": 0})  # epochs; 0 = only at the end
+    checkpoint_every: int = field(default=1, metadata={"gt": 0})  # epochs
+    max_iters: Optional[int] = None  # stop early after this many iterations (smoke runs)
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = field(default=2, metadata={"gt": 0})
+    # Metric that selects best.pt: a key of eval.json's 'coco' block (mAP, AP50, AP75, ...).
+    best_metric: str = "mAP"
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "runs/synthetic"
+    plots: bool = True
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+# --------------------------------------------------------------------------- conversion
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return f"{_type_name(args[0])} or null"
+    if origin in (list, List):
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp` and return it converted (int -> float, nested dicts)."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"key '{key}' expects a mapping, got {value!r}")
+        return _build(tp, value, key)
+    if origin in (list, List):
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"key '{key}' expects {_type_name(tp)}, got {value!r}")
+        item_tp = typing.get_args(tp)[0]
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"key '{key}' expects bool (true/false), got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"key '{key}' expects int, got {value!r}")
+        return value
+    if tp is float:
+        # PyYAML reads '1e-3' (no dot) as a string (YAML 1.1); accept it as the number it means.
+        if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+            return float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"key '{key}' expects float, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"key '{key}' expects str, got {value!r}")
+        return value
+    raise ConfigError(f"key '{key}': unsupported type {tp!r}")  # a bug in the dataclasses, not user input
+
+
+def _hints(cls: type) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _unknown_key_error(cls: type, prefix: str, name: str) -> ConfigError:
+    full = f"{prefix}.{name}" if prefix else name
+    valid = [f.name for f in dataclasses.fields(cls)]
+    near = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    if near:
+        suggestion = f"{prefix}.{near[0]}" if prefix else near[0]
+        return ConfigError(f"unknown key '{full}' — did you mean '{suggestion}'?")
+    where = f"'{prefix}'" if prefix else "the top level"
+    return ConfigError(f"unknown key '{full}'; valid keys of {where}: {', '.join(valid)}")
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = _hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        if not isinstance(name, str) or name not in hints:
+            raise _unknown_key_error(cls, prefix, str(name))
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _convert(value, hints[name], key)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Optional[dict]) -> Config:
+    """Build and validate a :class:`Config` from a nested dict (missing keys take their defaults)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping at the top level, got {type(data).__name__}")
+    cfg = _build(Config, data)
+    validate(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """The config as plain nested dicts and lists (what :func:`save_config` writes)."""
+    return dataclasses.asdict(cfg)
+
+
+# --------------------------------------------------------------------------- overrides
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if not isinstance(text, str) or "=" not in text:
+        raise ConfigError(f"override {text!r} must look like 'dotted.key=value' (e.g. 'train.lr=0.01')")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} has an empty key; expected 'dotted.key=value'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value {raw!r} is not valid YAML ({exc})") from None
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
+    """Apply ``dotted.key=value`` strings to a nested dict (values are parsed as YAML).
+
+    Keys are checked against the dataclasses as they are walked, so a typo is reported with
+    its full dotted name and the nearest valid key even before the whole config is built.
+    """
+    for text in overrides:
+        parts, value = _parse_override(text)
+        cls: Any = Config
+        node = data
+        for depth, part in enumerate(parts):
+            prefix = ".".join(parts[:depth])
+            hints = _hints(cls) if dataclasses.is_dataclass(cls) else {}
+            if part not in hints:
+                if not dataclasses.is_dataclass(cls):
+                    raise ConfigError(f"override '{text}': '{prefix}' is a value, not a section")
+                raise _unknown_key_error(cls, prefix, part)
+            tp = hints[part]
+            if depth == len(parts) - 1:
+                node[part] = value
+            else:
+                if not dataclasses.is_dataclass(tp):
+                    raise ConfigError(f"override '{text}': '{prefix + '.' if prefix else ''}{part}' "
+                                      f"is a value of type {_type_name(tp)}, not a section")
+                child = node.get(part)
+                if child is None:
+                    child = node[part] = {}
+                elif not isinstance(child, dict):
+                    raise ConfigError(f"override '{text}': '{part}' must be a mapping in the config")
+                node, cls = child, tp
+    return data
+
+
+# --------------------------------------------------------------------------- load / save
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config (or start from the defaults when `path` is None) and apply overrides.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, a key is unknown (the message suggests the
+            nearest valid one), a value has the wrong type or is out of range.
+    """
+    data: Any = {}
+    if path is not None:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file '{path}' does not exist")
+        try:
+            with open(path, "r", encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
+    data = apply_overrides(data, list(overrides))
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        if path is None:
+            raise
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def save_config(cfg: Config, path: str) -> None:
+    """Write the resolved config as YAML, atomically (a crash never leaves half a file)."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".yaml", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False, default_flow_style=None)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------- validation
+def _check_field_ranges(obj: Any, prefix: str) -> None:
+    for f in dataclasses.fields(obj):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_field_ranges(value, key)
+            continue
+        meta = f.metadata
+        if value is None:
+            continue
+        if "choices" in meta and value not in meta["choices"]:
+            valid = ", ".join(repr(c) for c in meta["choices"])
+            raise ConfigError(f"key '{key}' = {value!r} is not valid; choose one of {valid}")
+        if "min" in meta and value < meta["min"]:
+            raise ConfigError(f"key '{key}' = {value!r} must be >= {meta['min']}")
+        if "max" in meta and value > meta["max"]:
+            raise ConfigError(f"key '{key}' = {value!r} must be <= {meta['max']}")
+        if "gt" in meta and not value > meta["gt"]:
+            raise ConfigError(f"key '{key}' = {value!r} must be > {meta['gt']}")
+
+
+def _check_positive_list(values: Sequence[float], key: str, length: Optional[int] = None) -> None:
+    if length is not None and len(values) != length:
+        raise ConfigError(f"key '{key}' must have {length} entries, got {len(values)}: {values!r}")
+    for i, v in enumerate(values):
+        if not v > 0:
+            raise ConfigError(f"key '{key}[{i}]' = {v!r} must be > 0")
+
+
+def validate(cfg: Config) -> None:
+    """Reject out-of-range values and inconsistent combinations, naming the key and what is valid."""
+    _check_field_ranges(cfg, "")
+    m = cfg.model
+    for name, head in (("model.rpn", m.rpn), ("model.roi_head", m.roi_head)):
+        if head.bg_iou_thresh > head.fg_iou_thresh:
+            raise ConfigError(f"key '{name}.bg_iou_thresh' = {head.bg_iou_thresh} must not exceed "
+                              f"'{name}.fg_iou_thresh' = {head.fg_iou_thresh}")
+        _check_positive_list(head.box_weights, f"{name}.box_weights", 4)
+    a = m.anchors
+    if not a.sizes or any(len(level) == 0 for level in a.sizes):
+        raise ConfigError("key 'model.anchors.sizes' must give at least one size for every level")
+    if len({len(level) for level in a.sizes}) != 1:
+        raise ConfigError(f"key 'model.anchors.sizes' must give the same number of sizes on every level "
+                          f"(the RPN head is shared), got {[len(level) for level in a.sizes]}")
+    for i, level in enumerate(a.sizes):
+        _check_positive_list(level, f"model.anchors.sizes[{i}]")
+    if not a.ratios:
+        raise ConfigError("key 'model.anchors.ratios' must not be empty")
+    _check_positive_list(a.ratios, "model.anchors.ratios")
+    _check_positive_list(a.band, "model.anchors.band", 2)
+    if a.band[0] >= a.band[1]:
+        raise ConfigError(f"key 'model.anchors.band' = {a.band} must be [low, high] with low < high")
+    expected_levels = 5 if m.backbone.features == "fpn" else 1
+    if len(a.sizes) != expected_levels:
+        raise ConfigError(f"key 'model.anchors.sizes' has {len(a.sizes)} levels but "
+                          f"model.backbone.features = '{m.backbone.features}' gives {expected_levels}")
+    if a.shapes is not None:
+        if len(a.shapes) != expected_levels:
+            raise ConfigError(f"key 'model.anchors.shapes' has {len(a.shapes)} levels, expected {expected_levels}")
+        counts = {len(level) for level in a.shapes}
+        if len(counts) != 1 or 0 in counts:
+            raise ConfigError("key 'model.anchors.shapes' must hold the same non-zero number of (w, h) "
+                              "shapes on every level")
+        for i, level in enumerate(a.shapes):
+            for j, wh in enumerate(level):
+                _check_positive_list(wh, f"model.anchors.shapes[{i}][{j}]", 2)
+    _check_positive_list(m.pixel_std, "model.pixel_std", 3)
+    if len(m.pixel_mean) != 3:
+        raise ConfigError(f"key 'model.pixel_mean' must have 3 entries, got {m.pixel_mean!r}")
+
+    d = cfg.data
+    if not d.min_size:
+        raise ConfigError("key 'data.min_size' must list at least one shorter-side size")
+    _check_positive_list(d.min_size, "data.min_size")
+    if d.test_min_size is not None and d.test_min_size <= 0:
+        raise ConfigError(f"key 'data.test_min_size' = {d.test_min_size} must be > 0")
+    if d.classes is not None:
+        if not d.classes:
+            raise ConfigError("key 'data.classes' must not be an empty list (use null to discover them)")
+        if len(set(d.classes)) != len(d.classes):
+            raise ConfigError(f"key 'data.classes' has duplicate names: {d.classes}")
+    if d.augment.scale_jitter is not None:
+        _check_positive_list(d.augment.scale_jitter, "data.augment.scale_jitter", 2)
+        if d.augment.scale_jitter[0] > d.augment.scale_jitter[1]:
+            raise ConfigError(f"key 'data.augment.scale_jitter' = {d.augment.scale_jitter} must be [low, high]")
+    if d.format in ("voc", "coco"):
+        for split_name in ("train", "val"):
+            s = getattr(d, split_name)
+            if d.format == "coco" and s.ann_file is None:
+                raise ConfigError(f"key 'data.{split_name}.ann_file' is required when data.format = 'coco'")
+            if d.format == "voc" and not s.roots:
+                raise ConfigError(f"key 'data.{split_name}.roots' must list at least one folder "
+                                  f"when data.format = 'voc'")
+            if s.splits and len(s.splits) not in (1, len(s.roots)):
+                raise ConfigError(f"key 'data.{split_name}.splits' must have one entry or one per root "
+                                  f"({len(s.roots)}), got {s.splits}")
+
+    t = cfg.train
+    for i, step in enumerate(t.lr_steps):
+        if not 0.0 < step <= 1.0:
+            raise ConfigError(f"key 'train.lr_steps[{i}]' = {step} must be a fraction of the run in (0, 1]")
+    if sorted(t.lr_steps) != list(t.lr_steps):
+        raise ConfigError(f"key 'train.lr_steps' = {t.lr_steps} must be increasing")
+    if t.grad_clip is not None and t.grad_clip <= 0:
+        raise ConfigError(f"key 'train.grad_clip' = {t.grad_clip} must be > 0 or null")
+    if t.max_iters is not None and t.max_iters <= 0:
+        raise ConfigError(f"key 'train.max_iters' = {t.max_iters} must be > 0 or null")
+    if not (t.device == "cpu" or t.device == "cuda" or t.device.startswith("cuda:")):
+        raise ConfigError(f"key 'train.device' = {t.device!r} is not valid; use 'cpu', 'cuda' or 'cuda:N'")

@@ -1,0 +1,1 @@
+"""detkit.data"""

@@ -1,0 +1,1 @@
+"""detkit.engine"""
