@@ -15,3 +15,7 @@ class DataError(DetkitError):
 
 class CheckpointError(DetkitError):
     """A checkpoint file is missing, corrupt, truncated or does not match the model."""
+
+
+class TrainingError(DetkitError):
+    """Training cannot go on (a NaN or infinite loss, a failed process): the message says where it stopped."""

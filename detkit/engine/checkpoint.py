@@ -1,0 +1,102 @@
+"""Checkpoints: atomic saves that a crash cannot truncate, and loads that explain what is wrong.
+
+A checkpoint is a dict of plain values and tensors (loadable with ``weights_only=True``):
+
+    model, optimizer, scheduler   state dicts
+    epoch, iteration              the next epoch to run and the iterations done so far
+    rng                           torch CPU (and CUDA) generator states and the model's own generators
+    config                        the resolved config as nested dicts
+    classes, category_ids         class names (label i -> classes[i-1]) and data set category ids
+    anchor_shapes                 L x A x (w, h): the anchors the model was trained with
+    best                          {"metric": name, "value": float or None}
+    detkit_version
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Optional
+
+import torch
+
+from detkit import __version__
+from detkit.errors import CheckpointError
+
+__all__ = ["save_checkpoint", "load_checkpoint", "REQUIRED_KEYS", "assert_finite_state"]
+
+REQUIRED_KEYS = ("model", "config", "classes", "anchor_shapes")
+
+
+def assert_finite_state(state_dict: dict, what: str = "model") -> None:
+    """Raise CheckpointError when a floating tensor of ``state_dict`` holds NaN or inf."""
+    for name, value in state_dict.items():
+        if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckpointError(f"refusing to save a checkpoint: {what} tensor '{name}' is not finite")
+
+
+def save_checkpoint(state: dict, path: str) -> None:
+    """Write ``state`` to ``path`` atomically.
+
+    The bytes go to a temporary file in the same folder, which is flushed and fsync'ed, then renamed
+    over ``path``: a crash or an exception at any point leaves the previous file untouched. A model
+    with a NaN or infinite parameter is never written (CheckpointError).
+    """
+    if "model" in state:
+        assert_finite_state(state["model"])
+    state = dict(state)
+    state.setdefault("detkit_version", __version__)
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: str) -> None:
+    # Makes the rename itself durable; not every platform lets a folder be opened, which is harmless.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str, map_location: Any = "cpu", required: Optional[tuple] = REQUIRED_KEYS) -> dict:
+    """Read a detkit checkpoint.
+
+    Raises:
+        CheckpointError: the file is missing, empty, truncated or corrupt, or lacks one of ``required``.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint '{path}' does not exist")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"checkpoint '{path}' is empty (0 bytes)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated / corrupt / foreign files
+        raise CheckpointError(f"checkpoint '{path}' cannot be read (truncated or corrupt?): "
+                              f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint '{path}' holds a {type(state).__name__}, not a detkit checkpoint dict")
+    missing = [key for key in (required or ()) if key not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint '{path}' is not a detkit checkpoint: missing {', '.join(missing)} "
+                              f"(keys present: {', '.join(sorted(map(str, state))) or 'none'})")
+    return state
