@@ -1,0 +1,141 @@
+"""detkit/engine/anchor_setup.py and anchor_report.py (tools/anchors.py): data set -> shapes, table, JSON, PNG."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from detkit.config import load_config
+from detkit.engine.anchor_report import anchor_report
+from detkit.engine.anchor_setup import (build_online_refiner, collect_training_boxes, refine_online,
+                                        resolve_anchor_shapes, with_flips)
+from detkit.modeling.anchor_metrics import BoxSet
+from detkit.modeling.anchors import shapes_from_sizes_ratios
+
+REPO = Path(__file__).resolve().parents[2]
+BCCD = REPO / ".." / "shared" / "data" / "BCCD"
+FAST = ["model.anchors.hill_climb_steps=40", "model.anchors.learned_steps=30", "model.anchors.kmeans_restarts=2"]
+
+
+class FakeDataset:
+    """The two things anchor fitting reads from a data set: image_sizes and get_annotation (no images)."""
+
+    def __init__(self, seed=0, num_images=12, size=(300, 400)):
+        rng = np.random.default_rng(seed)
+        centres = np.array([[24.0, 20.0], [60.0, 45.0], [40.0, 70.0], [110.0, 100.0]])
+        self.image_sizes = [size] * num_images
+        self.annotations = []
+        for _ in range(num_images):
+            pick = rng.integers(len(centres), size=15)
+            wh = np.exp(np.log(centres[pick]) + 0.1 * rng.standard_normal((15, 2)))
+            xy = rng.uniform(0, 1, size=(15, 2)) * (np.array(size[::-1]) - wh)
+            self.annotations.append({"boxes": np.concatenate([xy, xy + wh], 1).astype(np.float32),
+                                     "labels": np.ones(15, np.int64)})
+
+    def __len__(self):
+        return len(self.image_sizes)
+
+    def get_annotation(self, i):
+        return self.annotations[i]
+
+
+def _cfg(*overrides):
+    return load_config(None, ["data.min_size=[600]", "data.max_size=800", *FAST, *overrides])
+
+
+def test_collect_boxes_resizes_every_scale_and_subsamples():
+    ds = FakeDataset()
+    boxes = collect_training_boxes(ds, _cfg())
+    assert len(boxes) == 12 * 15 and tuple(boxes.image_sizes[0]) == (600, 800)
+    np.testing.assert_allclose(boxes.boxes[:15], ds.annotations[0]["boxes"] * 2, rtol=1e-6)
+    assert len(collect_training_boxes(ds, _cfg("data.min_size=[300,600]"))) == 2 * 12 * 15
+    assert len(collect_training_boxes(ds, _cfg("model.anchors.max_fit_boxes=50"))) == 50
+
+
+def test_with_flips_mirrors_inside_the_image():
+    bs = BoxSet.from_images([np.array([[10.0, 20.0, 30.0, 60.0]])], [(100, 200)])
+    flipped = with_flips(bs, hflip=True, vflip=True)
+    assert {tuple(b) for b in flipped.boxes.tolist()} == {
+        (10.0, 20.0, 30.0, 60.0), (170.0, 20.0, 190.0, 60.0), (10.0, 40.0, 30.0, 80.0), (170.0, 40.0, 190.0, 80.0)}
+    np.testing.assert_array_equal(with_flips(bs, hflip=False, vflip=False).boxes, bs.boxes)
+
+
+@pytest.mark.parametrize("mode", ["manual", "kmeans", "learned"])
+def test_resolve_anchor_shapes_each_mode(mode):
+    cfg = _cfg(f"model.anchors.mode={mode}")
+    lines = []
+    shapes = resolve_anchor_shapes(cfg, FakeDataset(), log=lines.append)
+    manual = shapes_from_sizes_ratios(cfg.model.anchors.sizes, cfg.model.anchors.ratios)
+    assert np.asarray(shapes).shape == (5, 3, 2) and all(isinstance(v, float) for v in np.ravel(shapes).tolist())
+    text = "\n".join(lines)
+    assert "mBIoU" in text and "R@0.7" in text and "manual" in text
+    if mode == "manual":
+        assert shapes == manual
+    else:
+        assert shapes != manual and f"{mode}: adopted" in text
+
+
+def test_resolve_keeps_configured_shapes_and_single_level():
+    given = [[[10.0, 20.0], [30.0, 30.0], [40.0, 20.0]]] * 5
+    cfg = _cfg("model.anchors.mode=kmeans")
+    cfg.model.anchors.shapes = given
+    assert resolve_anchor_shapes(cfg, FakeDataset(), log=lambda *_: None) == given
+    c5 = _cfg("model.backbone.features=c5", "model.anchors.sizes=[[32,64,128]]", "model.anchors.ratios=[1.0]",
+              "model.anchors.mode=learned")
+    shapes = resolve_anchor_shapes(c5, FakeDataset(), log=lambda *_: None)
+    assert np.asarray(shapes).shape == (1, 3, 2)
+
+
+def test_online_refiner_steps_on_batches():
+    cfg = _cfg("model.anchors.mode=learned", "model.anchors.online_warmup=true")
+    ds = FakeDataset()
+    shapes = resolve_anchor_shapes(cfg, ds, log=lambda *_: None)
+    refiner = build_online_refiner(cfg, shapes, ds)
+    assert refiner is not None
+    targets = [{"boxes": torch.as_tensor(ds.annotations[i]["boxes"] * 2)} for i in range(2)]
+    new = refine_online(refiner, cfg, targets, [(600, 800), (600, 800)])
+    assert np.asarray(new).shape == (5, 3, 2) and np.isfinite(new).all()
+    assert new[4] == shapes[4]  # P6 has no boxes: frozen
+    assert build_online_refiner(_cfg("model.anchors.mode=kmeans"), shapes, ds) is None
+
+
+def test_anchor_report_writes_json_and_png(tmp_path):
+    report = anchor_report(_cfg(), output_dir=str(tmp_path / "out"), json_path=str(tmp_path / "f.json"),
+                           dataset=FakeDataset(), log=lambda *_: None)
+    data = json.loads((tmp_path / "f.json").read_text())
+    assert data == json.loads((tmp_path / "out" / "anchors.json").read_text()) == json.loads(json.dumps(report))
+    assert list(data) == ["manual", "kmeans", "learned"]
+    for entry in data.values():
+        for key in ("mbiou", "grid_miou", "recall@0.5", "recall@0.7", "below@0.3", "pos_per_gt", "shapes"):
+            assert key in entry
+        assert np.asarray(entry["shapes"]).shape == (5, 3, 2)
+    assert (tmp_path / "out" / "anchors.png").stat().st_size > 1000
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("anchors_tool", REPO / "tools" / "anchors.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tool_on_bccd(tmp_path, capsys):
+    if not (BCCD / "Annotations").is_dir():
+        pytest.skip("../shared/data/BCCD is not present")
+    root = BCCD.resolve()
+    argv = ["--config", str(REPO / "configs" / "bccd_r18_fpn.yaml"), "--json", str(tmp_path / "a.json"),
+            "--output-dir", str(tmp_path / "out"), f"data.train.roots=[{root}]", f"data.val.roots=[{root}]", *FAST]
+    assert _tool().main(argv) == 0
+    out = capsys.readouterr().out
+    assert "R@0.7" in out and "learned anchors" in out and "2804 training boxes" in out
+    data = json.loads((tmp_path / "a.json").read_text())
+    assert data["kmeans"]["mbiou"] > data["manual"]["mbiou"] and data["learned"]["mbiou"] > data["manual"]["mbiou"]
+    assert (tmp_path / "out" / "anchors.png").is_file()
+
+
+def test_tool_reports_bad_override(capsys):
+    assert _tool().main(["model.anchors.nope=1"]) == 1
+    assert "model.anchors.nope" in capsys.readouterr().err
