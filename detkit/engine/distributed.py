@@ -1,0 +1,103 @@
+"""torch.distributed under torchrun: process context, DDP wrapping, rank-0-only side effects.
+
+A process started by ``torchrun`` finds RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT in
+its environment; :func:`init_from_env` joins the process group from them (``env://``) with gloo on
+the CPU and nccl on CUDA. Without those variables everything here is a single-process no-op, so the
+same code path trains with one process or many.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as torch_dist
+
+from detkit.config import Config
+from detkit.errors import ConfigError
+
+__all__ = ["DistContext", "init_from_env", "get_context", "broadcast_object", "prepare_model", "barrier",
+           "all_gather_objects", "cleanup"]
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def local_batch(self, global_batch: int) -> int:
+        """Images per process for a global batch; the world size must divide it."""
+        if global_batch % self.world_size:
+            raise ConfigError(f"key 'train.batch_size' = {global_batch} (the global batch) is not divisible by the "
+                              f"world size {self.world_size}; use a multiple of {self.world_size}")
+        return global_batch // self.world_size
+
+
+def get_context() -> DistContext:
+    """The current process's place in the process group (rank 0 of 1 when not distributed)."""
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        return DistContext(torch_dist.get_rank(), torch_dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return DistContext()
+
+
+def init_from_env(device: str = "cpu") -> DistContext:
+    """Join the process group that torchrun describes in the environment; a no-op without torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1 or (torch_dist.is_available() and torch_dist.is_initialized()):
+        return get_context()
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    torch_dist.init_process_group(backend=backend, init_method="env://")
+    return get_context()
+
+
+def cleanup() -> None:
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if get_context().distributed:
+        torch_dist.barrier()
+
+
+def broadcast_object(obj):
+    """Rank 0's ``obj`` on every rank (returned unchanged when not distributed)."""
+    if not get_context().distributed:
+        return obj
+    box = [obj]
+    torch_dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_gather_objects(obj) -> list:
+    """Every rank's ``obj``, in rank order."""
+    ctx = get_context()
+    if not ctx.distributed:
+        return [obj]
+    gathered = [None] * ctx.world_size
+    torch_dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def prepare_model(model: torch.nn.Module, cfg: Config, device: torch.device) -> torch.nn.Module:
+    """SyncBatchNorm when ``model.backbone.norm = sync_bn``, then DistributedDataParallel when distributed."""
+    ctx = get_context()
+    if not ctx.distributed:
+        return model
+    if cfg.model.backbone.norm == "sync_bn":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    device_ids = [device.index if device.index is not None else ctx.local_rank] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)

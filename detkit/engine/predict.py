@@ -1,0 +1,112 @@
+"""Inference on image files: expand inputs, detect in batches, draw, write detections.json.
+
+A file that cannot be read is reported and skipped; the others are still processed.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from detkit.config import Config
+from detkit.data.image_io import IMAGE_EXTENSIONS, read_image
+from detkit.data.transforms import build_transforms
+from detkit.engine.evaluator import write_json
+from detkit.errors import DataError
+from detkit.vis import draw_detections
+
+__all__ = ["expand_inputs", "predict_files"]
+
+
+def expand_inputs(inputs: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Image paths named by files, folders (their image files, sorted) and glob patterns.
+
+    Returns (paths, problems) where problems lists (input, reason) for inputs that match nothing.
+    """
+    paths, problems = [], []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_EXTENSIONS))
+            if not found:
+                problems.append((item, f"folder has no image files ({', '.join(IMAGE_EXTENSIONS)})"))
+            paths.extend(found)
+        elif os.path.isfile(item):
+            paths.append(item)
+        elif any(ch in item for ch in "*?["):
+            found = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+            if not found:
+                problems.append((item, "pattern matches no file"))
+            paths.extend(found)
+        else:
+            problems.append((item, "no such file or folder"))
+    return list(dict.fromkeys(paths)), problems
+
+
+def _load(path: str, transform) -> dict:
+    image = read_image(path)
+    sample = {"image": image, "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros((0,), np.int64),
+              "ignore_boxes": np.zeros((0, 4), np.float32), "image_id": 0, "orig_size": image.shape[:2],
+              "file_name": os.path.basename(path)}
+    sample = transform(sample)
+    tensor = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(2, 0, 1).float().div_(255)  # HWC -> CHW
+    return {"tensor": tensor, "orig_size": tuple(int(v) for v in image.shape[:2]), "image": image}
+
+
+@torch.inference_mode()
+def predict_files(model: torch.nn.Module, cfg: Config, classes: Sequence[str], category_ids: Sequence[int],
+                  paths: Sequence[str], *, output_dir: str, batch_size: int = 1, device: str = "cpu",
+                  progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Detect on each file, save ``<output_dir>/<name>`` with boxes drawn and ``detections.json``.
+
+    Returns ``{"processed": n, "failed": [(path, reason), ...], "detections": n}``.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    transform = build_transforms(cfg.data, train=False, seed=0)
+    model = model.to(device).eval()
+    results, failed, processed, used_names = [], [], 0, set()
+    bar = tqdm(total=len(paths), desc="infer", leave=False, disable=not progress or not sys.stderr.isatty())
+    for start in range(0, len(paths), batch_size):
+        batch = []
+        for path in paths[start:start + batch_size]:
+            try:
+                batch.append((path, _load(path, transform)))
+            except DataError as exc:
+                failed.append((path, str(exc)))
+                log(f"skipped: {exc}")
+        if batch:
+            outputs = model([item["tensor"].to(device) for _, item in batch],
+                            orig_sizes=[item["orig_size"] for _, item in batch])
+            for (path, item), out in zip(batch, outputs):
+                results.extend(_to_results(out, path, category_ids))
+                drawn = draw_detections(item["image"], out["boxes"].cpu().numpy(), out["labels"].cpu().tolist(),
+                                        out["scores"].cpu().tolist(), classes)
+                drawn.save(_output_image_path(output_dir, path, used_names))
+                processed += 1
+        bar.update(len(paths[start:start + batch_size]))
+    bar.close()
+    write_json(results, os.path.join(output_dir, "detections.json"))
+    return {"processed": processed, "failed": failed, "detections": len(results)}
+
+
+def _to_results(out: dict, path: str, category_ids: Sequence[int]) -> list[dict]:
+    boxes = out["boxes"].cpu().numpy()
+    return [{"file_name": os.path.basename(path), "path": path, "category_id": int(category_ids[int(label) - 1]),
+             "bbox": [round(float(b[0]), 2), round(float(b[1]), 2), round(float(b[2] - b[0]), 2),
+                      round(float(b[3] - b[1]), 2)], "score": round(float(score), 5)}
+            for b, label, score in zip(boxes, out["labels"].cpu().tolist(), out["scores"].cpu().tolist())]
+
+
+def _output_image_path(output_dir: str, path: str, used_names: set) -> str:
+    stem, ext = os.path.splitext(os.path.basename(path))
+    ext = ext.lower() if ext.lower() in (".jpg", ".jpeg", ".png") else ".png"
+    name, counter = stem + ext, 1
+    while name in used_names:  # two inputs with the same name in different folders
+        name, counter = f"{stem}_{counter}{ext}", counter + 1
+    used_names.add(name)
+    return os.path.join(output_dir, name)

@@ -1,0 +1,286 @@
+"""The training loop: optimizer, warm-up + schedule, AMP on CUDA, gradient clipping, NaN guard,
+metrics.jsonl, periodic COCO evaluation, last.pt / best.pt, exact resume.
+
+A run writes everything into one folder (``output.dir``)::
+
+    config.yaml      the resolved config (anchor shapes included)
+    metrics.jsonl    one line every ``train.log_every`` iterations ("train"), one per evaluation ("eval")
+    last.pt          the latest checkpoint; best.pt the best by ``eval.best_metric``
+    eval.json        the final evaluation; detections.json its detections (COCO results format)
+    plots/*.png      loss, LR, precision-recall curves, confusion matrix
+
+Resume is exact on the CPU: the checkpoint holds the model, optimizer, scheduler, iteration, the
+torch RNG and every sampling generator of the model; the data order and augmentation are functions
+of (seed, epoch, position), so the batches after iteration k are the ones the uninterrupted run saw.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from typing import Callable, Optional
+
+import torch
+from tqdm import tqdm
+
+from detkit.config import Config, config_to_dict, save_config
+from detkit.engine import distributed as dist
+from detkit.engine.anchor_setup import resolve_anchor_shapes
+from detkit.engine.checkpoint import load_checkpoint, save_checkpoint
+from detkit.engine.inference import run_evaluation
+from detkit.engine.optim import build_optimizer, build_scheduler
+from detkit.errors import CheckpointError, TrainingError
+from detkit.modeling.detector import build_detector
+from detkit.data.loader import build_dataset, build_loader
+
+__all__ = ["Trainer", "model_rng_state", "load_model_rng_state"]
+
+
+def model_rng_state(model: torch.nn.Module) -> dict:
+    """States of every sampling generator the model's modules own (``module.rng``)."""
+    return {name: module.rng.state_dict() for name, module in model.named_modules()
+            if hasattr(getattr(module, "rng", None), "state_dict")}
+
+
+def load_model_rng_state(model: torch.nn.Module, state: dict) -> None:
+    modules = dict(model.named_modules())
+    for name, rng_state in state.items():
+        if name in modules and hasattr(getattr(modules[name], "rng", None), "load_state_dict"):
+            modules[name].rng.load_state_dict(rng_state)
+
+
+class Trainer:
+    """Trains one detector as ``cfg`` says; ``run()`` returns the final evaluation metrics."""
+
+    def __init__(self, cfg: Config, *, resume: bool = False, quiet: bool = False,
+                 log: Callable[[str], None] = print) -> None:
+        self.cfg = cfg
+        self.resume = resume
+        self.quiet = quiet
+        self.ctx = dist.get_context()
+        self.log = log if self.ctx.is_main else (lambda *_: None)
+        self.out = cfg.output.dir
+        self.paths = {name: os.path.join(self.out, name) for name in
+                      ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "eval.json", "detections.json")}
+        self.device = torch.device(cfg.train.device)
+        self.iteration = 0
+        self.start_epoch = 0
+        self.best_value: Optional[float] = None
+        self.last_good_checkpoint: Optional[str] = None
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        cfg = self.cfg
+        torch.manual_seed(cfg.train.seed)
+        checkpoint = self._read_resume_checkpoint() if self.resume else None
+        self.train_set = build_dataset(cfg, "train")
+        self.val_set = build_dataset(cfg, "val")
+        self.classes = list(self.train_set.classes)
+        self.log(f"data: {len(self.train_set)} training images, {len(self.val_set)} validation images, "
+                 f"classes {self.classes}")
+        for name, data in (("train", self.train_set), ("val", self.val_set)):
+            if hasattr(data, "report") and data.report is not None:
+                summary = data.report.summary()
+                if summary:
+                    self.log(f"data ({name}): {summary}")
+        if checkpoint is not None:
+            cfg.model.anchors.shapes = [[list(map(float, wh)) for wh in level] for level in checkpoint["anchor_shapes"]]
+        elif cfg.model.anchors.shapes is None:
+            cfg.model.anchors.shapes = dist.broadcast_object(
+                resolve_anchor_shapes(cfg, self.train_set, log=self.log) if self.ctx.is_main else None)
+        self.model = build_detector(cfg, num_classes=len(self.classes)).to(self.device)
+        self.model = dist.prepare_model(self.model, cfg, self.device)
+        self.optimizer = build_optimizer(self.model, cfg.train)
+        self.iters_per_epoch = self._iters_per_epoch()
+        self.total_iters = cfg.train.epochs * self.iters_per_epoch
+        self.scheduler = build_scheduler(self.optimizer, cfg.train, self.total_iters)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self._amp)
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        if self.ctx.is_main:
+            os.makedirs(self.out, exist_ok=True)
+            save_config(cfg, self.paths["config.yaml"])
+        self.log(f"batch: {self.ctx.local_batch(cfg.train.batch_size)} per process x {self.ctx.world_size} "
+                 f"process(es) = {cfg.train.batch_size} global; {self.iters_per_epoch} iterations per epoch, "
+                 f"{self.total_iters} in all")
+
+    @property
+    def _amp(self) -> bool:
+        return self.cfg.train.amp and self.device.type == "cuda"
+
+    @property
+    def _bare_model(self) -> torch.nn.Module:
+        return getattr(self.model, "module", self.model)
+
+    def _iters_per_epoch(self) -> int:
+        self.train_loader = build_loader(self.cfg, "train", dataset=self.train_set, distributed=self.ctx.distributed)
+        return len(self.train_loader)
+
+    def _read_resume_checkpoint(self) -> dict:
+        path = self.paths["last.pt"]
+        if not os.path.exists(path):
+            raise CheckpointError(f"--resume: no checkpoint to resume from at '{path}' "
+                                  f"(set output.dir / --output-dir to the folder of the run to continue)")
+        return load_checkpoint(path)
+
+    def _restore(self, ckpt: dict) -> None:
+        try:
+            self._bare_model.load_state_dict(ckpt["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint '{self.paths['last.pt']}' does not match the configured model: "
+                                  f"{exc}") from None
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.iteration = int(ckpt["iteration"])
+        self.start_epoch = int(ckpt["epoch"])
+        self.best_value = ckpt.get("best", {}).get("value")
+        rng = ckpt.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        load_model_rng_state(self._bare_model, rng.get("model", {}))
+        self.last_good_checkpoint = self.paths["last.pt"]
+        self.log(f"resumed from {self.paths['last.pt']} at epoch {self.start_epoch}, iteration {self.iteration}")
+
+    # ------------------------------------------------------------------ checkpoints and logs
+    def _checkpoint_state(self, epoch: int) -> dict:
+        rng = {"torch": torch.get_rng_state(), "model": model_rng_state(self._bare_model)}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "model": self._bare_model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "epoch": epoch, "iteration": self.iteration, "rng": rng,
+            "config": config_to_dict(self.cfg), "classes": self.classes,
+            "category_ids": list(self.train_set.category_ids), "anchor_shapes": self.cfg.model.anchors.shapes,
+            "best": {"metric": self.cfg.eval.best_metric, "value": self.best_value},
+        }
+
+    def _save(self, name: str, epoch: int) -> None:
+        if not self.ctx.is_main:
+            return
+        save_checkpoint(self._checkpoint_state(epoch), self.paths[name])
+        if name == "last.pt":
+            self.last_good_checkpoint = self.paths[name]
+
+    def _write_metrics(self, record: dict) -> None:
+        if not self.ctx.is_main:
+            return
+        with open(self.paths["metrics.jsonl"], "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> dict:
+        """Train for ``train.epochs`` (or until ``train.max_iters``), evaluate, plot; return eval metrics."""
+        self.setup()
+        cfg = self.cfg
+        metrics: dict = {}
+        stopped_early = False
+        for epoch in range(self.start_epoch, cfg.train.epochs):
+            stopped_early = self._train_epoch(epoch)
+            last_epoch = epoch + 1 == cfg.train.epochs
+            if stopped_early or last_epoch or (epoch + 1) % cfg.train.checkpoint_every == 0:
+                self._save("last.pt", epoch if stopped_early else epoch + 1)
+            if stopped_early:
+                break
+            if last_epoch or (cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0):
+                metrics = self._evaluate(epoch + 1)
+        if stopped_early or not metrics:
+            metrics = self._evaluate(self.start_epoch if stopped_early else cfg.train.epochs, final=True)
+        self._finish(metrics)
+        return metrics
+
+    def _train_epoch(self, epoch: int) -> bool:
+        """One epoch; returns True when ``train.max_iters`` stopped it early."""
+        cfg = self.cfg
+        self.model.train()
+        loader = self.train_loader
+        loader.set_epoch(epoch)
+        # Resuming mid-epoch: the epoch's batch order is a function of (seed, epoch), so skipping the
+        # batches already trained on (without loading them) continues exactly where the run stopped.
+        loader.batch_sampler.set_skip(max(0, self.iteration - epoch * self.iters_per_epoch))
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
+                   disable=self.quiet or not self.ctx.is_main or not sys.stderr.isatty())
+        tic, seen = time.perf_counter(), 0
+        for images, targets in bar:
+            if cfg.train.max_iters is not None and self.iteration >= cfg.train.max_iters:
+                return True
+            losses = self._step(images, targets)
+            self.iteration += 1
+            seen += len(images) * self.ctx.world_size
+            rate = seen / max(time.perf_counter() - tic, 1e-9)
+            lr = self.optimizer.param_groups[0]["lr"]
+            bar.set_postfix(loss=f"{losses['loss']:.3f}", lr=f"{lr:.4g}", img_s=f"{rate:.2f}")
+            if self.iteration % cfg.train.log_every == 0 or self.iteration == 1:
+                self._write_metrics({"type": "train", "epoch": epoch + 1, "iteration": self.iteration, "lr": lr,
+                                     "time": time.time(), "img_per_s": rate, **losses})
+        if cfg.train.max_iters is not None and self.iteration >= cfg.train.max_iters and \
+                self.iteration < (epoch + 1) * self.iters_per_epoch:
+            return True
+        self._write_metrics({"type": "epoch", "epoch": epoch + 1, "iteration": self.iteration, "time": time.time(),
+                             "seconds": time.perf_counter() - tic, "img_per_s": seen / max(time.perf_counter() - tic, 1e-9)})
+        self.log(f"epoch {epoch + 1}/{cfg.train.epochs}: iteration {self.iteration}, "
+                 f"{seen / max(time.perf_counter() - tic, 1e-9):.2f} img/s")
+        return False
+
+    def _step(self, images: list, targets: list) -> dict:
+        images = [img.to(self.device, non_blocking=True) for img in images]
+        targets = [{k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+        with torch.autocast(self.device.type, enabled=self._amp):
+            loss_dict = self.model(images, targets)
+        loss = sum(loss_dict.values())
+        values = {k: float(v.detach()) for k, v in loss_dict.items()}
+        values["loss"] = float(loss.detach())
+        if not math.isfinite(values["loss"]):
+            where = self.last_good_checkpoint or "none written yet"
+            raise TrainingError(f"loss is {values['loss']} at iteration {self.iteration + 1} "
+                                f"({', '.join(f'{k}={v:.4g}' for k, v in values.items())}); training stopped. "
+                                f"Last good checkpoint: {where}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.train.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return values
+
+    # ------------------------------------------------------------------ evaluation
+    def _evaluate(self, epoch: int, final: bool = False) -> dict:
+        metrics, results = run_evaluation(self._bare_model, self.val_set, self.cfg, self.device,
+                                          progress=not self.quiet and self.ctx.is_main)
+        if not self.ctx.is_main:
+            return metrics
+        record = {"type": "eval", "epoch": epoch, "iteration": self.iteration, "time": time.time(),
+                  **{k: v for k, v in metrics["coco"].items()}, "voc_mAP50": metrics["voc"]["mAP50_area"]}
+        if "val_loss" in metrics:
+            record["val_loss"] = metrics["val_loss"]["loss"]
+        self._write_metrics(record)
+        value = metrics["coco"].get(self.cfg.eval.best_metric)
+        if value is not None and (self.best_value is None or value > self.best_value):
+            self.best_value = value
+            self._save("best.pt", epoch)
+        self.log(f"eval at epoch {epoch}: mAP {metrics['coco']['mAP']:.4f}  AP50 {metrics['coco']['AP50']:.4f}  "
+                 f"AP75 {metrics['coco']['AP75']:.4f}")
+        self._last_results = results
+        return metrics
+
+    def _finish(self, metrics: dict) -> None:
+        if not self.ctx.is_main:
+            return
+        from detkit.engine.evaluator import format_coco_table, format_per_class_table, write_json
+        from detkit.vis import write_training_plots
+
+        write_json(metrics, self.paths["eval.json"])
+        write_json(getattr(self, "_last_results", []), self.paths["detections.json"])
+        if not os.path.exists(self.paths["best.pt"]) and os.path.exists(self.paths["last.pt"]):
+            self._save("best.pt", self.cfg.train.epochs)
+        if self.cfg.output.plots:
+            write_training_plots(self.out, self.paths["metrics.jsonl"], metrics, self.classes)
+        self.log("COCO metrics on the validation split:\n" + format_coco_table(metrics))
+        self.log("per class:\n" + format_per_class_table(metrics))
+        self.log(f"outputs in {self.out}")

@@ -1,0 +1,132 @@
+"""Tests of the training loop: outputs, exact resume, NaN guard, atomic checkpoints, CLI overrides."""
+
+import os
+
+import pytest
+import torch
+
+from detkit.engine import checkpoint as checkpoint_module
+from detkit.engine.checkpoint import load_checkpoint, save_checkpoint
+from detkit.engine.trainer import Trainer
+from detkit.errors import CheckpointError, TrainingError
+
+from .conftest import tiny_overrides
+
+
+def test_short_run_writes_every_output(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(**{"train.max_iters": 2})
+    metrics = Trainer(cfg, quiet=True, log=lambda *_: None).run()
+    out = tmp_path / "run"
+    for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "eval.json", "detections.json"):
+        assert (out / name).is_file(), name
+    for plot in ("loss.png", "lr.png", "pr_curves.png", "confusion_matrix.png"):
+        assert (out / "plots" / plot).stat().st_size > 0, plot
+    assert set(metrics["coco"]) >= {"mAP", "AP50", "AP75"}
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["iteration"] == 2 and ckpt["classes"] == ["circle", "square", "triangle"]
+    assert len(ckpt["anchor_shapes"]) == 1 and len(ckpt["anchor_shapes"][0]) == 3
+    assert ckpt["config"]["model"]["anchors"]["shapes"] == ckpt["anchor_shapes"]
+
+
+def _params(path):
+    return load_checkpoint(path)["model"]
+
+
+def test_resume_after_k_iterations_equals_uninterrupted_run(tiny_cfg, tmp_path):
+    full = tiny_cfg(**{"output.dir": str(tmp_path / "full"), "train.eval_every": 0})
+    Trainer(full, quiet=True, log=lambda *_: None).run()
+
+    part = tiny_cfg(**{"output.dir": str(tmp_path / "part"), "train.eval_every": 0, "train.max_iters": 3})
+    Trainer(part, quiet=True, log=lambda *_: None).run()
+    assert load_checkpoint(tmp_path / "part" / "last.pt")["iteration"] == 3
+    rest = tiny_cfg(**{"output.dir": str(tmp_path / "part"), "train.eval_every": 0})
+    Trainer(rest, resume=True, quiet=True, log=lambda *_: None).run()
+
+    a, b = _params(tmp_path / "full" / "last.pt"), _params(tmp_path / "part" / "last.pt")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_cfg, tmp_path, monkeypatch):
+    cfg = tiny_cfg(**{"train.eval_every": 0})
+    trainer = Trainer(cfg, quiet=True, log=lambda *_: None)
+    calls = {"n": 0}
+    original = Trainer._step
+
+    def poisoned_step(self, images, targets):
+        calls["n"] += 1
+        if calls["n"] == 6:  # epoch 2: last.pt of epoch 1 exists
+            for p in self.model.parameters():
+                p.data.fill_(float("nan"))
+        return original(self, images, targets)
+
+    monkeypatch.setattr(Trainer, "_step", poisoned_step)
+    with pytest.raises(TrainingError) as info:
+        trainer.run()
+    message = str(info.value)
+    assert "iteration 6" in message and "last.pt" in message
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["iteration"] == 4
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_interrupted_save_never_truncates(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"model": {"w": torch.ones(3)}, "config": {}, "classes": ["a"], "anchor_shapes": []}, path)
+    before = path.read_bytes()
+
+    def crash(obj, f, *args, **kwargs):
+        f.write(b"partial bytes")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"model": {"w": torch.zeros(3)}, "config": {}, "classes": ["a"], "anchor_shapes": []}, path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_nan_model_is_never_saved(tmp_path):
+    with pytest.raises(CheckpointError, match="'w'"):
+        save_checkpoint({"model": {"w": torch.tensor([1.0, float("nan")])}}, tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.parametrize("content, match", [(b"", "empty"), (b"not a zip at all", "cannot be read")])
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, content, match):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint(path)
+
+
+def test_truncated_and_foreign_checkpoints(tmp_path):
+    good = tmp_path / "good.pt"
+    save_checkpoint({"model": {"w": torch.ones(1000)}, "config": {}, "classes": ["a"], "anchor_shapes": []}, good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:-300])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="missing model"):
+        load_checkpoint(foreign)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_command_line_overrides_reach_the_components(tmp_path):
+    import tools.train as train_tool
+
+    args = tiny_overrides(tmp_path, **{"train.max_iters": 1, "model.roi_head.fc_dim": 48})
+    assert train_tool.main(["--quiet", "--seed", "3", *args]) == 0
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["config"]["train"]["seed"] == 3
+    fc_weights = [v for k, v in ckpt["model"].items() if v.ndim == 2]
+    assert any(w.shape[0] == 48 for w in fc_weights)
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tiny_cfg):
+    with pytest.raises(CheckpointError, match="--resume"):
+        Trainer(tiny_cfg(), resume=True, quiet=True, log=lambda *_: None).run()

@@ -1,0 +1,48 @@
+"""Evaluate a checkpoint with the COCO metrics (and VOC mAP@0.5) on a data set split.
+
+    python tools/eval.py --checkpoint CKPT [--config CFG] [--split NAME] [--output-dir DIR] [key=value ...]
+
+Without --config the checkpoint's own config (data paths included) is used; key=value overrides
+change it (e.g. data.val.splits=[test]). --split train|val picks the config's training or validation
+split; any other NAME is a VOC split (ImageSets/Main/NAME.txt) read from the validation roots.
+Prints the COCO table and the per-class AP table; writes eval.json and detections.json.
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from detkit.engine.inference import evaluate_checkpoint  # noqa: E402
+from detkit.errors import DetkitError  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--config", help="YAML config to use instead of the checkpoint's (model must match)")
+    parser.add_argument("--split", help="train, val (default) or a VOC split name")
+    parser.add_argument("--output-dir", help="where eval.json and detections.json go (default: beside the checkpoint)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    overrides = list(args.overrides)
+    output_dir = args.output_dir or os.path.dirname(os.path.abspath(args.checkpoint))
+    try:
+        evaluate_checkpoint(args.checkpoint, config_path=args.config, overrides=overrides, split=args.split,
+                            output_dir=output_dir,
+                            device=args.device, progress=not args.quiet)
+    except DetkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
