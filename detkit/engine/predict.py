@@ -54,7 +54,7 @@ def _load(path: str, transform) -> dict:
               "ignore_boxes": np.zeros((0, 4), np.float32), "image_id": 0, "orig_size": image.shape[:2],
               "file_name": os.path.basename(path)}
     sample = transform(sample)
-    tensor = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(2, 0, 1).float().div_(255)  # HWC -> CHW
+    tensor = torch.from_numpy(np.array(sample["image"], copy=True)).permute(2, 0, 1).float().div_(255)  # HWC -> CHW
     return {"tensor": tensor, "orig_size": tuple(int(v) for v in image.shape[:2]), "image": image}
 
 
