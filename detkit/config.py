@@ -51,6 +51,8 @@ class BackboneConfig:
     # fpn: P2..P6 (strides 4..64); c4 / c5: a single level of stride 16 / 32.
     features: str = field(default="fpn", metadata=_choices("fpn", "c4", "c5"))
     fpn_channels: int = field(default=256, metadata={"gt": 0})
+    # Zero-initialise the last norm gamma of every residual block (each block starts as the identity).
+    zero_init_residual: bool = False
     # Optional local state dict (torchvision ResNet format or a detkit checkpoint).
     weights: Optional[str] = None
 

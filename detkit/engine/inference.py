@@ -103,7 +103,7 @@ def evaluate_checkpoint(checkpoint_path: str, *, config_path: Optional[str] = No
         shapes = cfg.model.anchors.shapes
         cfg = load_config(config_path, overrides)
         cfg.model.anchors.shapes = shapes
-    dataset = build_dataset(cfg, "train" if split == "train" else "val")
+    dataset = build_dataset(cfg, "train" if split == "train" else "val", classes=ckpt["classes"])
     if list(dataset.classes) != list(ckpt["classes"]):
         raise CheckpointError(f"checkpoint '{checkpoint_path}' was trained on classes {ckpt['classes']} "
                               f"but the data set has {list(dataset.classes)}")

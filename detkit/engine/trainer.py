@@ -77,7 +77,7 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         checkpoint = self._read_resume_checkpoint() if self.resume else None
         self.train_set = build_dataset(cfg, "train")
-        self.val_set = build_dataset(cfg, "val")
+        self.val_set = build_dataset(cfg, "val", classes=self.train_set.classes)
         self.classes = list(self.train_set.classes)
         self.log(f"data: {len(self.train_set)} training images, {len(self.val_set)} validation images, "
                  f"classes {self.classes}")

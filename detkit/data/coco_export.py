@@ -1,0 +1,62 @@
+"""Any detkit data set -> COCO JSON (used by tools/voc2coco.py; also a ready COCO ground truth).
+
+Boxes are written with :func:`~detkit.data.coco.xyxy_to_coco_box` (the data set's continuous
+coordinates, so a VOC box [xmin, ymin, xmax, ymax] becomes [xmin - 1, ymin - 1, xmax - xmin + 1,
+ymax - ymin + 1]); ignore regions (VOC difficult, COCO crowd) become ``iscrowd: 1`` annotations,
+which COCODataset reads back as ignore regions and COCOeval excludes. Image ids, file names,
+sizes and categories (``category_ids`` / ``classes``) are the data set's, so reading the file
+back with COCODataset gives exactly the same boxes, labels and ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Optional
+
+from detkit.data.coco import xyxy_to_coco_box
+
+__all__ = ["dataset_to_coco", "write_json_atomic"]
+
+
+def dataset_to_coco(dataset, *, img_root: Optional[str] = None, description: Optional[str] = None) -> dict:
+    """The COCO dict (images, annotations, categories) of a data set, from get_annotation (no decoding).
+
+    Args:
+        img_root: write each file_name relative to this folder (needed when the data set joins
+            several roots); default: the data set's own file names (relative to its image folder).
+    """
+    images, annotations = [], []
+    for i in range(len(dataset)):
+        ann = dataset.get_annotation(i)
+        h, w = ann["orig_size"]
+        file_name = ann["file_name"] if img_root is None else os.path.relpath(dataset.image_path(i), img_root)
+        images.append({"id": int(ann["image_id"]), "file_name": file_name, "width": int(w), "height": int(h)})
+        groups = ((ann["boxes"], ann["labels"], 0), (ann["ignore_boxes"], ann["ignore_labels"], 1))
+        for boxes, labels, crowd in groups:
+            for box, label in zip(boxes.tolist(), labels.tolist()):
+                x, y, bw, bh = xyxy_to_coco_box(*box)
+                annotations.append({"id": len(annotations) + 1, "image_id": int(ann["image_id"]),
+                                    "category_id": int(dataset.category_ids[label - 1]),
+                                    "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": crowd})
+    categories = [{"id": int(cid), "name": name, "supercategory": "none"}
+                  for cid, name in zip(dataset.category_ids, dataset.classes)]
+    info = {"description": description or f"converted by detkit from {getattr(dataset, 'name', 'a data set')}"}
+    return {"info": info, "images": images, "annotations": annotations, "categories": categories}
+
+
+def write_json_atomic(data: dict, path: str) -> None:
+    """Write JSON to `path` through a temporary file and a rename (never half a file)."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,133 @@
+"""Image files: decode to RGB uint8, read sizes from headers, detect truncated files cheaply.
+
+Every image enters detkit through :func:`read_image` and leaves it as an (H, W, 3) uint8 RGB
+array, whatever the file holds:
+
+- grayscale (L, 1, LA), palette (P), RGBA, CMYK and YCbCr images are converted to RGB
+  (an alpha channel is dropped, as OpenCV does);
+- 16-bit and 32-bit integer images (I;16, I) are scaled to 8 bits (value / 257, i.e. the 16-bit
+  range [0, 65535] maps onto [0, 255]); float images (F) in [0, 1] are scaled by 255, others clipped;
+- the EXIF orientation tag is applied, so the array is the image as a viewer displays it.
+  **Boxes are taken in that displayed (orientation-applied) frame**, and so are the sizes
+  returned by :func:`read_image_size`. An annotation whose recorded size matches the stored,
+  unrotated frame instead is reported as a size mismatch by the data sets.
+
+Only Pillow is used for decoding, so the same bytes give the same pixels in every process.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Tuple
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from detkit.errors import DataError
+
+__all__ = ["read_image", "read_image_size", "truncation_problem", "IMAGE_EXTENSIONS"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+_EXIF_ORIENTATION = 0x0112
+_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # the orientations that turn the image by 90 degrees
+
+
+def _exif_orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+    except Exception:  # a broken EXIF block is not a broken image: treat it as upright
+        return 1
+
+
+def read_image_size(path: str) -> Tuple[int, int, int]:
+    """Height, width (in the EXIF-applied frame) and EXIF orientation from the header only.
+
+    Returns:
+        (h, w, orientation) with orientation in 1..8 (1 = upright / no tag).
+
+    Raises:
+        DataError: the file is missing or its header cannot be read.
+    """
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            orientation = _exif_orientation(img)
+    except FileNotFoundError:
+        raise DataError(f"image file '{path}' does not exist") from None
+    except Exception as exc:
+        raise DataError(f"image file '{path}' cannot be read: {exc}") from None
+    if orientation in _SWAPPING_ORIENTATIONS:
+        w, h = h, w
+    return h, w, orientation
+
+
+def _to_rgb_array(img: Image.Image) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img).astype(np.float64)
+        if mode == "I" and arr.size and arr.max() <= 255 and arr.min() >= 0:
+            gray = arr
+        else:
+            gray = arr / 257.0
+        gray = np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "F":
+        arr = np.asarray(img).astype(np.float64)
+        if arr.size and arr.max() <= 1.0 and arr.min() >= 0.0:
+            arr = arr * 255.0
+        gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode != "RGB":
+        img = img.convert("RGB")  # L, 1, LA, RGBA (alpha dropped), CMYK, YCbCr, P
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+
+
+def read_image(path: str) -> np.ndarray:
+    """Decode an image file into an (H, W, 3) uint8 RGB array with EXIF orientation applied.
+
+    Raises:
+        DataError: the file is missing, truncated or not a readable image (the message names it).
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img) if _exif_orientation(img) != 1 else img
+            return _to_rgb_array(img)
+    except FileNotFoundError:
+        raise DataError(f"image file '{path}' does not exist") from None
+    except DataError:
+        raise
+    except Exception as exc:  # PIL raises OSError / SyntaxError / ValueError on broken files
+        raise DataError(f"image file '{path}' cannot be decoded ({type(exc).__name__}: {exc}); "
+                        f"fix or remove it, or set data.skip_bad_images=true") from None
+
+
+def truncation_problem(path: str) -> Optional[str]:
+    """A cheap end-of-file check: why `path` looks truncated, or None when it looks complete.
+
+    JPEG files must end with the EOI marker (FF D9) within their last 1 KiB (trailing padding
+    is allowed); PNG files must end with an IEND chunk. Other formats are not checked here
+    (decoding catches them), nor is a file's extension. Only the last bytes are read, so this costs one seek per file.
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            f.seek(max(0, size - 1024))
+            tail = f.read()
+    except FileNotFoundError:
+        return "file does not exist"
+    except OSError as exc:
+        return f"cannot be read ({exc})"
+    if size == 0:
+        return "file is empty"
+    if head.startswith(b"\xff\xd8"):  # by content, not by extension (odd extensions are common)
+        if b"\xff\xd9" not in tail:
+            return "JPEG file is truncated (no end-of-image marker)"
+    elif head.startswith(b"\x89PNG"):
+        if b"IEND" not in tail[-16:]:
+            return "PNG file is truncated (no IEND chunk)"
+    return None

@@ -1,0 +1,84 @@
+"""detkit/data/image_io.py: every image kind loads as RGB uint8; EXIF applied; truncation detected."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from detkit.data.image_io import read_image, read_image_size, truncation_problem
+from detkit.errors import DataError
+
+
+def _check_rgb(arr, h, w):
+    assert arr.dtype == np.uint8 and arr.shape == (h, w, 3)
+
+
+@pytest.mark.parametrize("mode", ["L", "1", "LA", "RGBA", "P", "CMYK"])
+def test_modes_load_as_rgb(tmp_path, mode):
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    img = rgb.convert(mode)
+    path = tmp_path / ("x.jpg" if mode == "CMYK" else "x.png")
+    img.save(path)
+    arr = read_image(str(path))
+    _check_rgb(arr, 20, 30)
+    if mode == "L":
+        assert np.array_equal(arr[..., 0], np.asarray(img)) and np.array_equal(arr[..., 0], arr[..., 2])
+    if mode == "RGBA":
+        assert np.array_equal(arr, np.asarray(rgb))  # alpha dropped, colour kept
+
+
+def test_palette_with_transparency(tmp_path):
+    img = Image.new("P", (8, 6))
+    img.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)
+    img.info["transparency"] = 0
+    img.save(tmp_path / "p.png", transparency=0)
+    _check_rgb(read_image(str(tmp_path / "p.png")), 6, 8)
+
+
+def test_16bit_grayscale_scaled_to_8bit(tmp_path):
+    values = np.array([[0, 257, 65535, 32896]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "g16.png")
+    arr = read_image(str(tmp_path / "g16.png"))
+    _check_rgb(arr, 1, 4)
+    assert arr[0, :, 0].tolist() == [0, 1, 255, 128]
+
+
+def test_exif_orientation_applied_and_size_in_rotated_frame(tmp_path):
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:, :10] = 255  # a white band on the left of the stored image
+    img = Image.fromarray(arr)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    img.save(tmp_path / "r.jpg", exif=exif, quality=95)
+    h, w, orientation = read_image_size(str(tmp_path / "r.jpg"))
+    assert (h, w, orientation) == (40, 20, 6)
+    out = read_image(str(tmp_path / "r.jpg"))
+    _check_rgb(out, 40, 20)
+    assert out[:10].mean() > 200 and out[-10:].mean() < 50  # left band is now at the top
+
+
+def test_truncated_jpeg(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    data = buf.getvalue()
+    (tmp_path / "ok.jpg").write_bytes(data)
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    assert truncation_problem(str(tmp_path / "ok.jpg")) is None
+    assert "truncated" in truncation_problem(str(tmp_path / "cut.jpg"))
+    with pytest.raises(DataError, match="cut.jpg"):
+        read_image(str(tmp_path / "cut.jpg"))
+
+
+def test_truncated_png_and_garbage(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, "PNG")
+    (tmp_path / "cut.png").write_bytes(buf.getvalue()[:-20])
+    assert "truncated" in truncation_problem(str(tmp_path / "cut.png"))
+    (tmp_path / "junk.jpg").write_bytes(b"not an image at all")
+    with pytest.raises(DataError, match="junk.jpg"):
+        read_image(str(tmp_path / "junk.jpg"))
+    with pytest.raises(DataError, match="does not exist"):
+        read_image(str(tmp_path / "missing.jpg"))
