@@ -29,12 +29,15 @@ def _check_replicas(num_replicas: int, rank: int) -> None:
 class GroupedBatchSampler(Sampler[List[int]]):
     """Shuffled training batches whose images share an aspect-ratio group (less padding).
 
-    Each epoch: a permutation of all indices from ``(seed, epoch)``; indices are dealt into
-    their group's buffer and a batch is emitted whenever a buffer holds ``batch_size``; the
-    remaining partial batches (at most one per group) follow; the batch order is shuffled. With
-    several replicas the batch list is padded (by repeating its first batches) to a multiple of
-    ``num_replicas`` and rank r takes batches r, r + num_replicas, ... So every index is used
-    once per epoch (plus the padding), and all ranks see the same number of batches.
+    Each epoch: a permutation of all indices from ``(seed, epoch)``; indices are dealt into their
+    group's buffer and a *global* batch (``batch_size x num_replicas`` images) is emitted whenever
+    a buffer is full; the remaining partial batches (at most one per group) follow; the batch
+    order is shuffled. Rank r takes images ``[r * batch_size, (r + 1) * batch_size)`` of every
+    global batch. So step t trains on the same images with one process of batch B as with N
+    processes of batch B / N (what makes a DDP run equal to a single-process run), every index
+    is used once per epoch, and all ranks see the same number of batches. A partial global batch
+    too small to give every rank ``batch_size`` images is topped up by repeating its own images
+    (its first image when it is split over more ranks than it has images).
 
     Args:
         group_ids: (N,) group of each image (see :func:`aspect_ratio_groups`); all zeros = no grouping.
@@ -58,6 +61,10 @@ class GroupedBatchSampler(Sampler[List[int]]):
         self.epoch = 0
         self.skip = 0
 
+    @property
+    def global_batch_size(self) -> int:
+        return self.batch_size * self.num_replicas
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
@@ -68,15 +75,16 @@ class GroupedBatchSampler(Sampler[List[int]]):
         """
         self.skip = max(0, int(num_batches))
 
-    def _all_batches(self) -> List[List[int]]:
+    def _global_batches(self) -> List[List[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(len(self.group_ids)) if self.shuffle else np.arange(len(self.group_ids))
+        size = self.global_batch_size
         buffers: dict = {}
         batches: List[List[int]] = []
         for idx in order.tolist():
             buf = buffers.setdefault(int(self.group_ids[idx]), [])
             buf.append(idx)
-            if len(buf) == self.batch_size:
+            if len(buf) == size:
                 batches.append(buf)
                 buffers[int(self.group_ids[idx])] = []
         batches.extend(buf for _, buf in sorted(buffers.items()) if buf)
@@ -84,20 +92,23 @@ class GroupedBatchSampler(Sampler[List[int]]):
             batches = [batches[i] for i in rng.permutation(len(batches)).tolist()]
         return batches
 
-    def _num_all_batches(self) -> int:
-        counts = np.bincount(self.group_ids - self.group_ids.min()) if len(self.group_ids) else np.zeros(0)
-        return int(sum(math.ceil(c / self.batch_size) for c in counts.tolist()))
-
     def __len__(self) -> int:
-        return math.ceil(self._num_all_batches() / self.num_replicas)
+        counts = np.bincount(self.group_ids - self.group_ids.min()) if len(self.group_ids) else np.zeros(0)
+        return int(sum(math.ceil(c / self.global_batch_size) for c in counts.tolist()))
+
+    def _share(self, batch: List[int]) -> List[int]:
+        """This rank's images of one global batch."""
+        if len(batch) == self.global_batch_size or self.num_replicas == 1:
+            return batch[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+        per_rank = math.ceil(len(batch) / self.num_replicas)
+        share = batch[self.rank * per_rank:(self.rank + 1) * per_rank]
+        if not share:
+            share = batch[:1]
+        return (share * per_rank)[:per_rank] if len(share) < per_rank else share
 
     def __iter__(self) -> Iterator[List[int]]:
-        batches = self._all_batches()
-        if self.num_replicas > 1 and batches:
-            total = len(self) * self.num_replicas
-            batches = batches + [batches[i % len(batches)] for i in range(total - len(batches))]
-            batches = batches[self.rank::self.num_replicas]
-        yield from batches[self.skip:]
+        for batch in self._global_batches()[self.skip:]:
+            yield self._share(batch)
 
 
 class InferenceBatchSampler(Sampler[List[int]]):

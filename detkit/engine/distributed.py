@@ -18,7 +18,7 @@ from detkit.config import Config
 from detkit.errors import ConfigError
 
 __all__ = ["DistContext", "init_from_env", "get_context", "broadcast_object", "prepare_model", "barrier",
-           "all_gather_objects", "cleanup"]
+           "all_gather_objects", "mean_over_processes", "cleanup"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,15 @@ def broadcast_object(obj):
     box = [obj]
     torch_dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def mean_over_processes(values: torch.Tensor) -> torch.Tensor:
+    """The element-wise mean of ``values`` over all processes (``values`` itself when not distributed)."""
+    if not get_context().distributed:
+        return values
+    values = values.clone()
+    torch_dist.all_reduce(values, op=torch_dist.ReduceOp.SUM)
+    return values / get_context().world_size
 
 
 def all_gather_objects(obj) -> list:

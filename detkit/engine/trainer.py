@@ -81,11 +81,7 @@ class Trainer:
         self.classes = list(self.train_set.classes)
         self.log(f"data: {len(self.train_set)} training images, {len(self.val_set)} validation images, "
                  f"classes {self.classes}")
-        for name, data in (("train", self.train_set), ("val", self.val_set)):
-            if hasattr(data, "report") and data.report is not None:
-                summary = data.report.summary()
-                if summary:
-                    self.log(f"data ({name}): {summary}")
+        # Each data set has already reported its fixes once (detkit.data logger) while loading.
         if checkpoint is not None:
             cfg.model.anchors.shapes = [[list(map(float, wh)) for wh in level] for level in checkpoint["anchor_shapes"]]
         elif cfg.model.anchors.shapes is None:
@@ -177,8 +173,8 @@ class Trainer:
         """Train for ``train.epochs`` (or until ``train.max_iters``), evaluate, plot; return eval metrics."""
         self.setup()
         cfg = self.cfg
-        metrics: dict = {}
-        stopped_early = False
+        metrics: Optional[dict] = None  # {} on ranks other than 0
+        epoch, stopped_early = self.start_epoch, False
         for epoch in range(self.start_epoch, cfg.train.epochs):
             stopped_early = self._train_epoch(epoch)
             last_epoch = epoch + 1 == cfg.train.epochs
@@ -188,8 +184,8 @@ class Trainer:
                 break
             if last_epoch or (cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0):
                 metrics = self._evaluate(epoch + 1)
-        if stopped_early or not metrics:
-            metrics = self._evaluate(self.start_epoch if stopped_early else cfg.train.epochs, final=True)
+        if stopped_early or metrics is None:  # stopped by train.max_iters, or resuming a run that had already finished
+            metrics = self._evaluate(min(epoch + 1, cfg.train.epochs), final=True)
         self._finish(metrics)
         return metrics
 
@@ -232,8 +228,11 @@ class Trainer:
         with torch.autocast(self.device.type, enabled=self._amp):
             loss_dict = self.model(images, targets)
         loss = sum(loss_dict.values())
-        values = {k: float(v.detach()) for k, v in loss_dict.items()}
-        values["loss"] = float(loss.detach())
+        # The logged values are the mean over processes, so every rank takes the same NaN decision.
+        names = sorted(loss_dict)
+        reduced = dist.mean_over_processes(torch.stack([loss_dict[k].detach().float() for k in names]))
+        values = {k: float(v) for k, v in zip(names, reduced)}
+        values["loss"] = sum(values.values())
         if not math.isfinite(values["loss"]):
             where = self.last_good_checkpoint or "none written yet"
             raise TrainingError(f"loss is {values['loss']} at iteration {self.iteration + 1} "
@@ -251,10 +250,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, epoch: int, final: bool = False) -> dict:
-        metrics, results = run_evaluation(self._bare_model, self.val_set, self.cfg, self.device,
-                                          progress=not self.quiet and self.ctx.is_main)
+        # Rank 0 evaluates the whole validation split with the bare model (no collectives), so the
+        # numbers are those of a single process; the other ranks wait for it.
         if not self.ctx.is_main:
-            return metrics
+            dist.barrier()
+            return {}
+        metrics, results = run_evaluation(self._bare_model, self.val_set, self.cfg, self.device,
+                                          progress=not self.quiet)
+        dist.barrier()
         record = {"type": "eval", "epoch": epoch, "iteration": self.iteration, "time": time.time(),
                   **{k: v for k, v in metrics["coco"].items()}, "voc_mAP50": metrics["voc"]["mAP50_area"]}
         if "val_loss" in metrics:

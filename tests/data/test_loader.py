@@ -132,3 +132,26 @@ def test_bccd_box_shapes_at_480(bccd_root):
     assert shapes.shape == (2804, 2) and (shapes > 0).all()  # 205 images at scale 1 (ANCHORS.md)
     small = box_shapes_after_resize(ds, cfg.data, min_size=320, max_size=427)
     np.testing.assert_allclose(small[:, 1], shapes[:, 1] * 320 / 480, rtol=1e-5)
+
+
+def test_replicas_split_the_single_process_global_batches():
+    # step t of N processes with batch B/N trains on exactly the images of step t of one process with batch B
+    from detkit.data.samplers import GroupedBatchSampler
+
+    groups = np.array([0, 1, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0])
+    for epoch in range(3):
+        single = GroupedBatchSampler(groups, 4, seed=5)
+        single.set_epoch(epoch)
+        shards = []
+        for rank in range(2):
+            sampler = GroupedBatchSampler(groups, 2, seed=5, num_replicas=2, rank=rank)
+            sampler.set_epoch(epoch)
+            shards.append(list(sampler))
+        single_batches = list(single)
+        assert len(single_batches) == len(shards[0]) == len(shards[1])
+        for step, batch in enumerate(single_batches):
+            if len(batch) == 4:
+                assert shards[0][step] + shards[1][step] == batch
+            else:  # a partial batch is split as evenly as possible, topped up from itself
+                assert set(shards[0][step] + shards[1][step]) == set(batch)
+                assert len(shards[0][step]) == len(shards[1][step])
