@@ -4,7 +4,8 @@ Batches are ``(images, targets)``: ``images`` a list of float32 tensors (3, H, W
 may differ; the detector pads them), ``targets`` a list of dicts with torch tensors ``boxes``
 float32 (N, 4), ``labels`` int64 (N,), ``ignore_boxes`` float32 (G, 4), ``ignore_labels`` int64 (G,)
 in the resized image's coordinates, plus ``image_id`` int, ``orig_size`` (h, w), ``file_name`` str
-and ``scale`` (sy, sx) (resized / original).
+``scale`` (sy, sx) (resized / original) and ``sample_seed`` (an int from (seed, epoch, index) that
+seeds the model's per-image sampling).
 
 Paths in the config: VOC roots and COCO files are taken relative to the current directory;
 a COCO ``ann_file`` / ``img_dir`` is relative to the split's first root when roots are given.
@@ -89,7 +90,13 @@ class TransformedDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
-        return self.transform(self.dataset[index], rng_seed=(self.seed, self.epoch, int(index)))
+        sample = self.transform(self.dataset[index], rng_seed=(self.seed, self.epoch, int(index)))
+        # A seed for the model's per-image random choices (anchor / RoI sampling), a function of
+        # (seed, epoch, index) like the augmentation: the same image at the same step samples the
+        # same anchors in any process layout, which makes DDP runs equal single-process runs.
+        sample["sample_seed"] = int(np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(
+            1, dtype=np.uint64)[0] >> np.uint64(1))
+        return sample
 
     def __getattr__(self, name: str):  # classes, category_ids, report, get_annotation, image_sizes, ...
         if name in ("dataset", "transform", "seed", "epoch"):
@@ -116,6 +123,8 @@ def collate(batch: Sequence[dict]) -> Tuple[List[torch.Tensor], List[dict]]:
             "file_name": sample["file_name"],
             "scale": tuple(float(v) for v in sample.get("scale", (1.0, 1.0))),
         })
+        if "sample_seed" in sample:
+            targets[-1]["sample_seed"] = int(sample["sample_seed"])
     return images, targets
 
 

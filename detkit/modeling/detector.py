@@ -1,0 +1,214 @@
+"""The two-stage detector (backbone -> RPN -> RoI head) and ``build_detector``, the one place reading the config.
+
+Shape shorthand: B images, H_i/W_i size of image i as given (already resized by the data
+pipeline), H/W padded batch size (multiples of size_divisible), M ground-truth boxes, D detections,
+K classes without background.
+
+Contract (torchvision's detectors): ``model(images, targets)`` in training returns
+``{loss_rpn_cls, loss_rpn_reg, loss_roi_cls, loss_roi_reg}``; in eval ``model(images)`` returns
+B dicts ``(boxes Tensor[D, 4], scores Tensor[D], labels int64[D] in 1..K)``, boxes rescaled to
+``orig_sizes`` when given; in eval with targets it returns ``(detections, losses)``.
+Normalisation ((x - pixel_mean) / pixel_std, fused into one multiply-add) and zero padding to a
+multiple of size_divisible happen here, once.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from detkit.errors import ConfigError
+from detkit.modeling.anchors import AnchorGenerator, shapes_from_sizes_ratios
+from detkit.modeling.assigner import MaxIoUAssigner
+from detkit.modeling.backbone import Backbone, load_backbone_weights
+from detkit.modeling.codec import BoxCoder
+from detkit.modeling.roi_head import BoxPredictor, FCHead, MultiLevelRoIAlign, RoIHead
+from detkit.modeling.rpn import RegionProposalNetwork, RPNHead
+from detkit.modeling.sampler import BalancedSampler
+
+__all__ = ["Detector", "build_detector"]
+
+LOSS_KEYS = ("loss_rpn_cls", "loss_rpn_reg", "loss_roi_cls", "loss_roi_reg")
+
+
+class Detector(nn.Module):
+    """Backbone + RegionProposalNetwork + RoIHead with input normalisation and batching.
+
+    Args:
+        backbone: Backbone (feature maps by name, ``feature_names`` finest first).
+        rpn: RegionProposalNetwork over ``backbone.feature_names``.
+        roi_head: RoIHead pooling from ``backbone.pool_names``.
+        pixel_mean, pixel_std: per-channel RGB statistics of images scaled to [0, 1].
+        size_divisible: padded sides are rounded up to a multiple of this.
+    """
+
+    def __init__(self, *, backbone: Backbone, rpn: RegionProposalNetwork, roi_head: RoIHead,
+                 pixel_mean: Sequence[float], pixel_std: Sequence[float], size_divisible: int = 32) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.rpn = rpn
+        self.roi_head = roi_head
+        std = torch.as_tensor(pixel_std, dtype=torch.float32).view(3, 1, 1)  # (3,) -> (3, 1, 1)
+        mean = torch.as_tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1)  # (3,) -> (3, 1, 1)
+        # (x - mean) / std == x * (1 / std) + (-mean / std)
+        self.register_buffer("pixel_scale", 1.0 / std, persistent=False)
+        self.register_buffer("pixel_shift", -mean / std, persistent=False)
+        self.size_divisible = int(size_divisible)
+
+    def preprocess(self, images: Union[Sequence[Tensor], Tensor]) -> Tuple[Tensor, List[Tuple[int, int]]]:
+        """B x Tensor[3, H_i, W_i] in [0, 1] -> (normalised zero-padded Tensor[B, 3, H, W], B x (H_i, W_i))."""
+        if len(images) == 0:
+            raise ValueError("Detector got an empty list of images")
+        sizes = []
+        for i, img in enumerate(images):
+            if img.dim() != 3 or img.shape[0] != 3:
+                raise ValueError(f"image {i} must be a Tensor[3, H, W], got shape {tuple(img.shape)}")
+            sizes.append((int(img.shape[1]), int(img.shape[2])))
+        d = self.size_divisible
+        height = -(-max(h for h, _ in sizes) // d) * d
+        width = -(-max(w for _, w in sizes) // d) * d
+        batch = self.pixel_scale.new_zeros((len(sizes), 3, height, width))
+        for i, (img, (h, w)) in enumerate(zip(images, sizes)):
+            torch.addcmul(self.pixel_shift, img.to(batch), self.pixel_scale, out=batch[i, :, :h, :w])
+        return batch, sizes
+
+    def forward(self, images: Union[Sequence[Tensor], Tensor], targets: Optional[Sequence[Dict[str, Tensor]]] = None,
+                orig_sizes: Optional[Sequence[Tuple[int, int]]] = None):
+        """
+        Args:
+            images: B x Tensor[3, H_i, W_i] float in [0, 1] (or a Tensor[B, 3, H, W]).
+            targets: B dicts: "boxes" float Tensor[M, 4] xyxy in the given images' pixels,
+                "labels" int64[M] in 1..K, optional "ignore_boxes" Tensor[K', 4]. Required in training.
+            orig_sizes: B x (h, w) to rescale eval boxes to (e.g. the images before the resize).
+        Returns:
+            training: dict of the four losses; eval: B detection dicts, or (detections, losses) with targets.
+        """
+        if self.training and targets is None:
+            raise ValueError("Detector needs targets in training mode")
+        if targets is not None:
+            self._check_targets(targets, len(images))
+        batch, image_sizes = self.preprocess(images)
+        features = self.backbone(batch)
+        proposals, rpn_losses = self.rpn(list(features.values()), image_sizes, targets)
+        detections, roi_losses = self.roi_head(features, proposals, image_sizes, targets)
+        losses = {**rpn_losses, **roi_losses}
+        if self.training:
+            return losses
+        if orig_sizes is not None:
+            detections = self.rescale(detections, image_sizes, orig_sizes)
+        return (detections, losses) if targets is not None else detections
+
+    def _check_targets(self, targets: Sequence[Dict[str, Tensor]], num_images: int) -> None:
+        if len(targets) != num_images:
+            raise ValueError(f"got {len(targets)} targets for {num_images} images")
+        num_classes = self.roi_head.predictor.num_classes
+        for i, t in enumerate(targets):
+            boxes, labels = t["boxes"], t["labels"]
+            if boxes.dim() != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
+                raise ValueError(f"targets[{i}]['boxes'] must be a float Tensor[M, 4], got {boxes.dtype} "
+                                 f"{tuple(boxes.shape)}")
+            if labels.shape != (boxes.shape[0],):
+                raise ValueError(f"targets[{i}]['labels'] must have shape ({boxes.shape[0]},), "
+                                 f"got {tuple(labels.shape)}")
+            if labels.numel() and (int(labels.min()) < 1 or int(labels.max()) > num_classes):
+                raise ValueError(f"targets[{i}]['labels'] must lie in 1..{num_classes} (0 is background), "
+                                 f"got {labels.tolist()}")
+
+    @staticmethod
+    def rescale(detections: List[Dict[str, Tensor]], image_sizes: Sequence[Tuple[int, int]],
+                orig_sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, Tensor]]:
+        """Scale boxes from the input size (h, w) to orig (h, w) (torchvision's ratio) and clip to it."""
+        out = []
+        for det, (h, w), (oh, ow) in zip(detections, image_sizes, orig_sizes):
+            scale = det["boxes"].new_tensor([ow / w, oh / h, ow / w, oh / h])
+            boxes = det["boxes"] * scale
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, ow)
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, oh)
+            out.append({**det, "boxes": boxes})
+        return out
+
+    def rng_state_dict(self) -> Dict[str, Dict[str, Tensor]]:
+        """States of the RPN and RoI samplers' CPU generators; checkpoint them for an exact resume
+        (they are not in ``state_dict()``, which holds tensors only)."""
+        return {"rpn": self.rpn.rng.state_dict(), "roi_head": self.roi_head.rng.state_dict()}
+
+    def load_rng_state_dict(self, state: Dict[str, Dict[str, Tensor]]) -> None:
+        """Restore what :meth:`rng_state_dict` returned."""
+        self.rpn.rng.load_state_dict(state["rpn"])
+        self.roi_head.rng.load_state_dict(state["roi_head"])
+
+
+def _resolve_anchor_shapes(cfg, anchor_shapes, log: Callable[[str], None]):
+    a = cfg.model.anchors
+    if anchor_shapes is not None:
+        return anchor_shapes
+    if a.shapes is not None:
+        return a.shapes
+    if a.mode == "manual":
+        return shapes_from_sizes_ratios(a.sizes, a.ratios)
+    elif a.mode in ("kmeans", "learned"):
+        log(f"warning: model.anchors.mode = '{a.mode}' but no fitted shapes were given "
+            f"(model.anchors.shapes is null); using the manual sizes x ratios")
+        return shapes_from_sizes_ratios(a.sizes, a.ratios)
+    raise ConfigError(f"key 'model.anchors.mode' = {a.mode!r} is not valid; choose manual, kmeans or learned")
+
+
+def build_detector(cfg, num_classes: int, anchor_shapes=None, *, log: Callable[[str], None] = print) -> Detector:
+    """Wire the detector from a Config.
+
+    Args:
+        cfg: detkit.config.Config (reads cfg.model and cfg.train.seed).
+        num_classes: K, without background.
+        anchor_shapes: L x A x (w, h); None -> cfg.model.anchors.shapes, or when that is None the
+            manual sizes x ratios.
+        log: where weight-loading reports and warnings go.
+    """
+    m = cfg.model
+    if num_classes < 1:
+        raise ConfigError(f"the data set must have at least one class, got num_classes = {num_classes}")
+    bb = m.backbone
+    backbone = Backbone(depth=bb.depth, norm=bb.norm, freeze_at=bb.freeze_at, features=bb.features,
+                        fpn_channels=bb.fpn_channels, zero_init_residual=bb.zero_init_residual)
+    if bb.weights:
+        load_backbone_weights(backbone, bb.weights, log=log)
+
+    shapes = _resolve_anchor_shapes(cfg, anchor_shapes, log)
+    if len(shapes) != len(backbone.strides):
+        raise ConfigError(f"anchor shapes have {len(shapes)} levels but model.backbone.features = "
+                          f"'{bb.features}' gives {len(backbone.strides)} (strides {backbone.strides})")
+    anchor_generator = AnchorGenerator(shapes=shapes, strides=backbone.strides, offset=m.anchors.offset)
+
+    r = m.rpn
+    rpn = RegionProposalNetwork(
+        anchor_generator=anchor_generator,
+        head=RPNHead(in_channels=backbone.out_channels, num_anchors=anchor_generator.num_anchors_per_location),
+        assigner=MaxIoUAssigner(pos_iou_thr=r.fg_iou_thresh, neg_iou_thr=r.bg_iou_thresh,
+                                allow_low_quality_matches=r.allow_low_quality_matches,
+                                ignore_iof_thr=r.ignore_iof_thresh),
+        sampler=BalancedSampler(batch_size_per_image=r.batch_size_per_image, positive_fraction=r.positive_fraction),
+        box_coder=BoxCoder(weights=tuple(r.box_weights), clamp=r.delta_clamp),
+        pre_nms_top_n=(r.pre_nms_top_n_train, r.pre_nms_top_n_test),
+        post_nms_top_n=(r.post_nms_top_n_train, r.post_nms_top_n_test),
+        nms_thresh=r.nms_thresh, score_thresh=r.score_thresh, min_size=r.min_size,
+        smooth_l1_beta=r.smooth_l1_beta, seed=cfg.train.seed)
+
+    h = m.roi_head
+    pool_strides = [backbone.strides[backbone.feature_names.index(n)] for n in backbone.pool_names]
+    box_head = FCHead(in_channels=backbone.out_channels, pool_size=h.pool_size, num_fc=h.num_fc, fc_dim=h.fc_dim)
+    roi_head = RoIHead(
+        roi_pool=MultiLevelRoIAlign(featmap_names=backbone.pool_names, strides=pool_strides,
+                                    output_size=h.pool_size, sampling_ratio=h.sampling_ratio, aligned=h.aligned),
+        box_head=box_head,
+        predictor=BoxPredictor(in_features=box_head.out_features, num_classes=num_classes,
+                               class_agnostic=h.class_agnostic),
+        assigner=MaxIoUAssigner(pos_iou_thr=h.fg_iou_thresh, neg_iou_thr=h.bg_iou_thresh,
+                                allow_low_quality_matches=False, ignore_iof_thr=h.ignore_iof_thresh),
+        sampler=BalancedSampler(batch_size_per_image=h.batch_size_per_image, positive_fraction=h.positive_fraction),
+        box_coder=BoxCoder(weights=tuple(h.box_weights), clamp=h.delta_clamp),
+        score_thresh=h.score_thresh, nms_thresh=h.nms_thresh, detections_per_img=h.detections_per_img,
+        min_size=h.min_size, smooth_l1_beta=h.smooth_l1_beta, seed=cfg.train.seed + 1)
+
+    return Detector(backbone=backbone, rpn=rpn, roi_head=roi_head, pixel_mean=m.pixel_mean,
+                    pixel_std=m.pixel_std, size_divisible=m.size_divisible)

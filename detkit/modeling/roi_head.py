@@ -1,0 +1,253 @@
+"""Second stage: RoIAlign over the proposals, fully connected layers, class scores and box deltas.
+
+Shape shorthand: B images, C channels, S pooled side (7), R RoIs (all images), R_i RoIs of image
+i, M ground-truth boxes, K classes without background (label 0 = background), P positive RoIs,
+D detections of one image.
+
+Training follows torchvision's RoIHeads: the ground-truth boxes are appended to each image's
+proposals; MaxIoUAssigner (0.5 / 0.5, no low-quality matches, ignore regions honoured) ->
+BalancedSampler (512 at 0.25) -> BoxCoder (10, 10, 5, 5) on the sampled positives; losses:
+cross-entropy over the sampled RoIs and smooth-L1 (beta 1/9) over the positives' deltas of their
+ground-truth class, both divided by the number of sampled RoIs of the batch (torchvision's
+``fastrcnn_loss`` divides by ``labels.numel()``). Post-processing as torchvision's
+``postprocess_detections``: softmax, per-class decode, clip, score > score_thresh, drop boxes
+under min_size, per-class NMS (detkit.ops.batched_nms), top detections_per_img. The score
+threshold is applied before decoding (only the surviving class boxes are decoded): same output.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops.poolers import LevelMapper
+
+from detkit.modeling.rpn import SamplingRNG
+from detkit.ops.boxes import clip_boxes, remove_small_boxes
+from detkit.ops.nms import batched_nms
+from detkit.ops.roi_align import multilevel_roi_align
+
+if TYPE_CHECKING:
+    from detkit.modeling.assigner import MaxIoUAssigner
+    from detkit.modeling.codec import BoxCoder
+    from detkit.modeling.sampler import BalancedSampler
+
+__all__ = ["MultiLevelRoIAlign", "FCHead", "BoxPredictor", "RoIHead"]
+
+
+class MultiLevelRoIAlign(nn.Module):
+    """torchvision's MultiScaleRoIAlign with known strides, a configurable ``aligned`` flag, and
+    detkit.ops.multilevel_roi_align (torchvision's sampling, every level in one Numba-parallel pass on
+    the CPU) instead of one torchvision kernel per level.
+
+    An RoI of side sqrt(w*h) goes to level ``floor(4 + log2(sqrt(w*h) / 224) + 1e-6)`` clamped to the
+    pooled levels (torchvision's LevelMapper, FPN paper eq. 1); with one map every RoI uses it.
+
+    Args:
+        featmap_names: names of the maps to pool from, finest first (FPN: p2..p5, as torchvision).
+        strides: their strides (powers of two).
+        output_size: S. sampling_ratio: RoIAlign samples per bin side (0 = adaptive).
+        aligned: RoIAlign's half-pixel correction (torchvision's MultiScaleRoIAlign uses False).
+    """
+
+    def __init__(self, *, featmap_names: Sequence[str], strides: Sequence[int], output_size: int = 7,
+                 sampling_ratio: int = 2, aligned: bool = False) -> None:
+        super().__init__()
+        self.featmap_names = list(featmap_names)
+        self.scales = [1.0 / s for s in strides]
+        self.output_size = (int(output_size), int(output_size))
+        self.sampling_ratio = int(sampling_ratio)
+        self.aligned = bool(aligned)
+        k_min, k_max = int(round(math.log2(strides[0]))), int(round(math.log2(strides[-1])))
+        self.mapper = LevelMapper(k_min, k_max) if len(strides) > 1 else None
+
+    def forward(self, features: Dict[str, Tensor], boxes: Sequence[Tensor]) -> Tensor:
+        """features: name -> Tensor[B, C, H, W]; boxes: B x Tensor[R_i, 4] in input pixels -> Tensor[R, C, S, S]."""
+        maps = [features[name] for name in self.featmap_names]
+        batch_idx = torch.cat([torch.full((b.shape[0], 1), i, dtype=b.dtype, device=b.device)
+                               for i, b in enumerate(boxes)])
+        rois = torch.cat((batch_idx, torch.cat(list(boxes))), dim=1)  # (R, 1) + (R, 4) -> (R, 5)
+        if self.mapper is None:
+            levels = torch.zeros(rois.shape[0], dtype=torch.int64, device=rois.device)
+        else:
+            levels = self.mapper(list(boxes))  # (R,) int64 in [0, len(maps))
+        return multilevel_roi_align(maps, rois, levels, self.output_size, self.scales, self.sampling_ratio,
+                                    self.aligned)
+
+
+class FCHead(nn.Module):
+    """Flatten, then ``num_fc`` Linear + ReLU layers of ``fc_dim`` (torchvision's TwoMLPHead for 2).
+
+    Init as Detectron2's FastRCNNConvFCHead: Kaiming-uniform (a=1) weights, zero biases.
+    """
+
+    def __init__(self, *, in_channels: int, pool_size: int, num_fc: int = 2, fc_dim: int = 1024) -> None:
+        super().__init__()
+        dims = [in_channels * pool_size * pool_size] + [fc_dim] * num_fc
+        self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        for fc in self.fcs:
+            nn.init.kaiming_uniform_(fc.weight, a=1)
+            nn.init.constant_(fc.bias, 0.0)
+        self.out_features = fc_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: Tensor[R, C, S, S] -> Tensor[R, fc_dim]."""
+        x = x.flatten(1)  # (R, C, S, S) -> (R, C*S*S)
+        for fc in self.fcs:
+            x = F.relu(fc(x), inplace=True)
+        return x
+
+
+class BoxPredictor(nn.Module):
+    """Class logits (K + 1, background first) and box deltas (4K class-specific, or 4 class-agnostic).
+
+    Init as Detectron2: logits weights normal(std=0.01), deltas normal(std=0.001), zero biases.
+    """
+
+    def __init__(self, *, in_features: int, num_classes: int, class_agnostic: bool = False) -> None:
+        super().__init__()
+        self.num_classes = int(num_classes)
+        self.class_agnostic = bool(class_agnostic)
+        self.cls_score = nn.Linear(in_features, num_classes + 1)
+        self.bbox_pred = nn.Linear(in_features, 4 if class_agnostic else 4 * num_classes)
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.constant_(self.cls_score.bias, 0.0)
+        nn.init.constant_(self.bbox_pred.bias, 0.0)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """x: Tensor[R, F] -> (Tensor[R, K+1] logits, Tensor[R, 4K] or Tensor[R, 4] deltas)."""
+        return self.cls_score(x), self.bbox_pred(x)
+
+
+class RoIHead(nn.Module):
+    """RoI pooling + FCHead + BoxPredictor, with training targets, losses and post-processing.
+
+    Args:
+        roi_pool: MultiLevelRoIAlign. box_head: FCHead. predictor: BoxPredictor.
+        assigner: MaxIoUAssigner (0.5 / 0.5, allow_low_quality_matches=False as torchvision).
+        sampler: BalancedSampler (512, 0.25). box_coder: BoxCoder (10, 10, 5, 5).
+        score_thresh, nms_thresh, detections_per_img, min_size: post-processing (torchvision's).
+        smooth_l1_beta: beta of the regression loss. seed: seed of the sampling generator.
+    """
+
+    def __init__(self, *, roi_pool: MultiLevelRoIAlign, box_head: FCHead, predictor: BoxPredictor,
+                 assigner: "MaxIoUAssigner", sampler: "BalancedSampler", box_coder: "BoxCoder",
+                 score_thresh: float = 0.05, nms_thresh: float = 0.5, detections_per_img: int = 100,
+                 min_size: float = 1e-2, smooth_l1_beta: float = 1.0 / 9, seed: int = 1) -> None:
+        super().__init__()
+        self.roi_pool = roi_pool
+        self.box_head = box_head
+        self.predictor = predictor
+        self.assigner = assigner
+        self.sampler = sampler
+        self.box_coder = box_coder
+        self.score_thresh = float(score_thresh)
+        self.nms_thresh = float(nms_thresh)
+        self.detections_per_img = int(detections_per_img)
+        self.min_size = float(min_size)
+        self.smooth_l1_beta = float(smooth_l1_beta)
+        self.rng = SamplingRNG(seed)
+
+    def forward(self, features: Dict[str, Tensor], proposals: Sequence[Tensor], image_sizes: Sequence[Tuple[int, int]],
+                targets: Optional[Sequence[Dict[str, Tensor]]] = None
+                ) -> Tuple[Optional[List[Dict[str, Tensor]]], Dict[str, Tensor]]:
+        """
+        Args:
+            features: name -> Tensor[B, C, H, W]; proposals: B x Tensor[R_i, 4]; image_sizes: B x (h, w).
+            targets: B dicts with "boxes" Tensor[M, 4], "labels" int64[M] in 1..K, optional "ignore_boxes".
+        Returns:
+            training: (None, {"loss_roi_cls", "loss_roi_reg"}).
+            eval: (B x dict(boxes Tensor[D, 4], scores Tensor[D], labels int64[D]), losses if targets else {}).
+        """
+        losses: Dict[str, Tensor] = {}
+        if targets is not None:
+            generator = self.rng.generator if self.training else self.rng.fresh()
+            rois, labels, pos_rows, reg_targets = self.sample_targets(proposals, targets, generator)
+            logits, deltas = self.predictor(self.box_head(self.roi_pool(features, rois)))
+            losses = self.loss(logits, deltas, labels, pos_rows, reg_targets)
+        elif self.training:
+            raise ValueError("RoIHead needs targets in training mode")
+        if self.training:
+            return None, losses
+        logits, deltas = self.predictor(self.box_head(self.roi_pool(features, proposals)))
+        return self.postprocess(logits, deltas, proposals, image_sizes), losses
+
+    # ------------------------------------------------------------------ training targets
+    def label_proposals(self, proposals: Tensor, gt_boxes: Tensor, gt_labels: Tensor,
+                        gt_ignore: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """proposals: Tensor[R_i, 4] (ground truth already appended), gt_boxes: Tensor[M, 4],
+        gt_labels: int64[M] -> (class labels int64[R_i]: -1 ignored, 0 background, else gt class;
+        matched_idxs int64[R_i])."""
+        matched, labels = self.assigner.assign(proposals, gt_boxes, gt_ignore)
+        labels = labels.to(torch.int64)
+        if gt_boxes.shape[0] > 0:
+            labels = torch.where(labels == 1, gt_labels[matched], labels)
+        return labels, matched
+
+    def sample_targets(self, proposals: Sequence[Tensor], targets: Sequence[Dict[str, Tensor]],
+                       generator: torch.Generator) -> Tuple[List[Tensor], Tensor, Tensor, Tensor]:
+        """Append the ground truth to the proposals, assign, sample, encode.
+
+        Returns:
+            rois: B x Tensor[S_i, 4] sampled RoIs (positives first in each image);
+            labels: int64[S] class labels of all sampled RoIs (0 = background);
+            pos_rows: int64[P] rows of the positives in the concatenated S RoIs;
+            reg_targets: Tensor[P, 4] encoded targets of those positives.
+        """
+        rois, labels, pos_rows, reg_targets, offset = [], [], [], [], 0
+        for props, target in zip(proposals, targets):
+            gt_boxes = target["boxes"].to(props)
+            gt_labels = target["labels"].to(device=props.device, dtype=torch.int64)
+            ignore = target.get("ignore_boxes")
+            props = torch.cat((props, gt_boxes))  # (R_i + M, 4)
+            cls_labels, matched = self.label_proposals(props, gt_boxes, gt_labels,
+                                                       None if ignore is None else ignore.to(props))
+            pos, neg = self.sampler.sample(cls_labels.clamp(max=1).to(torch.int8), generator=generator)
+            pos, neg = pos.to(props.device), neg.to(props.device)
+            rois.append(torch.cat((props[pos], props[neg])))
+            labels.append(torch.cat((cls_labels[pos], torch.zeros_like(neg))))
+            pos_rows.append(torch.arange(offset, offset + pos.numel(), device=props.device))
+            reg_targets.append(self.box_coder.encode(gt_boxes[matched[pos]], props[pos]) if pos.numel()
+                               else props.new_zeros((0, 4)))
+            offset += pos.numel() + neg.numel()
+        return rois, torch.cat(labels), torch.cat(pos_rows), torch.cat(reg_targets)
+
+    def loss(self, logits: Tensor, deltas: Tensor, labels: Tensor, pos_rows: Tensor,
+             reg_targets: Tensor) -> Dict[str, Tensor]:
+        """logits: Tensor[S, K+1], deltas: Tensor[S, 4K or 4], labels: int64[S], pos_rows: int64[P],
+        reg_targets: Tensor[P, 4] -> loss_roi_cls, loss_roi_reg (sums divided by S, as torchvision)."""
+        num_sampled = max(labels.numel(), 1)
+        loss_cls = F.cross_entropy(logits, labels, reduction="sum") / num_sampled
+        if pos_rows.numel() == 0:
+            return {"loss_roi_cls": loss_cls, "loss_roi_reg": deltas.sum() * 0.0}
+        deltas = deltas.view(deltas.shape[0], -1, 4)  # (S, 4K) -> (S, K, 4)  (or (S, 1, 4))
+        cls_col = torch.zeros_like(pos_rows) if self.predictor.class_agnostic else labels[pos_rows] - 1
+        pred = deltas[pos_rows, cls_col]  # (P, 4)
+        loss_reg = F.smooth_l1_loss(pred, reg_targets, beta=self.smooth_l1_beta, reduction="sum") / num_sampled
+        return {"loss_roi_cls": loss_cls, "loss_roi_reg": loss_reg}
+
+    # ------------------------------------------------------------------ inference
+    def postprocess(self, logits: Tensor, deltas: Tensor, proposals: Sequence[Tensor],
+                    image_sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, Tensor]]:
+        """logits: Tensor[R, K+1], deltas: Tensor[R, 4K or 4], proposals: B x Tensor[R_i, 4] ->
+        B x dict(boxes Tensor[D, 4], scores Tensor[D], labels int64[D] in 1..K)."""
+        num_classes = logits.shape[1] - 1
+        scores = F.softmax(logits, dim=-1)[:, 1:]  # (R, K+1) -> (R, K), background dropped
+        deltas = deltas.view(deltas.shape[0], -1, 4)  # (R, 4K) -> (R, K, 4)  (or (R, 1, 4))
+        counts = [p.shape[0] for p in proposals]
+        results = []
+        for props, sc, dl, size in zip(proposals, scores.split(counts), deltas.split(counts), image_sizes):
+            # torchvision flattens (R_i, K) row-major; nonzero keeps that order.
+            rows, cols = torch.nonzero(sc > self.score_thresh, as_tuple=True)
+            s = sc[rows, cols]
+            d = dl[rows, cols if dl.shape[1] == num_classes else torch.zeros_like(cols)]  # (n, 4)
+            boxes = clip_boxes(self.box_coder.decode(d, props[rows]), size)
+            keep = remove_small_boxes(boxes, self.min_size)
+            boxes, s, lab = boxes[keep], s[keep], cols[keep] + 1
+            keep = batched_nms(boxes, s, lab, self.nms_thresh)[: self.detections_per_img]
+            results.append({"boxes": boxes[keep], "scores": s[keep], "labels": lab[keep]})
+        return results

@@ -1,0 +1,169 @@
+"""RoI head: pooling, shapes, and parity with torchvision's RoIHeads (targets, losses, post-processing)."""
+
+import math
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+from torchvision.ops import MultiScaleRoIAlign
+from torchvision.models.detection.roi_heads import RoIHeads
+
+from detkit.modeling.assigner import MaxIoUAssigner
+from detkit.modeling.codec import BoxCoder
+from detkit.modeling.roi_head import BoxPredictor, FCHead, MultiLevelRoIAlign, RoIHead
+from detkit.modeling.sampler import BalancedSampler
+
+IMAGE = (128, 160)
+K = 3
+C = 8
+
+
+def features(batch=2, gen=None):
+    gen = gen or torch.Generator().manual_seed(0)
+    return OrderedDict((f"p{l}", torch.randn(batch, C, IMAGE[0] >> l, IMAGE[1] >> l, generator=gen))
+                       for l in (2, 3, 4, 5))
+
+
+def random_boxes(gen, n, size=IMAGE, max_side=120):
+    xy = torch.rand(n, 2, generator=gen) * torch.tensor([size[1] * 0.9, size[0] * 0.9])
+    wh = torch.rand(n, 2, generator=gen) * max_side + 2
+    return torch.cat((xy, xy + wh), dim=1).clamp(max=max(size))
+
+
+def make_head(batch=512, fraction=0.25, class_agnostic=False, score_thresh=0.05, detections=100, fc_dim=32):
+    pool = MultiLevelRoIAlign(featmap_names=["p2", "p3", "p4", "p5"], strides=[4, 8, 16, 32], output_size=7,
+                              sampling_ratio=2)
+    box_head = FCHead(in_channels=C, pool_size=7, num_fc=2, fc_dim=fc_dim)
+    return RoIHead(roi_pool=pool, box_head=box_head,
+                   predictor=BoxPredictor(in_features=fc_dim, num_classes=K, class_agnostic=class_agnostic),
+                   assigner=MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.5, allow_low_quality_matches=False),
+                   sampler=BalancedSampler(batch_size_per_image=batch, positive_fraction=fraction),
+                   box_coder=BoxCoder(weights=(10.0, 10.0, 5.0, 5.0), clamp=math.log(1000.0 / 16)),
+                   score_thresh=score_thresh, nms_thresh=0.5, detections_per_img=detections, seed=0)
+
+
+class _TVPredictor(nn.Module):
+    """Our predictor seen through torchvision's 4(K+1) layout (zero deltas for the background slot)."""
+
+    def __init__(self, predictor):
+        super().__init__()
+        self.predictor = predictor
+
+    def forward(self, x):
+        logits, deltas = self.predictor(x)
+        return logits, torch.cat((torch.zeros_like(deltas[:, :4]), deltas), dim=1)
+
+
+def make_tv(head, batch=512, fraction=0.25, score_thresh=0.05, detections=100):
+    return RoIHeads(MultiScaleRoIAlign(["p2", "p3", "p4", "p5"], 7, 2), head.box_head, _TVPredictor(head.predictor),
+                    0.5, 0.5, batch, fraction, None, score_thresh, 0.5, detections)
+
+
+def test_pooling_matches_torchvision_multiscale_roialign():
+    gen = torch.Generator().manual_seed(0)
+    feats = features(gen=gen)
+    boxes = [random_boxes(gen, 40, max_side=150), random_boxes(gen, 25, max_side=30)]
+    ours = MultiLevelRoIAlign(featmap_names=["p2", "p3", "p4", "p5"], strides=[4, 8, 16, 32])(feats, boxes)
+    theirs = MultiScaleRoIAlign(["p2", "p3", "p4", "p5"], 7, 2)(feats, boxes, [IMAGE, IMAGE])
+    assert ours.shape == (65, C, 7, 7)
+    torch.testing.assert_close(ours, theirs)
+    single = MultiLevelRoIAlign(featmap_names=["p3"], strides=[8])(feats, boxes)
+    torch.testing.assert_close(single, MultiScaleRoIAlign(["p3"], 7, 2)(feats, boxes, [IMAGE, IMAGE]))
+
+
+def test_head_and_predictor_shapes():
+    x = torch.rand(10, C, 7, 7)
+    h = FCHead(in_channels=C, pool_size=7, num_fc=3, fc_dim=16)
+    assert len(h.fcs) == 3 and h(x).shape == (10, 16)
+    logits, deltas = BoxPredictor(in_features=16, num_classes=K)(h(x))
+    assert logits.shape == (10, K + 1) and deltas.shape == (10, 4 * K)
+    _, deltas = BoxPredictor(in_features=16, num_classes=K, class_agnostic=True)(h(x))
+    assert deltas.shape == (10, 4)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_labels_and_targets_match_torchvision(seed):
+    gen = torch.Generator().manual_seed(seed)
+    head = make_head()
+    tv = make_tv(head)
+    gt = random_boxes(gen, 5)
+    gt_labels = torch.randint(1, K + 1, (5,), generator=gen)
+    proposals = torch.cat((random_boxes(gen, 300), gt))  # ground truth appended, as both heads do
+    proposals = torch.cat((proposals, gt[:2] + 0.5))  # near-copies: IoU just below 1
+    tv_matched, tv_labels = tv.assign_targets_to_proposals([proposals], [gt], [gt_labels])
+    labels, matched = head.label_proposals(proposals, gt, gt_labels)
+    torch.testing.assert_close(labels, tv_labels[0], rtol=0, atol=0)
+    pos = torch.where(labels > 0)[0]
+    assert pos.numel() >= 7
+    torch.testing.assert_close(matched[pos], tv_matched[0][pos], rtol=0, atol=0)
+    tv_targets = tv.box_coder.encode([gt[tv_matched[0]]], [proposals])[0]
+    torch.testing.assert_close(head.box_coder.encode(gt[matched[pos]], proposals[pos]), tv_targets[pos])
+
+
+def test_labels_without_ground_truth():
+    head = make_head()
+    labels, matched = head.label_proposals(random_boxes(torch.Generator(), 20), torch.zeros(0, 4),
+                                           torch.zeros(0, dtype=torch.int64))
+    assert torch.all(labels == 0) and torch.all(matched == 0)
+
+
+def test_losses_match_torchvision_when_every_proposal_is_sampled():
+    gen = torch.Generator().manual_seed(3)
+    head = make_head(batch=100000, fraction=1.0)
+    tv = make_tv(head, batch=100000, fraction=1.0)
+    feats = features(gen=gen)
+    targets = [{"boxes": random_boxes(gen, 4), "labels": torch.tensor([1, 2, 3, 1])},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+    proposals = [random_boxes(gen, 200), random_boxes(gen, 150)]
+    head.train()
+    tv.train()
+    _, ours = head(feats, proposals, [IMAGE, IMAGE], targets)
+    _, theirs = tv(feats, [p.clone() for p in proposals], [IMAGE, IMAGE], targets)
+    torch.testing.assert_close(ours["loss_roi_cls"], theirs["loss_classifier"])
+    torch.testing.assert_close(ours["loss_roi_reg"], theirs["loss_box_reg"])
+    assert ours["loss_roi_reg"] > 0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_postprocess_matches_torchvision(seed):
+    gen = torch.Generator().manual_seed(seed)
+    head = make_head(score_thresh=0.2, detections=50)
+    tv = make_tv(head, score_thresh=0.2, detections=50)
+    proposals = [random_boxes(gen, 300), random_boxes(gen, 100)]
+    logits = torch.randn(400, K + 1, generator=gen) * 2
+    deltas = torch.randn(400, 4 * K, generator=gen)
+    sizes = [IMAGE, (100, 120)]
+    ours = head.postprocess(logits, deltas, proposals, sizes)
+    tv_deltas = torch.cat((torch.zeros(400, 4), deltas), dim=1)
+    boxes, scores, labels = tv.postprocess_detections(logits, tv_deltas, proposals, sizes)
+    for det, b, s, lab in zip(ours, boxes, scores, labels):
+        assert det["boxes"].shape[0] > 10
+        torch.testing.assert_close(det["boxes"], b)
+        torch.testing.assert_close(det["scores"], s)
+        torch.testing.assert_close(det["labels"], lab, rtol=0, atol=0)
+
+
+def test_forward_eval_and_negative_training():
+    gen = torch.Generator().manual_seed(0)
+    head = make_head(batch=64)
+    feats = features(gen=gen)
+    proposals = [random_boxes(gen, 50), random_boxes(gen, 30)]
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    head.train()
+    dets, losses = head(feats, proposals, [IMAGE, IMAGE], [empty, empty])
+    assert dets is None and set(losses) == {"loss_roi_cls", "loss_roi_reg"}
+    assert torch.isfinite(losses["loss_roi_cls"]) and losses["loss_roi_reg"].item() == 0.0
+    sum(losses.values()).backward()
+    head.eval()
+    dets, losses = head(feats, proposals, [IMAGE, IMAGE])
+    assert losses == {} and len(dets) == 2
+    for d in dets:
+        assert d["boxes"].shape == (d["scores"].shape[0], 4) and d["labels"].dtype == torch.int64
+        assert d["boxes"].shape[0] <= 100 and torch.all((d["labels"] >= 1) & (d["labels"] <= K))
+    agnostic = make_head(class_agnostic=True)  # one box per RoI, shared by every class
+    target = {"boxes": torch.tensor([[10., 10, 60, 70]]), "labels": torch.tensor([2])}
+    _, losses = agnostic.train()(feats, proposals, [IMAGE, IMAGE], [target, empty])
+    assert losses["loss_roi_reg"] > 0
+    dets, _ = agnostic.eval()(feats, proposals, [IMAGE, IMAGE])
+    assert all(d["boxes"].shape[1] == 4 for d in dets)

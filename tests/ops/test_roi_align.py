@@ -1,0 +1,92 @@
+"""detkit.ops.roi_align against torchvision.ops.roi_align: forward values and gradients."""
+
+import pytest
+import torch
+from torchvision.ops import roi_align as tv_roi_align
+
+from detkit.ops.roi_align import roi_align
+
+
+def make_rois(gen, k, batch, height, width, scale, max_side=80.0):
+    """RoIs in input pixels, some reaching outside the map, some tiny or degenerate."""
+    xy = torch.rand(k, 2, generator=gen) * torch.tensor([width / scale * 1.1, height / scale * 1.1]) - 8
+    wh = torch.rand(k, 2, generator=gen) * max_side
+    wh[: k // 10] *= 0.01  # sub-pixel RoIs
+    boxes = torch.cat((xy, xy + wh), dim=1)
+    if k > 3:
+        boxes[1] = boxes[1, [2, 3, 0, 1]]  # inverted
+        boxes[2] = torch.tensor([-50.0, -50.0, -20.0, -20.0])  # entirely outside
+    ids = torch.randint(0, batch, (k, 1), generator=gen).float()
+    return torch.cat((ids, boxes), dim=1)
+
+
+@pytest.mark.parametrize("sampling_ratio", [2, 1, 0, -1])
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_matches_torchvision(sampling_ratio, aligned, seed):
+    gen = torch.Generator().manual_seed(seed)
+    feats = torch.randn(2, 12, 19, 23, generator=gen, requires_grad=True)
+    rois = make_rois(gen, 150, 2, 19, 23, 0.25)
+    ours = roi_align(feats, rois, 7, 0.25, sampling_ratio, aligned)
+    theirs = tv_roi_align(feats, rois, (7, 7), 0.25, sampling_ratio, aligned)
+    torch.testing.assert_close(ours, theirs)
+    grad = torch.randn(ours.shape, generator=gen)
+    g_ours, = torch.autograd.grad(ours, feats, grad)
+    g_theirs, = torch.autograd.grad(theirs, feats, grad)
+    torch.testing.assert_close(g_ours, g_theirs)
+
+
+def test_rectangular_output_and_scale_one():
+    gen = torch.Generator().manual_seed(5)
+    feats = torch.randn(1, 4, 30, 40, generator=gen)
+    rois = make_rois(gen, 20, 1, 30, 40, 1.0, max_side=20)
+    torch.testing.assert_close(roi_align(feats, rois, (3, 5), 1.0, 2), tv_roi_align(feats, rois, (3, 5), 1.0, 2))
+
+
+def test_channels_last_input_and_inference_mode():
+    gen = torch.Generator().manual_seed(2)
+    feats = torch.randn(2, 16, 20, 20, generator=gen)
+    rois = make_rois(gen, 30, 2, 20, 20, 0.5)
+    expected = tv_roi_align(feats, rois, 7, 0.5, 2)
+    with torch.inference_mode():
+        out = roi_align(feats.to(memory_format=torch.channels_last), rois, 7, 0.5, 2)
+    torch.testing.assert_close(out, expected)
+
+
+def test_empty_rois():
+    feats = torch.randn(1, 3, 8, 8, requires_grad=True)
+    out = roi_align(feats, torch.zeros(0, 5), 7, 1.0, 2)
+    assert out.shape == (0, 3, 7, 7)
+    out.sum().backward()
+    assert torch.all(feats.grad == 0)
+
+
+def test_float64_falls_back_to_torchvision():
+    feats = torch.randn(1, 3, 8, 8, dtype=torch.float64)
+    rois = torch.tensor([[0.0, 1.0, 1.0, 6.0, 5.0]], dtype=torch.float64)
+    torch.testing.assert_close(roi_align(feats, rois, 2, 1.0, 2), tv_roi_align(feats, rois, 2, 1.0, 2))
+
+
+def test_bad_shapes():
+    with pytest.raises(ValueError, match="rois"):
+        roi_align(torch.randn(1, 3, 8, 8), torch.zeros(4, 4), 7)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_multilevel_matches_per_level_torchvision(aligned):
+    from detkit.ops.roi_align import multilevel_roi_align
+
+    gen = torch.Generator().manual_seed(7)
+    feats = [torch.randn(2, 6, 32 >> l, 40 >> l, generator=gen, requires_grad=True) for l in range(3)]
+    scales = [0.25, 0.125, 0.0625]
+    rois = make_rois(gen, 90, 2, 32, 40, 0.25)
+    levels = torch.randint(0, 3, (90,), generator=gen)
+    ours = multilevel_roi_align(feats, rois, levels, 7, scales, 2, aligned)
+    theirs = torch.zeros_like(ours)
+    for l, (f, s) in enumerate(zip(feats, scales)):
+        idx = torch.where(levels == l)[0]
+        theirs[idx] = tv_roi_align(f, rois[idx], (7, 7), s, 2, aligned)
+    torch.testing.assert_close(ours, theirs)
+    grad = torch.randn(ours.shape, generator=gen)
+    for a, b in zip(torch.autograd.grad(ours, feats, grad), torch.autograd.grad(theirs, feats, grad)):
+        torch.testing.assert_close(a, b)
