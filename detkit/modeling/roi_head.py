@@ -150,7 +150,7 @@ class RoIHead(nn.Module):
         self.detections_per_img = int(detections_per_img)
         self.min_size = float(min_size)
         self.smooth_l1_beta = float(smooth_l1_beta)
-        self.rng = SamplingRNG(seed)
+        self.rng = SamplingRNG(seed, stream=1)
 
     def forward(self, features: Dict[str, Tensor], proposals: Sequence[Tensor], image_sizes: Sequence[Tuple[int, int]],
                 targets: Optional[Sequence[Dict[str, Tensor]]] = None
@@ -206,7 +206,8 @@ class RoIHead(nn.Module):
             props = torch.cat((props, gt_boxes))  # (R_i + M, 4)
             cls_labels, matched = self.label_proposals(props, gt_boxes, gt_labels,
                                                        None if ignore is None else ignore.to(props))
-            pos, neg = self.sampler.sample(cls_labels.clamp(max=1).to(torch.int8), generator=generator)
+            pos, neg = self.sampler.sample(cls_labels.clamp(max=1).to(torch.int8),
+                                           generator=self.rng.for_image(target, generator))
             pos, neg = pos.to(props.device), neg.to(props.device)
             rois.append(torch.cat((props[pos], props[neg])))
             labels.append(torch.cat((cls_labels[pos], torch.zeros_like(neg))))

@@ -42,12 +42,27 @@ class SamplingRNG:
     in eval mode, so evaluation neither consumes nor depends on the training stream).
     """
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, stream: int = 0) -> None:
         self.seed = int(seed)
+        self.stream = int(stream)  # tells apart modules that share a seed (RPN 0, RoI head 1)
         self.generator = torch.Generator().manual_seed(self.seed)
 
     def fresh(self) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed)
+
+    def for_image(self, target: Dict[str, Tensor], default: torch.Generator) -> torch.Generator:
+        """The generator for one image's sampling.
+
+        When the data pipeline gives the image a ``sample_seed`` (a function of seed, epoch and
+        index), the choice depends on that image alone, not on which images came before it in
+        this process: a DDP run then samples exactly what a single-process run does. Otherwise
+        ``default`` (the module's stream) is used.
+        """
+        sample_seed = target.get("sample_seed")
+        if sample_seed is None:
+            return default
+        mixed = (int(sample_seed) * 6364136223846793005 + self.seed * 1442695040888963407 + self.stream) % (1 << 63)
+        return torch.Generator().manual_seed(mixed)
 
     def state_dict(self) -> Dict[str, Tensor]:
         return {"seed": torch.tensor(self.seed), "state": self.generator.get_state()}
@@ -220,7 +235,7 @@ class RegionProposalNetwork(nn.Module):
             gt_boxes = target["boxes"].to(anchors)
             ignore = target.get("ignore_boxes")
             matched, labels = self.assign(anchors, gt_boxes, None if ignore is None else ignore.to(anchors))
-            pos, neg = self.sampler.sample(labels, generator=generator)
+            pos, neg = self.sampler.sample(labels, generator=self.rng.for_image(target, generator))
             pos_rows.append(pos + i * num_anchors)
             neg_rows.append(neg + i * num_anchors)
             if pos.numel() > 0:
