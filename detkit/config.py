@@ -15,13 +15,13 @@ import difflib
 import math
 import os
 import re
-import tempfile
 import typing
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Sequence
 
 import yaml
 
+from detkit.atomic_io import atomic_open
 from detkit.errors import ConfigError
 
 __all__ = [
@@ -440,20 +440,8 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
 
 def save_config(cfg: Config, path: str) -> None:
     """Write the resolved config as YAML, atomically (a crash never leaves half a file)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".yaml", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False, default_flow_style=None)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "w") as f:
+        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False, default_flow_style=None)
 
 
 # --------------------------------------------------------------------------- validation

@@ -15,7 +15,7 @@ import os
 import sys
 
 from detkit.config import load_config
-from detkit.data.coco_export import write_json_atomic
+from detkit.atomic_io import write_json_atomic
 from detkit.data.lint import format_lint, lint_config, plot_lint, public_result
 from detkit.errors import DetkitError
 

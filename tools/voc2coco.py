@@ -19,7 +19,8 @@ import argparse
 import sys
 
 from detkit.config import load_config
-from detkit.data.coco_export import dataset_to_coco, write_json_atomic
+from detkit.atomic_io import write_json_atomic
+from detkit.data.coco_export import dataset_to_coco
 from detkit.data.loader import build_dataset
 from detkit.data.voc import VOCDataset
 from detkit.errors import DetkitError

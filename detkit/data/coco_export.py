@@ -10,14 +10,12 @@ back with COCODataset gives exactly the same boxes, labels and ids.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from typing import Optional
 
 from detkit.data.coco import xyxy_to_coco_box
 
-__all__ = ["dataset_to_coco", "write_json_atomic"]
+__all__ = ["dataset_to_coco"]
 
 
 def dataset_to_coco(dataset, *, img_root: Optional[str] = None, description: Optional[str] = None) -> dict:
@@ -44,19 +42,3 @@ def dataset_to_coco(dataset, *, img_root: Optional[str] = None, description: Opt
                   for cid, name in zip(dataset.category_ids, dataset.classes)]
     info = {"description": description or f"converted by detkit from {getattr(dataset, 'name', 'a data set')}"}
     return {"info": info, "images": images, "annotations": annotations, "categories": categories}
-
-
-def write_json_atomic(data: dict, path: str) -> None:
-    """Write JSON to `path` through a temporary file and a rename (never half a file)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

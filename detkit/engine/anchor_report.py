@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -11,6 +10,7 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
+from detkit.atomic_io import write_json_atomic
 from detkit.config import Config
 from detkit.data.loader import build_dataset
 from detkit.engine.anchor_setup import (MODES, AnchorModeResult, collect_training_boxes, format_metric_table,
@@ -76,14 +76,6 @@ def plot_anchor_fit(box_wh: np.ndarray, results: Dict[str, AnchorModeResult], st
     plt.close(fig)
 
 
-def _write_json(data: dict, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
-
-
 def anchor_report(cfg: Config, *, output_dir: str, json_path: Optional[str] = None, dataset=None,
                   log: Callable[[str], None] = print) -> Dict[str, Dict[str, object]]:
     """Run manual, kmeans and learned on the configured training split and report them.
@@ -108,9 +100,9 @@ def anchor_report(cfg: Config, *, output_dir: str, json_path: Optional[str] = No
     for mode, res in results.items():
         log(f"{mode} anchors (w x h):\n" + format_shapes(res.shapes, strides))
     report = {mode: mode_summary(res) for mode, res in results.items()}
-    _write_json(report, os.path.join(output_dir, "anchors.json"))
+    write_json_atomic(report, os.path.join(output_dir, "anchors.json"))
     if json_path:
-        _write_json(report, json_path)
+        write_json_atomic(report, json_path)
     plot_anchor_fit(boxes.wh, results, strides, os.path.join(output_dir, "anchors.png"))
     log(f"wrote {os.path.join(output_dir, 'anchors.json')} and anchors.png"
         + (f" and {json_path}" if json_path else "") + f" in {time.perf_counter() - start:.1f} s")

@@ -15,12 +15,12 @@ A checkpoint is a dict of plain values and tensors (loadable with ``weights_only
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any, Optional
 
 import torch
 
 from detkit import __version__
+from detkit.atomic_io import atomic_open
 from detkit.errors import CheckpointError
 
 __all__ = ["save_checkpoint", "load_checkpoint", "REQUIRED_KEYS", "assert_finite_state"]
@@ -46,35 +46,8 @@ def save_checkpoint(state: dict, path: str) -> None:
         assert_finite_state(state["model"])
     state = dict(state)
     state.setdefault("detkit_version", __version__)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: str) -> None:
-    # Makes the rename itself durable; not every platform lets a folder be opened, which is harmless.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: str, map_location: Any = "cpu", required: Optional[tuple] = REQUIRED_KEYS) -> dict:

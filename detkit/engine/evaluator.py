@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
-import os
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
@@ -22,6 +20,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from detkit.atomic_io import write_json_atomic
 from detkit.ops.boxes import box_iou
 
 __all__ = [
@@ -281,15 +280,8 @@ def format_per_class_table(metrics: dict) -> str:
 
 
 def write_json(data, path: str) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write JSON atomically (eval.json, detections.json)."""
+    write_json_atomic(data, path)
 
 
 def iterate_annotations(dataset) -> Iterable[dict]:
