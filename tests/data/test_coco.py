@@ -7,7 +7,8 @@ import pytest
 
 from data_helpers import write_coco, write_image, write_voc
 from detkit.data.coco import COCODataset, coco_box_to_xyxy, xyxy_to_coco_box
-from detkit.data.coco_export import dataset_to_coco, write_json_atomic
+from detkit.atomic_io import write_json_atomic
+from detkit.data.coco_export import dataset_to_coco
 from detkit.data.voc import VOCDataset
 from detkit.errors import DataError
 
