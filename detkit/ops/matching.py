@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from detkit.ops.grid_cells import grid_cell, size_level
+
 __all__ = ["match_max_iou", "max_iou_stats", "max_iof"]
 
 # Search windows are widened by this relative amount (plus the same fraction of the coordinate
@@ -76,24 +78,6 @@ def _all_proper(areas):
     return True
 
 
-@nb.njit(cache=True, inline="always")
-def _cell(v, origin, inv_size, n):
-    """Monotone map of a coordinate to a cell index in [0, n)."""
-    q = (v - origin) * inv_size
-    if q <= 0.0:
-        return 0
-    if q >= n - 1:
-        return n - 1
-    return int(q)
-
-
-@nb.njit(cache=True, inline="always")
-def _level_of(side, sizes):
-    """Smallest level whose size is >= side (the last level for larger sides)."""
-    lev = 0
-    while lev < sizes.shape[0] - 1 and sizes[lev] < side:
-        lev += 1
-    return lev
 
 
 # --------------------------------------------------------------------------- anchor index
@@ -129,7 +113,7 @@ def _index_boxes(boxes):
     for i in range(n):
         w = float(boxes[i, 2]) - float(boxes[i, 0])
         h = float(boxes[i, 3]) - float(boxes[i, 1])
-        lev = _level_of(max(w, h), sizes)
+        lev = size_level(max(w, h), sizes)
         key[i] = lev
         population[lev] += 1
         wmax[lev], hmax[lev] = max(wmax[lev], w), max(hmax[lev], h)
@@ -151,7 +135,7 @@ def _index_boxes(boxes):
         lev = key[i]
         cx = (float(boxes[i, 0]) + float(boxes[i, 2])) * 0.5
         cy = (float(boxes[i, 1]) + float(boxes[i, 3])) * 0.5
-        k = offsets[lev] + _cell(cy, oy, inv[lev], ny[lev]) * nx[lev] + _cell(cx, ox, inv[lev], nx[lev])
+        k = offsets[lev] + grid_cell(cy, oy, inv[lev], ny[lev]) * nx[lev] + grid_cell(cx, ox, inv[lev], nx[lev])
         key[i] = k
         starts[k + 1] += 1
     for c in range(offsets[nlev]):
@@ -174,8 +158,8 @@ def _window(index, lev, x1, y1, x2, y2):
     fx1, fy1, fx2, fy2 = float(x1), float(y1), float(x2), float(y2)
     rx = wmax[lev] * 0.5 * (1.0 + _WINDOW_SLACK) + _WINDOW_SLACK * (abs(fx1) + abs(fx2))
     ry = hmax[lev] * 0.5 * (1.0 + _WINDOW_SLACK) + _WINDOW_SLACK * (abs(fy1) + abs(fy2))
-    return (_cell(fx1 - rx, ox, inv[lev], nx[lev]), _cell(fx2 + rx, ox, inv[lev], nx[lev]),
-            _cell(fy1 - ry, oy, inv[lev], ny[lev]), _cell(fy2 + ry, oy, inv[lev], ny[lev]))
+    return (grid_cell(fx1 - rx, ox, inv[lev], nx[lev]), grid_cell(fx2 + rx, ox, inv[lev], nx[lev]),
+            grid_cell(fy1 - ry, oy, inv[lev], ny[lev]), grid_cell(fy2 + ry, oy, inv[lev], ny[lev]))
 
 
 @nb.njit(cache=True)

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from detkit.ops.grid_cells import grid_cell, size_level
 from detkit.ops.soft_nms import soft_nms  # re-exported: soft-NMS lives in its own module
 
 __all__ = ["nms", "batched_nms", "soft_nms"]
@@ -120,24 +121,6 @@ def _nms_small_range(boxes, areas, order, start, stop, thr, keep, nk):
     return nk
 
 
-@nb.njit(cache=True, inline="always")
-def _cell(v, origin, inv_size, n):
-    """Monotone map of a coordinate to a cell index in [0, n)."""
-    q = (v - origin) * inv_size
-    if q <= 0.0:
-        return 0
-    if q >= n - 1:
-        return n - 1
-    return int(q)
-
-
-@nb.njit(cache=True, inline="always")
-def _level_of(side, sizes):
-    """Smallest level whose size is >= side (the last level for larger sides)."""
-    lev = 0
-    while lev < sizes.shape[0] - 1 and sizes[lev] < side:
-        lev += 1
-    return lev
 
 
 @nb.njit(cache=True, inline="always")
@@ -196,7 +179,7 @@ def _grid_setup(boxes, thr, shift):
         w = float(boxes[i, 2]) - float(boxes[i, 0])
         h = float(boxes[i, 3]) - float(boxes[i, 1])
         if w > 0 and h > 0:
-            level[i] = _level_of(max(w, h), sizes)
+            level[i] = size_level(max(w, h), sizes)
             level_starts[level[i] + 1] += 1
     # cells a fraction of the box size, so that the query window (about (1 - thr) * size wide)
     # spans 2 to 3 cells; never more than about 2 cells per box of the level
@@ -222,7 +205,7 @@ def _grid_setup(boxes, thr, shift):
         lev = level[i]
         if lev >= 0:
             cx, cy = _centre(boxes, shift, i)
-            key[i] = offsets[lev] + _cell(cy, oy, inv[lev], ny[lev]) * nx[lev] + _cell(cx, ox, inv[lev], nx[lev])
+            key[i] = offsets[lev] + grid_cell(cy, oy, inv[lev], ny[lev]) * nx[lev] + grid_cell(cx, ox, inv[lev], nx[lev])
             starts[key[i] + 1] += 1
     for c in range(offsets[nlev]):
         starts[c + 1] += starts[c]
@@ -281,8 +264,8 @@ def _nms_grid(boxes, areas, order, thr, keep, classes, shift):
             ry = _centre_reach(hj, hmax[lev], t_eff) * grow + 1e-9 * (abs(cyj) + hj + hmax[lev])
             if not (rx > 0.0 and ry > 0.0):
                 continue
-            cx0, cx1 = _cell(cxj - rx, ox, inv[lev], nx[lev]), _cell(cxj + rx, ox, inv[lev], nx[lev])
-            cy0, cy1 = _cell(cyj - ry, oy, inv[lev], ny[lev]), _cell(cyj + ry, oy, inv[lev], ny[lev])
+            cx0, cx1 = grid_cell(cxj - rx, ox, inv[lev], nx[lev]), grid_cell(cxj + rx, ox, inv[lev], nx[lev])
+            cy0, cy1 = grid_cell(cyj - ry, oy, inv[lev], ny[lev]), grid_cell(cyj + ry, oy, inv[lev], ny[lev])
             if (cx1 - cx0 + 1) * (cy1 - cy0 + 1) >= count[lev]:   # fewer boxes than cells: scan the level
                 for q in range(level_starts[lev], level_starts[lev] + count[lev]):
                     s = by_level[q]
