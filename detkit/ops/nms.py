@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from detkit.ops.box_args import check_boxes_scores
 from detkit.ops.grid_cells import grid_cell, size_level
 from detkit.ops.soft_nms import soft_nms  # re-exported: soft-NMS lives in its own module
 
@@ -419,21 +420,6 @@ def batched_nms_kernel(boxes, scores, order, classes, thr):
 
 
 # --------------------------------------------------------------------------- torch wrappers
-def _check_boxes_scores(boxes: Tensor, scores: Tensor) -> None:
-    if not isinstance(boxes, Tensor) or not isinstance(scores, Tensor):
-        raise TypeError(f"boxes and scores must be torch Tensors, got {type(boxes).__name__} and "
-                        f"{type(scores).__name__}")
-    if boxes.dim() != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"boxes must have shape (N, 4), got {tuple(boxes.shape)}")
-    if scores.dim() != 1 or scores.shape[0] != boxes.shape[0]:
-        raise ValueError(f"scores must have shape (N,) = ({boxes.shape[0]},) to match boxes "
-                         f"{tuple(boxes.shape)}, got {tuple(scores.shape)}")
-    if not boxes.is_floating_point() or boxes.dtype != scores.dtype:
-        raise ValueError(f"boxes and scores must share one floating dtype, got {boxes.dtype} and {scores.dtype}")
-    if boxes.device != scores.device:
-        raise ValueError(f"boxes and scores must be on one device, got {boxes.device} and {scores.device}")
-
-
 def _to_numpy(t: Tensor, name: str) -> np.ndarray:
     """CPU tensor -> contiguous float32/float64 array; raises ValueError on NaN or inf."""
     if t.dtype in (torch.float16, torch.bfloat16):
@@ -462,7 +448,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     Raises:
         ValueError: wrong shapes or dtypes, or NaN / inf in boxes or scores (CPU).
     """
-    _check_boxes_scores(boxes, scores)
+    check_boxes_scores(boxes, scores, same_dtype=True)
     if boxes.device.type != "cpu":
         import torchvision
         return torchvision.ops.nms(boxes, scores, iou_threshold)
@@ -489,7 +475,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     Returns:
         Tensor[K] int64: kept indices by decreasing score.
     """
-    _check_boxes_scores(boxes, scores)
+    check_boxes_scores(boxes, scores, same_dtype=True)
     if not isinstance(idxs, Tensor) or idxs.shape != scores.shape or idxs.is_floating_point() or idxs.is_complex():
         raise ValueError(f"idxs must be an integer tensor of shape ({boxes.shape[0]},), got "
                          f"{getattr(idxs, 'dtype', type(idxs).__name__)} of shape {tuple(getattr(idxs, 'shape', ()))}")

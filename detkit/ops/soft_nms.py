@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from detkit.ops.box_args import check_boxes_scores
+
 __all__ = ["soft_nms"]
 
 
@@ -71,19 +73,6 @@ def soft_nms_kernel(boxes, scores, linear, sigma, iou_threshold, score_threshold
     return keep[:nk], kept_scores[:nk]
 
 
-def _check_inputs(boxes: Tensor, scores: Tensor) -> None:
-    if not isinstance(boxes, Tensor) or not isinstance(scores, Tensor):
-        raise TypeError(f"boxes and scores must be torch Tensors, got {type(boxes).__name__} and "
-                        f"{type(scores).__name__}")
-    if boxes.dim() != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"boxes must have shape (N, 4), got {tuple(boxes.shape)}")
-    if scores.dim() != 1 or scores.shape[0] != boxes.shape[0]:
-        raise ValueError(f"scores must have shape (N,) = ({boxes.shape[0]},) to match boxes "
-                         f"{tuple(boxes.shape)}, got {tuple(scores.shape)}")
-    if not boxes.is_floating_point() or not scores.is_floating_point():
-        raise ValueError(f"boxes and scores must be floating tensors, got {boxes.dtype} and {scores.dtype}")
-
-
 def _to_float64(t: Tensor, name: str) -> np.ndarray:
     arr = t.detach().cpu().double().contiguous().numpy()
     if not np.isfinite(arr).all():
@@ -107,7 +96,7 @@ def soft_nms(boxes: Tensor, scores: Tensor, *, method: str = "gaussian", sigma: 
         (keep Tensor[K] int64, scores Tensor[K] in the input dtype): kept indices in selection order
         and their decayed scores (non-increasing); ties go to the lower index.
     """
-    _check_inputs(boxes, scores)
+    check_boxes_scores(boxes, scores, same_dtype=False)
     if method not in ("linear", "gaussian"):
         raise ValueError(f"method must be 'linear' or 'gaussian', got {method!r}")
     if method == "gaussian" and not sigma > 0:
