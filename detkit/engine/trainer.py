@@ -10,8 +10,9 @@ A run writes everything into one folder (``output.dir``)::
     plots/*.png      loss, LR, precision-recall curves, confusion matrix
 
 Resume is exact on the CPU: the checkpoint holds the model, optimizer, scheduler, iteration, the
-torch RNG and every sampling generator of the model; the data order and augmentation are functions
-of (seed, epoch, position), so the batches after iteration k are the ones the uninterrupted run saw.
+torch RNG and the model's sampling generators (``Detector.rng_state_dict``); the data order,
+augmentation and per-image sampling seeds are functions of (seed, epoch, position), so the batches
+after iteration k are the ones the uninterrupted run saw.
 """
 
 from __future__ import annotations
@@ -36,20 +37,7 @@ from detkit.errors import CheckpointError, TrainingError
 from detkit.modeling.detector import build_detector
 from detkit.data.loader import build_dataset, build_loader
 
-__all__ = ["Trainer", "model_rng_state", "load_model_rng_state"]
-
-
-def model_rng_state(model: torch.nn.Module) -> dict:
-    """States of every sampling generator the model's modules own (``module.rng``)."""
-    return {name: module.rng.state_dict() for name, module in model.named_modules()
-            if hasattr(getattr(module, "rng", None), "state_dict")}
-
-
-def load_model_rng_state(model: torch.nn.Module, state: dict) -> None:
-    modules = dict(model.named_modules())
-    for name, rng_state in state.items():
-        if name in modules and hasattr(getattr(modules[name], "rng", None), "load_state_dict"):
-            modules[name].rng.load_state_dict(rng_state)
+__all__ = ["Trainer"]
 
 
 class Trainer:
@@ -138,13 +126,14 @@ class Trainer:
             torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-        load_model_rng_state(self._bare_model, rng.get("model", {}))
+        if "model" in rng:
+            self._bare_model.load_rng_state_dict(rng["model"])
         self.last_good_checkpoint = self.paths["last.pt"]
         self.log(f"resumed from {self.paths['last.pt']} at epoch {self.start_epoch}, iteration {self.iteration}")
 
     # ------------------------------------------------------------------ checkpoints and logs
     def _checkpoint_state(self, epoch: int) -> dict:
-        rng = {"torch": torch.get_rng_state(), "model": model_rng_state(self._bare_model)}
+        rng = {"torch": torch.get_rng_state(), "model": self._bare_model.rng_state_dict()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
