@@ -248,7 +248,8 @@ class Trainer:
                                           progress=not self.quiet)
         dist.barrier()
         record = {"type": "eval", "epoch": epoch, "iteration": self.iteration, "time": time.time(),
-                  **{k: v for k, v in metrics["coco"].items()}, "voc_mAP50": metrics["voc"]["mAP50_area"]}
+                  **{k: v for k, v in metrics["coco"].items()}, "voc_mAP50": metrics["voc"]["mAP50_area"],
+                  "per_class_AP": {name: v["AP"] for name, v in metrics["per_class"].items()}}
         if "val_loss" in metrics:
             record["val_loss"] = metrics["val_loss"]["loss"]
         self._write_metrics(record)

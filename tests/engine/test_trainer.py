@@ -1,5 +1,6 @@
 """Tests of the training loop: outputs, exact resume, NaN guard, atomic checkpoints, CLI overrides."""
 
+import json
 import os
 
 import pytest
@@ -22,6 +23,10 @@ def test_short_run_writes_every_output(tiny_cfg, tmp_path):
     for plot in ("loss.png", "lr.png", "pr_curves.png", "confusion_matrix.png"):
         assert (out / "plots" / plot).stat().st_size > 0, plot
     assert set(metrics["coco"]) >= {"mAP", "AP50", "AP75"}
+    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["type"] == "eval"]
+    assert evals and evals[-1]["mAP"] == metrics["coco"]["mAP"]
+    assert evals[-1]["per_class_AP"] == {name: v["AP"] for name, v in metrics["per_class"].items()}
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["iteration"] == 2 and ckpt["classes"] == ["circle", "square", "triangle"]
     assert len(ckpt["anchor_shapes"]) == 1 and len(ckpt["anchor_shapes"][0]) == 3

@@ -1,0 +1,112 @@
+"""Summarise finished training runs (e.g. the BCCD P1 runs) as Markdown, from their output folders.
+
+Reads each run's config.yaml (anchor mode, seed), metrics.jsonl (per-epoch speed and loss, every
+evaluation) and eval.json (final COCO metrics, per-class AP), and prints:
+
+- one summary table, a row per run: mAP, AP50, AP75, per-class AP, training images/s, wall time;
+- per run, the metrics.jsonl summary: a line per epoch (mean loss, images/s, seconds) and a line per
+  evaluation (mAP, AP50, AP75, per-class AP).
+
+    python benchmarks/p1_report.py runs/p1_manual runs/p1_kmeans [--reference 0.584]
+
+Wall time is from the first logged iteration to the last record (the final evaluation), so it
+leaves out the start-up before the first iteration (data scan, anchor fitting: seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from detkit.config import load_config  # noqa: E402
+from detkit.vis import read_metrics_log  # noqa: E402
+
+
+def load_run(run_dir: str) -> dict:
+    """The parts of a run folder the report needs; a clear error when the run is not finished."""
+    needed = ("config.yaml", "metrics.jsonl", "eval.json")
+    missing = [name for name in needed if not os.path.isfile(os.path.join(run_dir, name))]
+    if missing:
+        raise SystemExit(f"{run_dir}: missing {', '.join(missing)} (is the run finished? "
+                         f"a run folder holds {', '.join(needed)})")
+    cfg = load_config(os.path.join(run_dir, "config.yaml"))
+    records = read_metrics_log(os.path.join(run_dir, "metrics.jsonl"))
+    with open(os.path.join(run_dir, "eval.json"), encoding="utf-8") as f:
+        final = json.load(f)
+    return {"dir": run_dir, "cfg": cfg, "records": records, "final": final}
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def run_summary(run: dict) -> dict:
+    """One row of the summary table."""
+    records = run["records"]
+    epochs = [r for r in records if r["type"] == "epoch"]
+    train = [r for r in records if r["type"] == "train"]
+    wall = records[-1]["time"] - train[0]["time"] if train else float("nan")
+    images = sum(r["seconds"] * r["img_per_s"] for r in epochs)
+    seconds = sum(r["seconds"] for r in epochs)
+    coco, per_class = run["final"]["coco"], run["final"]["per_class"]
+    return {"run": os.path.basename(os.path.normpath(run["dir"])), "anchors": run["cfg"].model.anchors.mode,
+            "seed": run["cfg"].train.seed, "mAP": coco["mAP"], "AP50": coco["AP50"], "AP75": coco["AP75"],
+            "per_class": {name: v["AP"] for name, v in per_class.items()},
+            "img_per_s": images / seconds if seconds else float("nan"), "wall_s": wall}
+
+
+def summary_table(rows: list, reference: float | None) -> str:
+    classes = sorted({name for row in rows for name in row["per_class"]})
+    head = ["run", "anchors", "seed", "mAP", "AP50", "AP75"] + [f"AP {c}" for c in classes] + ["train img/s", "wall"]
+    if reference is not None:
+        head.insert(4, "vs ref")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row["run"], row["anchors"], str(row["seed"]), f"{row['mAP']:.3f}", f"{row['AP50']:.3f}",
+                 f"{row['AP75']:.3f}"] + [f"{row['per_class'].get(c, float('nan')):.3f}" for c in classes] + \
+                [f"{row['img_per_s']:.2f}", _minutes(row["wall_s"])]
+        if reference is not None:
+            cells.insert(4, f"{row['mAP'] - reference:+.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def metrics_log_summary(run: dict) -> str:
+    """A line per epoch and per evaluation, condensed from metrics.jsonl."""
+    records = run["records"]
+    lines = [f"{os.path.basename(os.path.normpath(run['dir']))} (metrics.jsonl, condensed):", "```"]
+    for r in records:
+        if r["type"] == "epoch":
+            losses = [t["loss"] for t in records if t["type"] == "train" and t["epoch"] == r["epoch"]]
+            mean_loss = statistics.fmean(losses) if losses else float("nan")
+            lines.append(f"epoch {r['epoch']:>2}  iter {r['iteration']:>5}  mean logged loss {mean_loss:.3f}  "
+                         f"{r['img_per_s']:.2f} img/s  {r['seconds']:.0f} s")
+        elif r["type"] == "eval":
+            per_class = "  ".join(f"{k} {v:.3f}" for k, v in sorted(r.get("per_class_AP", {}).items()))
+            lines.append(f"  eval @ epoch {r['epoch']:>2}: mAP {r['mAP']:.3f}  AP50 {r['AP50']:.3f}  "
+                         f"AP75 {r['AP75']:.3f}" + (f"  |  {per_class}" if per_class else ""))
+    lines.append("```")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run output folders")
+    parser.add_argument("--reference", type=float, default=None,
+                        help="a reference mAP (e.g. torchvision's 0.584 under P1) for a difference column")
+    args = parser.parse_args(argv)
+    runs = [load_run(d) for d in args.runs]
+    print(summary_table([run_summary(r) for r in runs], args.reference))
+    for run in runs:
+        print()
+        print(metrics_log_summary(run))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

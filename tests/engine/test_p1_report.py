@@ -1,0 +1,44 @@
+"""benchmarks/p1_report.py: the Markdown summary of finished runs matches the runs' own files."""
+
+import json
+
+import pytest
+
+from benchmarks import p1_report
+from detkit.engine.trainer import Trainer
+from detkit.config import load_config
+
+from .conftest import tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    cfg = load_config(None, tiny_overrides(tmp, **{"train.eval_every": 1, "train.seed": 3}))
+    Trainer(cfg, quiet=True, log=lambda *_: None).run()
+    return tmp / "run"
+
+
+def test_summary_row_matches_eval_json_and_log(finished_run):
+    final = json.loads((finished_run / "eval.json").read_text())
+    row = p1_report.run_summary(p1_report.load_run(str(finished_run)))
+    assert row["mAP"] == final["coco"]["mAP"] and row["AP75"] == final["coco"]["AP75"]
+    assert row["per_class"] == {name: v["AP"] for name, v in final["per_class"].items()}
+    assert row["seed"] == 3 and row["anchors"] == "manual"
+    assert row["img_per_s"] > 0 and row["wall_s"] > 0
+
+
+def test_report_prints_table_epochs_and_evaluations(finished_run, capsys):
+    assert p1_report.main([str(finished_run), "--reference", "0.5"]) == 0
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if line.startswith("| run")]
+    assert table and "vs ref" in table[0] and "AP circle" in table[0]
+    assert sum(line.startswith("epoch ") for line in out.splitlines()) == 2
+    evals = [line for line in out.splitlines() if "eval @ epoch" in line]
+    assert len(evals) == 2 and "circle" in evals[-1]
+
+
+def test_unfinished_run_is_named_in_the_error(tmp_path):
+    (tmp_path / "config.yaml").write_text("{}\n")
+    with pytest.raises(SystemExit, match=r"missing metrics.jsonl, eval.json"):
+        p1_report.load_run(str(tmp_path))
