@@ -246,6 +246,11 @@ class EvalConfig:
     batch_size: int = field(default=2, metadata={"gt": 0})
     # Metric that selects best.pt: a key of eval.json's 'coco' block (mAP, AP50, AP75, ...).
     best_metric: str = "mAP"
+    # Before each evaluation, re-estimate every BatchNorm layer's running statistics with the
+    # current weights over this many training batches (test-time resize, no augmentation; capped
+    # at one pass over the training set); 0 keeps the running averages of training. See
+    # detkit/engine/precise_bn.py.
+    precise_bn_batches: int = field(default=200, metadata={"min": 0})
 
 
 @dataclass

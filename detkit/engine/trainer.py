@@ -1,5 +1,6 @@
 """The training loop: optimizer, warm-up + schedule, AMP on CUDA, gradient clipping, NaN guard,
-metrics.jsonl, periodic COCO evaluation, last.pt / best.pt, exact resume.
+metrics.jsonl, periodic COCO evaluation (preceded by precise BatchNorm statistics,
+``eval.precise_bn_batches``), last.pt / best.pt, exact resume.
 
 A run writes everything into one folder (``output.dir``)::
 
@@ -33,6 +34,7 @@ from detkit.engine.anchor_setup import resolve_anchor_shapes
 from detkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from detkit.engine.inference import run_evaluation
 from detkit.engine.optim import build_optimizer, build_scheduler
+from detkit.engine.precise_bn import batch_norm_layers, recompute_bn_stats
 from detkit.errors import CheckpointError, TrainingError
 from detkit.modeling.detector import build_detector
 from detkit.data.loader import build_dataset, build_loader
@@ -167,13 +169,21 @@ class Trainer:
         for epoch in range(self.start_epoch, cfg.train.epochs):
             stopped_early = self._train_epoch(epoch)
             last_epoch = epoch + 1 == cfg.train.epochs
+            evaluate_now = not stopped_early and (
+                last_epoch or bool(cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0))
+            if stopped_early or evaluate_now:
+                # Before the save, so that last.pt holds the statistics the evaluation used and a
+                # run resumed from it continues exactly as the uninterrupted one.
+                self._refresh_bn_stats()
             if stopped_early or last_epoch or (epoch + 1) % cfg.train.checkpoint_every == 0:
                 self._save("last.pt", epoch if stopped_early else epoch + 1)
             if stopped_early:
                 break
-            if last_epoch or (cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0):
+            if evaluate_now:
                 metrics = self._evaluate(epoch + 1)
         if stopped_early or metrics is None:  # stopped by train.max_iters, or resuming a run that had already finished
+            if not stopped_early:
+                self._refresh_bn_stats()
             metrics = self._evaluate(min(epoch + 1, cfg.train.epochs), final=True)
         self._finish(metrics)
         return metrics
@@ -238,6 +248,25 @@ class Trainer:
         return values
 
     # ------------------------------------------------------------------ evaluation
+    def _refresh_bn_stats(self) -> None:
+        """Precise BatchNorm statistics over ``eval.precise_bn_batches`` training batches (every process)."""
+        wanted = self.cfg.eval.precise_bn_batches
+        model = self._bare_model
+        if wanted == 0 or not batch_norm_layers(model.backbone):
+            return
+        loader = build_loader(self.cfg, "train", dataset=self.train_set, train=False, shuffle=False,
+                              distributed=self.ctx.distributed)
+        tic = time.perf_counter()
+
+        def forward(batch) -> None:
+            images = [img.to(self.device) for img in batch[0]]
+            with torch.autocast(self.device.type, enabled=self._amp):
+                model.backbone(model.preprocess(images)[0])
+
+        used = recompute_bn_stats(model.backbone, forward, loader, min(wanted, len(loader)))
+        self.log(f"BatchNorm statistics re-estimated over {used} training batches "
+                 f"({time.perf_counter() - tic:.0f} s)")
+
     def _evaluate(self, epoch: int, final: bool = False) -> dict:
         # Rank 0 evaluates the whole validation split with the bare model (no collectives), so the
         # numbers are those of a single process; the other ranks wait for it.

@@ -65,3 +65,31 @@ def test_two_process_gloo_run_equals_single_process_run(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-5, msg=key)
+
+
+@pytest.mark.slow
+def test_two_process_precise_bn_averages_the_shards_of_both_ranks(tmp_path):
+    """With trainable BatchNorm, the statistics in last.pt are the average over both ranks' shards:
+    2 global batches of 4 = the first 4 local batches of 2 images, which one process recomputes."""
+    from detkit.data.loader import build_loader
+    from detkit.engine.inference import load_trained_model
+    from detkit.engine.precise_bn import recompute_bn_stats
+
+    settings = {**DDP_SETTINGS, "model.backbone.norm": "bn", "eval.precise_bn_batches": 2,
+                "data.synthetic.cache_dir": str(tmp_path / "synthetic"), "output.dir": str(tmp_path / "ddp")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(REPO / "tools" / "train.py"), "--quiet", *tiny_overrides(tmp_path, **settings)]
+    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "BatchNorm statistics re-estimated over 2 training batches" in proc.stdout
+
+    saved = load_checkpoint(tmp_path / "ddp" / "last.pt")["model"]
+    model, cfg, _ = load_trained_model(str(tmp_path / "ddp" / "last.pt"))
+    loader = build_loader(cfg, "train", train=False, shuffle=False, batch_size=2)
+    assert recompute_bn_stats(model.backbone, lambda b: model.backbone(model.preprocess(b[0])[0]), loader, 4) == 4
+    recomputed = model.state_dict()
+    keys = [k for k in saved if k.endswith(("running_mean", "running_var"))]
+    assert keys
+    for key in keys:
+        torch.testing.assert_close(saved[key], recomputed[key], rtol=1e-4, atol=1e-5, msg=key)
