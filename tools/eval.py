@@ -1,6 +1,7 @@
 """Evaluate a checkpoint with the COCO metrics (and VOC mAP@0.5) on a data set split.
 
-    python tools/eval.py --checkpoint CKPT [--config CFG] [--split NAME] [--output-dir DIR] [key=value ...]
+    python tools/eval.py --checkpoint CKPT [--config CFG] [--split NAME] [--output-dir DIR] [--precise-bn N]
+                         [key=value ...]
 
 Without --config the checkpoint's own config (data paths included) is used; key=value overrides
 change it (e.g. data.val.splits=[test]). --split train|val picks the config's training or validation
@@ -25,6 +26,9 @@ def parse_args(argv=None):
     parser.add_argument("--split", help="train, val (default) or a VOC split name")
     parser.add_argument("--output-dir", help="where eval.json and detections.json go (default: beside the checkpoint)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precise-bn", type=int, default=0, metavar="N",
+                        help="first re-estimate the BatchNorm statistics over N training batches with the "
+                             "checkpoint's weights (default 0: keep the checkpoint's statistics)")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     return parser.parse_args(argv)
@@ -36,8 +40,8 @@ def main(argv=None) -> int:
     output_dir = args.output_dir or os.path.dirname(os.path.abspath(args.checkpoint))
     try:
         evaluate_checkpoint(args.checkpoint, config_path=args.config, overrides=overrides, split=args.split,
-                            output_dir=output_dir,
-                            device=args.device, progress=not args.quiet)
+                            output_dir=output_dir, device=args.device, precise_bn_batches=args.precise_bn,
+                            progress=not args.quiet)
     except DetkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -82,11 +82,14 @@ def load_trained_model(checkpoint_path: str, device: torch.device = torch.device
 
 def evaluate_checkpoint(checkpoint_path: str, *, config_path: Optional[str] = None, overrides: Sequence[str] = (),
                         split: Optional[str] = None, output_dir: Optional[str] = None, device: str = "cpu",
-                        progress: bool = True, log: Callable[[str], None] = print) -> dict:
+                        precise_bn_batches: int = 0, progress: bool = True,
+                        log: Callable[[str], None] = print) -> dict:
     """Evaluate a checkpoint on a split; print the COCO and per-class tables; write eval.json, detections.json.
 
     ``split``: None or "val" = the config's validation split, "train" = its training split, any other
-    name = that VOC split of the validation roots.
+    name = that VOC split of the validation roots. ``precise_bn_batches`` > 0 first re-estimates the
+    BatchNorm statistics with the checkpoint's weights over that many training batches (for
+    checkpoints whose statistics are the running averages of training).
     """
     from detkit.config import load_config
     from detkit.data.loader import build_dataset
@@ -107,6 +110,12 @@ def evaluate_checkpoint(checkpoint_path: str, *, config_path: Optional[str] = No
     if list(dataset.classes) != list(ckpt["classes"]):
         raise CheckpointError(f"checkpoint '{checkpoint_path}' was trained on classes {ckpt['classes']} "
                               f"but the data set has {list(dataset.classes)}")
+    if precise_bn_batches > 0:
+        from detkit.engine.precise_bn import refresh_detector_bn_stats
+
+        train_set = dataset if split == "train" else build_dataset(cfg, "train", classes=ckpt["classes"])
+        used = refresh_detector_bn_stats(model, cfg, train_set, torch.device(device), num_batches=precise_bn_batches)
+        log(f"BatchNorm statistics re-estimated over {used} training batches")
     metrics, results = run_evaluation(model, dataset, cfg, torch.device(device), progress=progress)
     log(f"{len(dataset)} images; COCO metrics:\n{format_coco_table(metrics)}")
     log("per class:\n" + format_per_class_table(metrics))

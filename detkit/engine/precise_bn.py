@@ -25,9 +25,10 @@ from typing import Callable, Iterable, List
 import torch
 from torch import Tensor, nn
 
+from detkit.config import Config
 from detkit.engine import distributed as dist
 
-__all__ = ["batch_norm_layers", "recompute_bn_stats"]
+__all__ = ["batch_norm_layers", "recompute_bn_stats", "refresh_detector_bn_stats"]
 
 
 def batch_norm_layers(model: nn.Module) -> List[nn.modules.batchnorm._BatchNorm]:
@@ -99,3 +100,25 @@ def recompute_bn_stats(model: nn.Module, forward: Callable[[object], object], ba
         bn.running_var.copy_(flat[offset:offset + n])
         offset += n
     return used
+
+
+def refresh_detector_bn_stats(detector: nn.Module, cfg: Config, train_set, device: torch.device, *,
+                              num_batches: int, distributed: bool = False, amp: bool = False) -> int:
+    """Precise statistics for a Detector's backbone over its training set, seen as at test time.
+
+    The batches are ``cfg.train.batch_size`` training images (the global batch, split over the
+    processes when ``distributed``), resized without augmentation, in data-set order; at most one
+    pass. Returns the number of batches used (0: no BatchNorm layer, or ``num_batches`` 0).
+    """
+    from detkit.data.loader import build_loader  # engine may use data; modeling may not
+
+    if num_batches <= 0 or not batch_norm_layers(detector.backbone):
+        return 0
+    loader = build_loader(cfg, "train", dataset=train_set, train=False, shuffle=False, distributed=distributed)
+
+    def forward(batch) -> None:
+        images = [img.to(device) for img in batch[0]]
+        with torch.autocast(device.type, enabled=amp):
+            detector.backbone(detector.preprocess(images)[0])
+
+    return recompute_bn_stats(detector.backbone, forward, loader, min(num_batches, len(loader)))

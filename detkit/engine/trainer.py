@@ -34,7 +34,7 @@ from detkit.engine.anchor_setup import resolve_anchor_shapes
 from detkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from detkit.engine.inference import run_evaluation
 from detkit.engine.optim import build_optimizer, build_scheduler
-from detkit.engine.precise_bn import batch_norm_layers, recompute_bn_stats
+from detkit.engine.precise_bn import refresh_detector_bn_stats
 from detkit.errors import CheckpointError, TrainingError
 from detkit.modeling.detector import build_detector
 from detkit.data.loader import build_dataset, build_loader
@@ -250,22 +250,13 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     def _refresh_bn_stats(self) -> None:
         """Precise BatchNorm statistics over ``eval.precise_bn_batches`` training batches (every process)."""
-        wanted = self.cfg.eval.precise_bn_batches
-        model = self._bare_model
-        if wanted == 0 or not batch_norm_layers(model.backbone):
-            return
-        loader = build_loader(self.cfg, "train", dataset=self.train_set, train=False, shuffle=False,
-                              distributed=self.ctx.distributed)
         tic = time.perf_counter()
-
-        def forward(batch) -> None:
-            images = [img.to(self.device) for img in batch[0]]
-            with torch.autocast(self.device.type, enabled=self._amp):
-                model.backbone(model.preprocess(images)[0])
-
-        used = recompute_bn_stats(model.backbone, forward, loader, min(wanted, len(loader)))
-        self.log(f"BatchNorm statistics re-estimated over {used} training batches "
-                 f"({time.perf_counter() - tic:.0f} s)")
+        used = refresh_detector_bn_stats(self._bare_model, self.cfg, self.train_set, self.device,
+                                         num_batches=self.cfg.eval.precise_bn_batches,
+                                         distributed=self.ctx.distributed, amp=self._amp)
+        if used:
+            self.log(f"BatchNorm statistics re-estimated over {used} training batches "
+                     f"({time.perf_counter() - tic:.0f} s)")
 
     def _evaluate(self, epoch: int, final: bool = False) -> dict:
         # Rank 0 evaluates the whole validation split with the bare model (no collectives), so the

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import tools.eval as eval_tool
@@ -82,3 +83,27 @@ def test_infer_with_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
     bad.write_bytes(b"garbage")
     assert infer_tool.main(["--checkpoint", str(bad), str(tmp_path), "--quiet"]) == 1
     assert "bad.pt" in capsys.readouterr().err
+
+
+def test_eval_tool_precise_bn_reestimates_the_statistics(trained_run, tmp_path, capsys):
+    from detkit.engine.checkpoint import load_checkpoint
+    from detkit.engine.inference import load_trained_model
+    from detkit.engine.precise_bn import refresh_detector_bn_stats
+    from detkit.data.loader import build_dataset
+
+    rc = eval_tool.main(["--checkpoint", str(trained_run / "last.pt"), "--output-dir", str(tmp_path / "a"),
+                         "--quiet", "--precise-bn", "3"])
+    assert rc == 0
+    assert "BatchNorm statistics re-estimated over 3 training batches" in capsys.readouterr().out
+    # The metrics are those of the checkpoint with re-estimated statistics, not of the checkpoint as saved.
+    model, cfg, ckpt = load_trained_model(str(trained_run / "last.pt"))
+    train_set = build_dataset(cfg, "train", classes=ckpt["classes"])
+    assert refresh_detector_bn_stats(model, cfg, train_set, torch.device("cpu"), num_batches=3) == 3
+    saved = load_checkpoint(trained_run / "last.pt")["model"]
+    moved = [k for k in saved if k.endswith("running_mean") and not torch.allclose(saved[k], model.state_dict()[k])]
+    assert moved  # the trainer re-estimated over 4 batches (its default cap: one pass), the tool over 3
+    from detkit.engine.inference import run_evaluation
+    expected, _ = run_evaluation(model, build_dataset(cfg, "val", classes=ckpt["classes"]), cfg, torch.device("cpu"),
+                                 progress=False)
+    got = json.loads((tmp_path / "a" / "eval.json").read_text())
+    assert got["coco"] == pytest.approx(expected["coco"])
