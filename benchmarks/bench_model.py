@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
+import os
 import platform
 import statistics
+import sys
 import time
 from typing import Callable, Dict, List
 
@@ -40,10 +41,13 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
-import detkit.modeling.roi_head as dk_roi_head
-import detkit.modeling.rpn as dk_rpn
-from detkit.config import Config
-from detkit.modeling.detector import build_detector
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # runnable without installing
+
+import detkit.modeling.roi_head as dk_roi_head  # noqa: E402
+import detkit.modeling.rpn as dk_rpn  # noqa: E402
+from detkit.atomic_io import write_json_atomic  # noqa: E402
+from detkit.config import Config  # noqa: E402
+from detkit.modeling.detector import build_detector  # noqa: E402
 
 
 def make_batch(batch: int, height: int, width: int, num_classes: int, seed: int):
@@ -229,8 +233,7 @@ def main(argv=None) -> dict:
     result = {"config": vars(args), "torch": torch.__version__, "torchvision": torchvision.__version__,
               "threads": torch.get_num_threads(), "machine": platform.machine(), "rows": rows}
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+        write_json_atomic(result, args.json, indent=2)
     return result
 
 

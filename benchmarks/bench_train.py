@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import platform
 import statistics
@@ -34,6 +33,7 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from detkit.atomic_io import write_json_atomic  # noqa: E402
 from detkit.config import load_config  # noqa: E402
 from detkit.data.loader import build_dataset, build_loader  # noqa: E402
 from detkit.modeling.detector import build_detector  # noqa: E402
@@ -142,8 +142,7 @@ def main(argv=None) -> dict:
     print(f"inference time detkit / torchvision: {result['infer_time_ratio_detkit_over_tv']:.2f} "
           f"(blocks {min(infer_ratio):.2f}..{max(infer_ratio):.2f}; target <= 0.9)")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+        write_json_atomic(result, args.json, indent=2)
     return result
 
 
