@@ -36,6 +36,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.precise_bn < 0:
+        print(f"error: --precise-bn {args.precise_bn}: give a number of training batches >= 0 (0 = off)",
+              file=sys.stderr)
+        return 2
     overrides = list(args.overrides)
     output_dir = args.output_dir or os.path.dirname(os.path.abspath(args.checkpoint))
     try:

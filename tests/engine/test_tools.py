@@ -107,3 +107,9 @@ def test_eval_tool_precise_bn_reestimates_the_statistics(trained_run, tmp_path, 
                                  progress=False)
     got = json.loads((tmp_path / "a" / "eval.json").read_text())
     assert got["coco"] == pytest.approx(expected["coco"])
+
+
+def test_eval_tool_rejects_a_negative_precise_bn_count(trained_run, tmp_path, capsys):
+    assert eval_tool.main(["--checkpoint", str(trained_run / "last.pt"), "--output-dir", str(tmp_path),
+                           "--precise-bn", "-1"]) == 2
+    assert "--precise-bn -1" in capsys.readouterr().err
