@@ -53,6 +53,10 @@ class BackboneConfig:
     fpn_channels: int = field(default=256, metadata={"gt": 0})
     # Zero-initialise the last norm gamma of every residual block (each block starts as the identity).
     zero_init_residual: bool = False
+    # Normalise the FPN's lateral and output convs with the backbone's norm layer (BatchNorm for bn /
+    # sync_bn, GroupNorm for gn). Unnormalised, as torchvision, when false. Needs features = fpn and a
+    # trainable norm (not frozen_bn).
+    fpn_norm: bool = False
     # Optional local state dict (torchvision ResNet format or a detkit checkpoint).
     weights: Optional[str] = None
 

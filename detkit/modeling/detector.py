@@ -170,7 +170,8 @@ def build_detector(cfg, num_classes: int, anchor_shapes=None, *, log: Callable[[
         raise ConfigError(f"the data set must have at least one class, got num_classes = {num_classes}")
     bb = m.backbone
     backbone = Backbone(depth=bb.depth, norm=bb.norm, freeze_at=bb.freeze_at, features=bb.features,
-                        fpn_channels=bb.fpn_channels, zero_init_residual=bb.zero_init_residual)
+                        fpn_channels=bb.fpn_channels, zero_init_residual=bb.zero_init_residual,
+                        fpn_norm=bb.fpn_norm)
     if bb.weights:
         load_backbone_weights(backbone, bb.weights, log=log)
 

@@ -73,6 +73,39 @@ def test_init_from_scratch():
     assert torch.all(bb0.body.layer1[0].bn2.weight == 0)
 
 
+@pytest.mark.parametrize("norm, norm_type", [("bn", nn.BatchNorm2d), ("gn", nn.GroupNorm)])
+def test_fpn_norm_normalises_every_fpn_conv(norm, norm_type):
+    bb = Backbone(depth=18, features="fpn", norm=norm, fpn_norm=True, fpn_channels=64)
+    convs = [m for m in bb.fpn.modules() if isinstance(m, nn.Conv2d)]
+    norms = [m for m in bb.fpn.modules() if isinstance(m, norm_type)]
+    assert len(convs) == 8 and len(norms) == 8  # 4 lateral + 4 output convs, each followed by a norm
+    assert all(c.bias is None for c in convs)
+    bb.train()
+    out = bb(torch.rand(2, 3, 128, 96))
+    assert [tuple(t.shape) for t in out.values()] == [(2, 64, 32, 24), (2, 64, 16, 12), (2, 64, 8, 6),
+                                                      (2, 64, 4, 3), (2, 64, 2, 2)]
+    # Training-mode BatchNorm leaves each output conv's channels at zero mean over the batch.
+    if norm == "bn":
+        assert out["p3"].mean(dim=(0, 2, 3)).abs().max() < 1e-4
+    plain = Backbone(depth=18, features="fpn", norm=norm, fpn_channels=64)
+    assert not any(isinstance(m, norm_type) for m in plain.fpn.modules())
+
+
+def test_fpn_norm_from_config():
+    cfg = Config()
+    cfg.model.backbone.fpn_channels = 32
+    cfg.model.backbone.fpn_norm = True
+    detector = build_detector(cfg, 3)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in detector.backbone.fpn.modules()) == 8
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(features="c4"), "features='fpn'"),
+                                           (dict(norm="frozen_bn"), "trainable norm")])
+def test_fpn_norm_rejects_impossible_combinations(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Backbone(depth=18, fpn_norm=True, **kwargs)
+
+
 # --------------------------------------------------------------------------- weight loading
 def _tv_state(depth=18):
     torch.manual_seed(1)
