@@ -175,6 +175,24 @@ def _threads() -> int:
     return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
 
 
+def _run_parallel(kernel, *args):
+    """Run a ``parallel=True`` kernel on torch's thread count, leaving torch's setting as it was.
+
+    Numba's OpenMP threading layer shares libgomp with torch: its first launch sets OpenMP's thread
+    count to NUMBA_NUM_THREADS (every core), which torch then reports and uses. Without the restore an
+    ``OMP_NUM_THREADS=1`` or ``torch.set_num_threads(k)`` run would silently switch to all cores after
+    its first RoIAlign, oversubscribing the CPU and changing float results mid-run (and so breaking
+    exact resume, which replays the same iterations in a new process).
+    """
+    torch_threads = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        return kernel(*args)
+    finally:
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
+
+
 class _MultiLevelRoIAlign(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rois: Tensor, levels: Tensor, output_size: Tuple[int, int], scales: Tuple[float, ...],
@@ -192,8 +210,7 @@ class _MultiLevelRoIAlign(torch.autograd.Function):
         rois_np = rois.detach().contiguous().numpy()
         levels_np = levels.detach().to(torch.int64).contiguous().numpy()
         max_taps = _max_taps(rois_np, levels_np, *geometry[3:]) if rois_np.shape[0] else 1
-        numba.set_num_threads(_threads())
-        out = _forward(flat.numpy(), rois_np, levels_np, *geometry, max_taps)
+        out = _run_parallel(_forward, flat.numpy(), rois_np, levels_np, *geometry, max_taps)
         ctx.save_for_backward(rois, levels)
         ctx.meta = (batch, channels, sizes, geometry, max_taps)
         # (K, C, S*S) -> (K, C, S_h, S_w)
@@ -206,10 +223,10 @@ class _MultiLevelRoIAlign(torch.autograd.Function):
         offsets = geometry[0]
         # (K, C, S_h, S_w) -> (K, C, S_h*S_w)
         g = grad_output.contiguous().view(grad_output.shape[0], channels, geometry[4] * geometry[5])
-        threads = _threads()
-        numba.set_num_threads(threads)
-        grad = _backward(g.numpy(), rois.contiguous().numpy(), levels.to(torch.int64).contiguous().numpy(), batch,
-                         int(offsets[-1]), *geometry, max_taps, max(8, -(-channels // threads)))
+        block = max(8, -(-channels // _threads()))  # channels per thread-owned block
+        grad = _run_parallel(_backward, g.numpy(), rois.contiguous().numpy(),
+                             levels.to(torch.int64).contiguous().numpy(), batch, int(offsets[-1]), *geometry,
+                             max_taps, block)
         grad = torch.from_numpy(grad)
         # (B, T, C) -> per level (B, H_l*W_l, C) -> (B, H_l, W_l, C) -> (B, C, H_l, W_l) view
         grads = [grad[:, off:off + h * w].view(batch, h, w, channels).permute(0, 3, 1, 2)

@@ -1,5 +1,9 @@
 """detkit.ops.roi_align against torchvision.ops.roi_align: forward values and gradients."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torchvision.ops import roi_align as tv_roi_align
@@ -90,3 +94,19 @@ def test_multilevel_matches_per_level_torchvision(aligned):
     grad = torch.randn(ours.shape, generator=gen)
     for a, b in zip(torch.autograd.grad(ours, feats, grad), torch.autograd.grad(theirs, feats, grad)):
         torch.testing.assert_close(a, b)
+
+
+def test_leaves_torch_thread_count_alone():
+    # Numba's OpenMP layer would otherwise raise OpenMP's thread count (which torch uses) to every core
+    # on its first launch. A fresh process, so that the layer really starts here.
+    code = ("import torch\n"
+            "from detkit.ops.roi_align import roi_align\n"
+            "torch.set_num_threads(1)\n"
+            "x = torch.rand(1, 16, 12, 12, requires_grad=True)\n"
+            "rois = torch.tensor([[0.0, 1.0, 1.0, 9.0, 8.0], [0.0, 0.0, 2.0, 5.0, 11.0]])\n"
+            "roi_align(x, rois, 3, 1.0, 2).sum().backward()\n"
+            "print(torch.get_num_threads())\n")
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2"}
+    env.pop("OMP_NUM_THREADS", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "1"
