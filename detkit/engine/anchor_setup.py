@@ -29,7 +29,7 @@ from detkit.modeling.anchors import shapes_from_sizes_ratios, strides_for_featur
 
 __all__ = [
     "AnchorModeResult", "collect_training_boxes", "with_flips", "run_anchor_modes", "resolve_anchor_shapes",
-    "format_metric_table", "format_shapes", "build_online_refiner", "refine_online", "MODES",
+    "format_metric_table", "format_shapes", "build_online_refiner", "anchor_geometry", "MODES",
 ]
 
 MODES = ("manual", "kmeans", "learned")
@@ -71,7 +71,8 @@ def with_flips(boxes: BoxSet, *, hflip: bool, vflip: bool) -> BoxSet:
                   image_sizes=boxes.image_sizes)
 
 
-def _geometry(cfg: Config) -> dict:
+def anchor_geometry(cfg: Config) -> dict:
+    """The keyword arguments of the anchor metrics: the feature strides, the anchor offset, size_divisible."""
     return {"strides": strides_for_features(cfg.model.backbone.features), "offset": cfg.model.anchors.offset,
             "size_divisible": cfg.model.size_divisible}
 
@@ -85,7 +86,7 @@ def run_anchor_modes(cfg: Config, boxes: BoxSet, modes: Sequence[str] = MODES,
     learned fall back to the manual set when they do not improve on it.
     """
     a = cfg.model.anchors
-    geo = _geometry(cfg)
+    geo = anchor_geometry(cfg)
     strides = geo["strides"]
     manual = np.asarray(shapes_from_sizes_ratios(a.sizes, a.ratios), dtype=np.float64)
     aug = cfg.data.augment
@@ -170,7 +171,7 @@ def resolve_anchor_shapes(cfg: Config, train_dataset, log: Callable[[str], None]
     chosen = results[a.mode]
     log(f"anchors: mode '{a.mode}' on {len(boxes)} training boxes (after the training resize)\n"
         + format_metric_table(results, by_size=False))
-    log("anchors (w x h per level):\n" + format_shapes(chosen.shapes, _geometry(cfg)["strides"]))
+    log("anchors (w x h per level):\n" + format_shapes(chosen.shapes, anchor_geometry(cfg)["strides"]))
     return [[[float(w), float(h)] for w, h in level] for level in chosen.shapes]
 
 
@@ -178,32 +179,16 @@ def build_online_refiner(cfg: Config, shapes: Sequence, train_dataset) -> Option
     """A :class:`LearnedAnchors` that continues the learned fit during LR warm-up, or None.
 
     Only for ``model.anchors.mode: learned`` with ``online_warmup: true``. Levels with fewer than A
-    training boxes stay frozen, as in the offline fit. The trainer calls :func:`refine_online` on each
-    warm-up iteration and stops calling it afterwards (the anchors are then frozen).
+    training boxes stay frozen, as in the offline fit. :class:`detkit.engine.online_anchors.OnlineAnchorWarmup`
+    steps it on each warm-up batch.
     """
     a = cfg.model.anchors
     if a.mode != "learned" or not a.online_warmup:
         return None
-    strides = _geometry(cfg)["strides"]
+    strides = anchor_geometry(cfg)["strides"]
     shapes = np.asarray(shapes, dtype=np.float64)
     counts = np.bincount(assign_levels(collect_training_boxes(train_dataset, cfg).wh, strides),
                          minlength=len(strides))
     return LearnedAnchors(init_shapes=shapes, strides=strides, band=a.band, lr=a.learned_lr,
                           temperature=a.learned_temperature, frozen_levels=(counts < shapes.shape[1]).tolist(),
                           seed=a.seed)
-
-
-def refine_online(refiner: LearnedAnchors, cfg: Config, targets: Sequence[dict],
-                  image_sizes: Sequence[Sequence[int]]) -> List[List[List[float]]]:
-    """One step of the online fit on a batch; returns the new shapes for ``AnchorGenerator.set_shapes``.
-
-    Args:
-        targets: the batch's target dicts (``boxes`` Tensor[M_i, 4] in resized coordinates).
-        image_sizes: (h, w) of each resized image of the batch.
-    """
-    geo = _geometry(cfg)
-    boxes = BoxSet.from_images([t["boxes"].detach().cpu().numpy() for t in targets], [tuple(s) for s in image_sizes])
-    if len(boxes):
-        refiner.step(boxes.wh, grid_offsets(boxes, geo["strides"], offset=geo["offset"],
-                                            size_divisible=geo["size_divisible"]))
-    return refiner.shapes.tolist()

@@ -14,6 +14,10 @@ Resume is exact on the CPU: the checkpoint holds the model, optimizer, scheduler
 torch RNG and the model's sampling generators (``Detector.rng_state_dict``); the data order,
 augmentation and per-image sampling seeds are functions of (seed, epoch, position), so the batches
 after iteration k are the ones the uninterrupted run saw.
+
+Learned anchors with ``model.anchors.online_warmup: true`` are refined on each batch of the LR
+warm-up and then frozen (:mod:`detkit.engine.online_anchors`); a checkpoint written during the
+warm-up holds that fit's state, and config.yaml is rewritten with the frozen shapes.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from tqdm import tqdm
 from detkit.config import Config, config_to_dict, save_config
 from detkit.engine import distributed as dist
 from detkit.engine.anchor_setup import resolve_anchor_shapes
+from detkit.engine.online_anchors import OnlineAnchorWarmup
 from detkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from detkit.engine.inference import run_evaluation
 from detkit.engine.optim import build_optimizer, build_scheduler
@@ -86,12 +91,38 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self._amp)
         if checkpoint is not None:
             self._restore(checkpoint)
+        self.online_anchors = self._online_anchors(checkpoint)
         if self.ctx.is_main:
             os.makedirs(self.out, exist_ok=True)
             save_config(cfg, self.paths["config.yaml"])
         self.log(f"batch: {self.ctx.local_batch(cfg.train.batch_size)} per process x {self.ctx.world_size} "
                  f"process(es) = {cfg.train.batch_size} global; {self.iters_per_epoch} iterations per epoch, "
                  f"{self.total_iters} in all")
+
+    def _online_anchors(self, checkpoint: Optional[dict]) -> Optional[OnlineAnchorWarmup]:
+        """The online anchor refinement of a learned-anchor run still in its warm-up, or None."""
+        if self.iteration >= min(self.cfg.train.warmup_iters, self.total_iters):
+            return None
+        online = OnlineAnchorWarmup.create(self.cfg, self.cfg.model.anchors.shapes, self.train_set,
+                                           self._bare_model.rpn.anchor_generator)
+        if online is not None and checkpoint is not None:
+            if checkpoint.get("online_anchors") is not None:
+                online.load_state_dict(checkpoint["online_anchors"])
+            else:
+                self.log("anchors: the checkpoint holds no online refinement state; the online fit restarts "
+                         "from its anchors")
+        if online is not None:
+            self.log(f"anchors: refined online on each batch of the first {self.cfg.train.warmup_iters} "
+                     f"iterations (LR warm-up), then frozen")
+        return online
+
+    def _freeze_online_anchors(self) -> None:
+        """End of the warm-up: keep the online result or the starting shapes, record them, stop refining."""
+        shapes = self.online_anchors.finish(log=self.log)
+        self.cfg.model.anchors.shapes = shapes
+        self.online_anchors = None
+        if self.ctx.is_main:
+            save_config(self.cfg, self.paths["config.yaml"])
 
     @property
     def _amp(self) -> bool:
@@ -144,6 +175,7 @@ class Trainer:
             "config": config_to_dict(self.cfg), "classes": self.classes,
             "category_ids": list(self.train_set.category_ids), "anchor_shapes": self.cfg.model.anchors.shapes,
             "best": {"metric": self.cfg.eval.best_metric, "value": self.best_value},
+            "online_anchors": None if self.online_anchors is None else self.online_anchors.state_dict(),
         }
 
     def _save(self, name: str, epoch: int) -> None:
@@ -205,6 +237,8 @@ class Trainer:
                 return True
             losses = self._step(images, targets)
             self.iteration += 1
+            if self.online_anchors is not None and self.iteration >= min(cfg.train.warmup_iters, self.total_iters):
+                self._freeze_online_anchors()
             seen += len(images) * self.ctx.world_size
             rate = seen / max(time.perf_counter() - tic, 1e-9)
             lr = self.optimizer.param_groups[0]["lr"]
@@ -224,6 +258,8 @@ class Trainer:
     def _step(self, images: list, targets: list) -> dict:
         images = [img.to(self.device, non_blocking=True) for img in images]
         targets = [{k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+        if self.online_anchors is not None:  # learned anchors still refined online (LR warm-up)
+            self.cfg.model.anchors.shapes = self.online_anchors.step(targets, [img.shape[-2:] for img in images])
         with torch.autocast(self.device.type, enabled=self._amp):
             loss_dict = self.model(images, targets)
         loss = sum(loss_dict.values())

@@ -27,6 +27,7 @@ Online refinement during LR warm-up: the trainer may keep a :class:`LearnedAncho
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from typing import Iterator, Optional, Sequence
 
@@ -218,6 +219,21 @@ class LearnedAnchors:
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+
+    def state_dict(self) -> dict:
+        """Everything a resumed online fit needs: the log sizes, Adam's state and the revival generator."""
+        # Deep copies: Adam's state_dict() holds references to its live moment tensors.
+        return {"log_wh": self.log_wh.detach().clone(), "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        log_wh = torch.as_tensor(state["log_wh"], dtype=torch.float64)
+        if log_wh.shape != self.log_wh.shape:
+            raise ValueError(f"learned anchor state has shape {tuple(log_wh.shape)}, expected {tuple(self.log_wh.shape)}")
+        with torch.no_grad():
+            self.log_wh.copy_(log_wh)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
 
 
 def fit_learned(box_wh: np.ndarray, strides: Sequence[int], init_shapes: np.ndarray, *,

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from detkit.config import load_config
 from detkit.engine.anchor_report import anchor_report
-from detkit.engine.anchor_setup import (build_online_refiner, collect_training_boxes, refine_online,
-                                        resolve_anchor_shapes, with_flips)
+from detkit.engine.anchor_setup import (build_online_refiner, collect_training_boxes, resolve_anchor_shapes,
+                                        with_flips)
 from detkit.modeling.anchor_metrics import BoxSet
 from detkit.modeling.anchors import shapes_from_sizes_ratios
 
@@ -89,17 +88,14 @@ def test_resolve_keeps_configured_shapes_and_single_level():
     assert np.asarray(shapes).shape == (1, 3, 2)
 
 
-def test_online_refiner_steps_on_batches():
-    cfg = _cfg("model.anchors.mode=learned", "model.anchors.online_warmup=true")
+def test_online_refiner_only_for_learned_online():
     ds = FakeDataset()
-    shapes = resolve_anchor_shapes(cfg, ds, log=lambda *_: None)
-    refiner = build_online_refiner(cfg, shapes, ds)
-    assert refiner is not None
-    targets = [{"boxes": torch.as_tensor(ds.annotations[i]["boxes"] * 2)} for i in range(2)]
-    new = refine_online(refiner, cfg, targets, [(600, 800), (600, 800)])
-    assert np.asarray(new).shape == (5, 3, 2) and np.isfinite(new).all()
-    assert new[4] == shapes[4]  # P6 has no boxes: frozen
-    assert build_online_refiner(_cfg("model.anchors.mode=kmeans"), shapes, ds) is None
+    shapes = resolve_anchor_shapes(_cfg(), ds, log=lambda *_: None)
+    assert build_online_refiner(_cfg("model.anchors.mode=learned", "model.anchors.online_warmup=true"),
+                                shapes, ds) is not None
+    assert build_online_refiner(_cfg("model.anchors.mode=learned"), shapes, ds) is None
+    assert build_online_refiner(_cfg("model.anchors.mode=kmeans", "model.anchors.online_warmup=true"),
+                                shapes, ds) is None
 
 
 def test_anchor_report_writes_json_and_png(tmp_path):

@@ -44,10 +44,17 @@ def test_local_batch_must_divide_global_batch():
         DistContext(rank=0, world_size=2).local_batch(3)
 
 
+# Learned anchors refined online during a 2-iteration warm-up: every process steps on the boxes of
+# the whole global batch, so the anchors equal the single process's.
+ONLINE_ANCHORS = {"model.anchors.mode": "learned", "model.anchors.online_warmup": "true",
+                  "model.anchors.learned_steps": 20, "train.warmup_iters": 2}
+
+
 @pytest.mark.slow
-def test_two_process_gloo_run_equals_single_process_run(tmp_path):
+@pytest.mark.parametrize("extra", [{}, ONLINE_ANCHORS], ids=["manual_anchors", "online_learned_anchors"])
+def test_two_process_gloo_run_equals_single_process_run(tmp_path, extra):
     ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
-    settings = {**DDP_SETTINGS, "data.synthetic.cache_dir": str(tmp_path / "synthetic")}
+    settings = {**DDP_SETTINGS, **extra, "data.synthetic.cache_dir": str(tmp_path / "synthetic")}
     single = load_config(None, tiny_overrides(tmp_path, **settings, **{"output.dir": str(single_dir)}))
     Trainer(single, quiet=True, log=lambda *_: None).run()
 
@@ -61,7 +68,12 @@ def test_two_process_gloo_run_equals_single_process_run(tmp_path):
 
     records = [json.loads(line) for line in (ddp_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records if r["type"] == "train"] == [1, 2, 3]  # written once, by rank 0
-    a, b = load_checkpoint(single_dir / "last.pt")["model"], load_checkpoint(ddp_dir / "last.pt")["model"]
+    single_ckpt, ddp_ckpt = load_checkpoint(single_dir / "last.pt"), load_checkpoint(ddp_dir / "last.pt")
+    torch.testing.assert_close(torch.tensor(ddp_ckpt["anchor_shapes"]), torch.tensor(single_ckpt["anchor_shapes"]),
+                               rtol=1e-6, atol=1e-6)
+    if extra:
+        assert "online refinement over 2 warm-up iterations" in proc.stdout
+    a, b = single_ckpt["model"], ddp_ckpt["model"]
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-5, msg=key)

@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+import yaml
 
 from detkit.engine import checkpoint as checkpoint_module
 from detkit.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -51,6 +52,35 @@ def test_resume_after_k_iterations_equals_uninterrupted_run(tiny_cfg, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+ONLINE = {"model.anchors.mode": "learned", "model.anchors.online_warmup": "true", "model.anchors.learned_steps": 20,
+          "train.warmup_iters": 5, "train.eval_every": 0}
+
+
+def test_online_anchor_warmup_refines_then_freezes_and_resumes_exactly(tiny_cfg, tmp_path):
+    lines = []
+    full = tiny_cfg(**ONLINE, **{"output.dir": str(tmp_path / "full")})
+    Trainer(full, quiet=True, log=lines.append).run()
+    assert any("refined online on each batch of the first 5 iterations" in line for line in lines), lines
+    assert any("online refinement over 5 warm-up iterations" in line for line in lines), lines
+    ckpt = load_checkpoint(tmp_path / "full" / "last.pt")
+    assert ckpt["online_anchors"] is None  # frozen after the warm-up
+    written = yaml.safe_load((tmp_path / "full" / "config.yaml").read_text())["model"]["anchors"]["shapes"]
+    assert written == ckpt["anchor_shapes"] == ckpt["config"]["model"]["anchors"]["shapes"]
+
+    # Stopped inside the warm-up (iteration 3 of 5): the checkpoint holds the online fit, and the
+    # resumed run ends exactly where the uninterrupted one did.
+    part = tiny_cfg(**ONLINE, **{"output.dir": str(tmp_path / "part"), "train.max_iters": 3})
+    Trainer(part, quiet=True, log=lambda *_: None).run()
+    mid = load_checkpoint(tmp_path / "part" / "last.pt")
+    assert mid["online_anchors"]["steps_done"] == 3
+    rest = tiny_cfg(**ONLINE, **{"output.dir": str(tmp_path / "part")})
+    Trainer(rest, resume=True, quiet=True, log=lambda *_: None).run()
+    end = load_checkpoint(tmp_path / "part" / "last.pt")
+    assert end["anchor_shapes"] == ckpt["anchor_shapes"]
+    for key in ckpt["model"]:
+        torch.testing.assert_close(end["model"][key], ckpt["model"][key], rtol=0, atol=0, msg=key)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_cfg, tmp_path, monkeypatch):

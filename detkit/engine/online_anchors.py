@@ -1,0 +1,157 @@
+"""Online refinement of learned anchors during the LR warm-up (``model.anchors.online_warmup: true``).
+
+ANCHORS.md lets the learned mode continue its fit online during warm-up, then freeze. The trainer
+builds an :class:`OnlineAnchorWarmup` when ``model.anchors.mode: learned`` and ``online_warmup:
+true``. On each of the first ``train.warmup_iters`` iterations, before the forward pass, it takes one
+Adam step of :class:`detkit.modeling.anchor_learn.LearnedAnchors` on the batch's boxes (resized and
+augmented as the detector sees them) and installs the new shapes in the RPN's anchor generator.
+The Adam learning rate falls along a cosine from ``model.anchors.learned_lr`` to 5% of it over the
+warm-up, as in the offline fit.
+
+Under DDP every process steps on the boxes of the whole global batch, gathered in rank order, so all
+processes hold bitwise the same anchors without averaging anything.
+
+At the end of the warm-up the online result is checked on every training box, like the offline fit:
+dead or duplicated anchors are revived (moved onto their level's worst-served boxes), and the result
+is kept only when it then improves the hard metrics (:func:`detkit.modeling.anchor_fit.decide`) over
+the shapes training started with and has no dead or duplicated anchor; otherwise the starting shapes
+come back. Either way the anchors are then frozen and the log says old against new.
+
+A checkpoint written during the warm-up holds the refiner's state (:meth:`state_dict`), so a resumed
+run continues the same fit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+
+from detkit.config import Config
+from detkit.engine import distributed as dist
+from detkit.engine.anchor_setup import anchor_geometry, build_online_refiner, collect_training_boxes, with_flips
+from detkit.modeling.anchor_fit import MIN_FIT_SIDE, assign_levels, decide
+from detkit.modeling.anchor_metrics import BoxSet, grid_offsets
+from detkit.modeling.anchors import AnchorGenerator
+
+__all__ = ["OnlineAnchorWarmup", "batch_fit_boxes"]
+
+# The online learning rate decays to this fraction of model.anchors.learned_lr (as fit_learned's default).
+MIN_LR_FACTOR = 0.05
+
+
+def batch_fit_boxes(cfg: Config, targets: Sequence[dict], image_sizes: Sequence[Sequence[int]]) -> tuple:
+    """The boxes of one batch as the anchor fit wants them.
+
+    Args:
+        targets: per image a dict with ``boxes`` Tensor[M_i, 4] xyxy in resized image coordinates.
+        image_sizes: (h, w) of each resized image (before batch padding).
+
+    Returns:
+        (wh float64 (N, 2), offsets float64 (N, L, 2)): sizes of the boxes with both sides >= MIN_FIT_SIDE
+        and their distances to the nearest anchor centre of every level (as the offline fit).
+    """
+    geo = anchor_geometry(cfg)
+    boxes = BoxSet.from_images([t["boxes"].detach().cpu().numpy() for t in targets],
+                               [tuple(int(v) for v in s) for s in image_sizes])
+    offsets = grid_offsets(boxes, geo["strides"], offset=geo["offset"], size_divisible=geo["size_divisible"])
+    keep = (boxes.wh >= MIN_FIT_SIDE).all(axis=1)
+    return boxes.wh[keep], offsets[keep]
+
+
+class OnlineAnchorWarmup:
+    """Steps the learned anchors on each warm-up batch, then checks the result and freezes it.
+
+    Use :meth:`create`, which returns None when the config does not ask for online refinement.
+
+    Args:
+        cfg: the run's config (``model.anchors``, ``train.warmup_iters``, the geometry).
+        shapes: L x A x [w, h], the shapes training starts with (the offline learned fit).
+        train_dataset: the training set (its level populations decide which levels stay frozen, and
+            its boxes judge the result at the end).
+        generator: the RPN's anchor generator, whose shapes are replaced after every step.
+    """
+
+    def __init__(self, cfg: Config, shapes: Sequence, train_dataset, generator: AnchorGenerator) -> None:
+        refiner = build_online_refiner(cfg, shapes, train_dataset)
+        if refiner is None:
+            raise ValueError("online anchor refinement needs model.anchors.mode = learned and online_warmup = true")
+        self.cfg = cfg
+        self.refiner = refiner
+        self.generator = generator
+        self.train_dataset = train_dataset
+        self.start_shapes = np.asarray(shapes, dtype=np.float64)
+        self.total_steps = int(cfg.train.warmup_iters)
+        self.steps_done = 0
+
+    @classmethod
+    def create(cls, cfg: Config, shapes: Sequence, train_dataset, generator: AnchorGenerator
+               ) -> Optional["OnlineAnchorWarmup"]:
+        a = cfg.model.anchors
+        if a.mode != "learned" or not a.online_warmup or cfg.train.warmup_iters <= 0:
+            return None
+        return cls(cfg, shapes, train_dataset, generator)
+
+    def _lr(self) -> float:
+        progress = self.steps_done / max(self.total_steps, 1)
+        cosine = 0.5 * (1 + math.cos(math.pi * progress))
+        return self.cfg.model.anchors.learned_lr * (MIN_LR_FACTOR + (1 - MIN_LR_FACTOR) * cosine)
+
+    def step(self, targets: Sequence[dict], image_sizes: Sequence[Sequence[int]]) -> List[List[List[float]]]:
+        """One refinement step on this process's batch (and, under DDP, every other process's).
+
+        Returns the new shapes, L x A x [w, h], already installed in the anchor generator.
+        """
+        wh, offsets = batch_fit_boxes(self.cfg, targets, image_sizes)
+        gathered = dist.all_gather_objects((wh, offsets))
+        wh = np.concatenate([g[0] for g in gathered])
+        offsets = np.concatenate([g[1] for g in gathered])
+        self.refiner.set_lr(self._lr())
+        self.refiner.step(wh, offsets)
+        self.steps_done += 1
+        shapes = self.refiner.shapes.tolist()
+        self.generator.set_shapes(shapes)
+        return shapes
+
+    def finish(self, log: Callable[[str], None] = print) -> List[List[List[float]]]:
+        """Judge the online result on every training box, keep it or restore the starting shapes, and
+        install the outcome in the anchor generator. Returns the frozen shapes, L x A x [w, h]."""
+        cfg = self.cfg
+        geo = anchor_geometry(cfg)
+        aug = cfg.data.augment
+        boxes = with_flips(collect_training_boxes(self.train_dataset, cfg),
+                           hflip=aug.hflip_prob > 0, vflip=aug.vflip_prob > 0)
+        offsets = grid_offsets(boxes, geo["strides"], offset=geo["offset"], size_divisible=geo["size_divisible"])
+        keep = (boxes.wh >= MIN_FIT_SIDE).all(axis=1)
+        wh, offsets = boxes.wh[keep], offsets[keep]
+        num_anchors = self.start_shapes.shape[1]
+        fitted = (np.bincount(assign_levels(wh, geo["strides"]), minlength=len(geo["strides"])) >= num_anchors)
+        # Dead or duplicated anchors first move onto their level's worst-served boxes, as at the end
+        # of the offline fit; a result that still has some is not kept.
+        revived = self.refiner.revive(wh, offsets)
+        result = decide(wh, offsets, self.start_shapes, self.refiner.shapes, fitted.tolist(),
+                        f"online refinement over {self.steps_done} warm-up iterations"
+                        + (f" ({revived} dead or duplicated anchors revived)" if revived else ""))
+        bad = self.refiner.find_bad_anchors(wh, offsets) if result.adopted else {}
+        if bad:
+            levels = ", ".join(f"level {level}: anchors {anchors}" for level, (anchors, _) in sorted(bad.items()))
+            log(f"anchors: online refinement left dead or duplicated anchors ({levels}); "
+                f"kept the starting anchors")
+            shapes = self.start_shapes
+        else:
+            log(f"anchors: {result.reason}")
+            shapes = result.shapes
+        frozen = np.asarray(shapes, dtype=np.float64).tolist()
+        self.generator.set_shapes(frozen)
+        return frozen
+
+    def state_dict(self) -> dict:
+        return {"steps_done": self.steps_done, "start_shapes": self.start_shapes.tolist(),
+                "refiner": self.refiner.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps_done = int(state["steps_done"])
+        self.start_shapes = np.asarray(state["start_shapes"], dtype=np.float64)
+        self.refiner.load_state_dict(state["refiner"])
+        self.generator.set_shapes(self.refiner.shapes.tolist())
