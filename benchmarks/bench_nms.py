@@ -34,39 +34,19 @@ import torch
 import torchvision
 
 from detkit.ops.nms import batched_nms, nms
-
-
-def random_boxes(n: int, seed: int):
-    g = np.random.default_rng(seed)
-    wh = g.uniform(10, 100, (n, 2))
-    xy = g.uniform(0, 1, (n, 2)) * (1000 - wh)
-    boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
-    return torch.from_numpy(boxes), torch.from_numpy(g.random(n).astype(np.float32))
-
-
-def clustered_boxes(n: int, seed: int, objects: int = 40):
-    g = np.random.default_rng(seed)
-    wh = g.uniform(20, 300, (objects, 2))
-    xy = g.uniform(0, 1, (objects, 2)) * (np.array([1333, 800]) - wh)
-    which = g.integers(0, objects, n)
-    size = np.repeat(wh, 2, 1)[which]
-    jitter = g.normal(0, 0.1, (n, 4)) * size
-    boxes = (np.concatenate([xy, xy + wh], 1)[which] + jitter).astype(np.float32)
-    boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
-    scores = np.exp(-np.abs(jitter / size).sum(1)) * g.uniform(0.5, 1, n)
-    return torch.from_numpy(boxes), torch.from_numpy(scores.astype(np.float32))
+from detkit.testing import clustered_boxes, uniform_boxes
 
 
 def build_cases() -> Dict[str, tuple]:
     """name -> (torchvision fn, detkit fn, args)."""
     cases = {}
     for n in (1000, 5000, 20000, 100000):
-        boxes, scores = random_boxes(n, 0)
+        boxes, scores = uniform_boxes(n, 0)
         cases[f"random-{n}"] = (torchvision.ops.nms, nms, (boxes, scores, 0.5))
     for n in (2000, 12000):
-        boxes, scores = clustered_boxes(n, 1)
+        boxes, scores = clustered_boxes(n, 1, objects=40)
         cases[f"clustered-{n}"] = (torchvision.ops.nms, nms, (boxes, scores, 0.7))
-    boxes, scores = random_boxes(10000, 2)
+    boxes, scores = uniform_boxes(10000, 2)
     idxs = torch.from_numpy(np.random.default_rng(3).integers(0, 80, 10000))
     cases["batched-80"] = (torchvision.ops.batched_nms, batched_nms, (boxes, scores, idxs, 0.5))
     return cases
@@ -101,10 +81,10 @@ def measure(tv_fn: Callable, dk_fn: Callable, args: tuple, repeats: int, min_rep
 
 def warm_up() -> None:
     """Compile (or load from the Numba cache) every kernel the cases use."""
-    boxes, scores = random_boxes(200, 9)
+    boxes, scores = uniform_boxes(200, 9)
     nms(boxes, scores, 0.5)
     idxs = torch.from_numpy(np.random.default_rng(0).integers(0, 5, 2000))
-    boxes, scores = random_boxes(2000, 9)
+    boxes, scores = uniform_boxes(2000, 9)
     batched_nms(boxes, scores, idxs, 0.5)
 
 

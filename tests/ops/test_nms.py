@@ -9,30 +9,9 @@ import torchvision
 
 from detkit.ops import nms as nms_module
 from detkit.ops.nms import batched_nms, nms
+from detkit.testing import clustered_boxes, uniform_boxes
 
 THRESHOLDS = [0.2, 0.5, 0.7, 0.9]
-
-
-def random_boxes(n, seed, canvas=1000.0, side=(10.0, 100.0), dtype=torch.float32):
-    g = np.random.default_rng(seed)
-    wh = g.uniform(side[0], side[1], (n, 2))
-    xy = g.uniform(0, 1, (n, 2)) * (canvas - wh)
-    boxes = np.concatenate([xy, xy + wh], 1)
-    return torch.from_numpy(boxes).to(dtype), torch.from_numpy(g.random(n)).to(dtype)
-
-
-def clustered_boxes(n, seed, objects=12, dtype=torch.float32):
-    """RPN-like: jittered copies of a few objects, score falling with the jitter."""
-    g = np.random.default_rng(seed)
-    wh = g.uniform(20, 300, (objects, 2))
-    xy = g.uniform(0, 1, (objects, 2)) * (np.array([1333, 800]) - wh)
-    which = g.integers(0, objects, n)
-    size = np.repeat(wh, 2, 1)[which]
-    jitter = g.normal(0, 0.1, (n, 4)) * size
-    boxes = np.concatenate([xy, xy + wh], 1)[which] + jitter
-    boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
-    scores = np.exp(-np.abs(jitter / size).sum(1)) * g.uniform(0.5, 1, n)
-    return torch.from_numpy(boxes).to(dtype), torch.from_numpy(scores).to(dtype)
 
 
 def integer_boxes(n, seed, canvas=12, max_side=6):
@@ -74,7 +53,7 @@ def assert_same(ours, theirs):
 # --------------------------------------------------------------------------- nms parity
 @pytest.mark.parametrize("thr", THRESHOLDS)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("make", [random_boxes, clustered_boxes], ids=["random", "clustered"])
+@pytest.mark.parametrize("make", [uniform_boxes, clustered_boxes], ids=["random", "clustered"])
 def test_nms_matches_torchvision(make, seed, thr):
     for n in (60, 1500):
         boxes, scores = make(n, seed)
@@ -108,7 +87,7 @@ def test_nms_equal_scores_keep_lowest_index_first():
     scores = torch.ones(4)
     assert nms(boxes, scores, 0.5).tolist() == [0, 2]
     assert_same(nms(boxes, scores, 0.5), torchvision.ops.nms(boxes, scores, 0.5))
-    boxes, _ = random_boxes(3000, 5)
+    boxes, _ = uniform_boxes(3000, 5)
     scores = torch.full((3000,), 0.5)
     assert_same(nms(boxes, scores, 0.5), torchvision.ops.nms(boxes, scores, 0.5))
 
@@ -129,7 +108,7 @@ def test_nms_many_identical_boxes():
 
 @pytest.mark.parametrize("thr", [0.0, 0.5])
 def test_nms_zero_area_and_inverted_boxes(thr):
-    boxes, scores = random_boxes(800, 7)
+    boxes, scores = uniform_boxes(800, 7)
     boxes[::7, 2] = boxes[::7, 0]            # zero width
     boxes[1::7, 3] = boxes[1::7, 1] - 5      # inverted
     boxes[2::11] = boxes[3::11][: len(boxes[2::11])]  # duplicates
@@ -138,24 +117,24 @@ def test_nms_zero_area_and_inverted_boxes(thr):
 
 @pytest.mark.parametrize("thr", [-0.5, -1e-9, float("nan")])
 def test_nms_negative_or_nan_threshold(thr):
-    boxes, scores = random_boxes(300, 3)
+    boxes, scores = uniform_boxes(300, 3)
     boxes[::5, 2] = boxes[::5, 0]
     assert_same(nms(boxes, scores, thr), torchvision.ops.nms(boxes, scores, thr))
 
 
 @pytest.mark.parametrize("thr", THRESHOLDS)
 def test_nms_large_coordinates(thr):
-    boxes, scores = random_boxes(1500, 11, canvas=1e5, side=(50.0, 5000.0))
+    boxes, scores = uniform_boxes(1500, 11, canvas=1e5, side=(50.0, 5000.0))
     assert_same(nms(boxes, scores, thr), torchvision.ops.nms(boxes, scores, thr))
-    boxes, scores = random_boxes(800, 12, canvas=1e5, side=(0.5, 3.0))
+    boxes, scores = uniform_boxes(800, 12, canvas=1e5, side=(0.5, 3.0))
     boxes += 9e4
     assert_same(nms(boxes, scores, thr), torchvision.ops.nms(boxes, scores, thr))
 
 
 def test_nms_mixed_sizes():
     """Tiny and huge boxes together exercise many grid levels."""
-    a, sa = random_boxes(500, 1, side=(1.0, 4.0))
-    b, sb = random_boxes(500, 2, side=(300.0, 990.0))
+    a, sa = uniform_boxes(500, 1, side=(1.0, 4.0))
+    b, sb = uniform_boxes(500, 2, side=(300.0, 990.0))
     boxes, scores = torch.cat([a, b]), torch.cat([sa, sb])
     for thr in (0.05, 0.3, 0.6):
         assert_same(nms(boxes, scores, thr), torchvision.ops.nms(boxes, scores, thr))
@@ -163,7 +142,7 @@ def test_nms_mixed_sizes():
 
 @pytest.mark.parametrize("thr", [0.3, 0.7])
 def test_nms_float64_and_float16(thr):
-    boxes, scores = random_boxes(1000, 4, dtype=torch.float64)
+    boxes, scores = uniform_boxes(1000, 4, dtype=torch.float64)
     assert_same(nms(boxes, scores, thr), torchvision.ops.nms(boxes, scores, thr))
     half_boxes, half_scores = boxes.half(), scores.half()
     expected = torchvision.ops.nms(half_boxes.float(), half_scores.float(), thr)
@@ -180,7 +159,7 @@ def test_nms_grid_kernel_equals_plain_kernel():
 
 
 def test_nms_input_errors():
-    boxes, scores = random_boxes(10, 0)
+    boxes, scores = uniform_boxes(10, 0)
     with pytest.raises(ValueError, match=r"\(10, 3\)"):
         nms(boxes[:, :3], scores, 0.5)
     with pytest.raises(ValueError, match=r"\(9,\)"):
@@ -199,7 +178,7 @@ def test_nms_input_errors():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_nms_cuda_goes_to_torchvision():
-    boxes, scores = random_boxes(2000, 0)
+    boxes, scores = uniform_boxes(2000, 0)
     boxes, scores = boxes.cuda(), scores.cuda()
     out = nms(boxes, scores, 0.5)
     assert out.is_cuda
@@ -213,7 +192,7 @@ def test_nms_cuda_goes_to_torchvision():
 @pytest.mark.parametrize("n", [400, 3000])   # 400: coordinate trick path, 3000: per-class path
 @pytest.mark.parametrize("seed", [0, 1])
 def test_batched_nms_matches_torchvision(seed, n, thr):
-    boxes, scores = random_boxes(n, seed)
+    boxes, scores = uniform_boxes(n, seed)
     idxs = torch.from_numpy(np.random.default_rng(seed).integers(0, 20, n))
     assert_same(batched_nms(boxes, scores, idxs, thr), torchvision.ops.batched_nms(boxes, scores, idxs, thr))
 
@@ -230,7 +209,7 @@ def test_batched_nms_ties_and_sparse_class_ids(n):
 def test_batched_nms_empty_and_errors():
     out = batched_nms(torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5)
     assert out.dtype == torch.int64 and out.numel() == 0
-    boxes, scores = random_boxes(5, 0)
+    boxes, scores = uniform_boxes(5, 0)
     with pytest.raises(ValueError, match="idxs"):
         batched_nms(boxes, scores, torch.zeros(5), 0.5)
     with pytest.raises(ValueError, match="idxs"):

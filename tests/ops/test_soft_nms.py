@@ -4,25 +4,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from detkit.ops.soft_nms import soft_nms
-
-
-def clustered_boxes(n, seed, objects=12):
-    """Jittered copies of a few objects, score falling with the jitter."""
-    g = np.random.default_rng(seed)
-    wh = g.uniform(20, 300, (objects, 2))
-    xy = g.uniform(0, 1, (objects, 2)) * (np.array([1333, 800]) - wh)
-    which = g.integers(0, objects, n)
-    size = np.repeat(wh, 2, 1)[which]
-    jitter = g.normal(0, 0.1, (n, 4)) * size
-    boxes = np.concatenate([xy, xy + wh], 1)[which] + jitter
-    boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
-    scores = np.exp(-np.abs(jitter / size).sum(1)) * g.uniform(0.5, 1, n)
-    return torch.from_numpy(boxes).float(), torch.from_numpy(scores).float()
+from detkit.testing import clustered_boxes
 
 
 def reference_soft_nms(boxes, scores, method, sigma, iou_threshold, score_threshold):
