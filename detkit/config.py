@@ -520,6 +520,16 @@ def validate(cfg: Config) -> None:
         for i, level in enumerate(a.shapes):
             for j, wh in enumerate(level):
                 _check_positive_list(wh, f"model.anchors.shapes[{i}][{j}]", 2)
+    bb = m.backbone
+    if bb.fpn_norm and bb.features != "fpn":
+        raise ConfigError(f"key 'model.backbone.fpn_norm' = true needs model.backbone.features = 'fpn', "
+                          f"got '{bb.features}'")
+    if bb.fpn_norm and bb.norm == "frozen_bn":
+        raise ConfigError("key 'model.backbone.fpn_norm' = true needs a trainable model.backbone.norm "
+                          "('bn', 'sync_bn' or 'gn'), got 'frozen_bn'")
+    if a.online_warmup and a.mode != "learned":
+        raise ConfigError(f"key 'model.anchors.online_warmup' = true refines learned anchors only; "
+                          f"set model.anchors.mode = learned (got '{a.mode}') or online_warmup = false")
     _check_positive_list(m.pixel_std, "model.pixel_std", 3)
     if len(m.pixel_mean) != 3:
         raise ConfigError(f"key 'model.pixel_mean' must have 3 entries, got {m.pixel_mean!r}")

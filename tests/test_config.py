@@ -202,6 +202,19 @@ def test_single_level_backbone_needs_single_level_anchors():
     assert cfg.model.anchors.sizes == [[32.0, 64.0, 128.0]]
 
 
+@pytest.mark.parametrize("overrides, match", [
+    (["model.backbone.fpn_norm=true", "model.backbone.features=c5", "model.anchors.sizes=[[32]]"],
+     r"model.backbone.fpn_norm' = true needs model.backbone.features = 'fpn', got 'c5'"),
+    (["model.backbone.fpn_norm=true", "model.backbone.norm=frozen_bn"], r"trainable model.backbone.norm"),
+    (["model.anchors.online_warmup=true"], r"online_warmup' = true refines learned anchors only.*got 'manual'"),
+])
+def test_impossible_combinations_name_their_keys(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, overrides)
+    assert load_config(None, ["model.backbone.fpn_norm=true", "model.anchors.mode=learned",
+                              "model.anchors.online_warmup=true"]).model.backbone.fpn_norm
+
+
 def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
     cfg = load_config(None)
     out = tmp_path / "config.yaml"

@@ -29,7 +29,7 @@ from detkit.modeling.anchors import shapes_from_sizes_ratios, strides_for_featur
 
 __all__ = [
     "AnchorModeResult", "collect_training_boxes", "with_flips", "run_anchor_modes", "resolve_anchor_shapes",
-    "format_metric_table", "format_shapes", "build_online_refiner", "anchor_geometry", "MODES",
+    "format_metric_table", "format_shapes", "build_online_refiner", "anchor_geometry", "fit_inputs", "MODES",
 ]
 
 MODES = ("manual", "kmeans", "learned")
@@ -71,6 +71,15 @@ def with_flips(boxes: BoxSet, *, hflip: bool, vflip: bool) -> BoxSet:
                   image_sizes=boxes.image_sizes)
 
 
+def fit_inputs(cfg: Config, boxes: BoxSet) -> tuple:
+    """What the kmeans and learned fits see: `boxes` plus their mirror images under the configured
+    flips, as (wh float64 (N, 2), offsets float64 (N, L, 2) to the nearest anchor centre of every level)."""
+    geo = anchor_geometry(cfg)
+    aug = cfg.data.augment
+    fit_set = with_flips(boxes, hflip=aug.hflip_prob > 0, vflip=aug.vflip_prob > 0)
+    return fit_set.wh, grid_offsets(fit_set, geo["strides"], offset=geo["offset"], size_divisible=geo["size_divisible"])
+
+
 def anchor_geometry(cfg: Config) -> dict:
     """The keyword arguments of the anchor metrics: the feature strides, the anchor offset, size_divisible."""
     return {"strides": strides_for_features(cfg.model.backbone.features), "offset": cfg.model.anchors.offset,
@@ -89,10 +98,7 @@ def run_anchor_modes(cfg: Config, boxes: BoxSet, modes: Sequence[str] = MODES,
     geo = anchor_geometry(cfg)
     strides = geo["strides"]
     manual = np.asarray(shapes_from_sizes_ratios(a.sizes, a.ratios), dtype=np.float64)
-    aug = cfg.data.augment
-    fit_set = with_flips(boxes, hflip=aug.hflip_prob > 0, vflip=aug.vflip_prob > 0)
-    fit_wh = fit_set.wh
-    fit_off = grid_offsets(fit_set, strides, offset=geo["offset"], size_divisible=geo["size_divisible"])
+    fit_wh, fit_off = fit_inputs(cfg, boxes)
     results: Dict[str, AnchorModeResult] = {}
     kmeans_fit: Optional[FitResult] = None
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from detkit.config import Config
 from detkit.engine import distributed as dist
-from detkit.engine.anchor_setup import anchor_geometry, build_online_refiner, collect_training_boxes, with_flips
+from detkit.engine.anchor_setup import anchor_geometry, build_online_refiner, collect_training_boxes, fit_inputs
 from detkit.modeling.anchor_fit import MIN_FIT_SIDE, assign_levels, decide
 from detkit.modeling.anchor_metrics import BoxSet, grid_offsets
 from detkit.modeling.anchors import AnchorGenerator
@@ -119,12 +119,9 @@ class OnlineAnchorWarmup:
         install the outcome in the anchor generator. Returns the frozen shapes, L x A x [w, h]."""
         cfg = self.cfg
         geo = anchor_geometry(cfg)
-        aug = cfg.data.augment
-        boxes = with_flips(collect_training_boxes(self.train_dataset, cfg),
-                           hflip=aug.hflip_prob > 0, vflip=aug.vflip_prob > 0)
-        offsets = grid_offsets(boxes, geo["strides"], offset=geo["offset"], size_divisible=geo["size_divisible"])
-        keep = (boxes.wh >= MIN_FIT_SIDE).all(axis=1)
-        wh, offsets = boxes.wh[keep], offsets[keep]
+        wh, offsets = fit_inputs(cfg, collect_training_boxes(self.train_dataset, cfg))
+        keep = (wh >= MIN_FIT_SIDE).all(axis=1)
+        wh, offsets = wh[keep], offsets[keep]
         num_anchors = self.start_shapes.shape[1]
         fitted = (np.bincount(assign_levels(wh, geo["strides"]), minlength=len(geo["strides"])) >= num_anchors)
         # Dead or duplicated anchors first move onto their level's worst-served boxes, as at the end

@@ -94,8 +94,9 @@ def test_online_refiner_only_for_learned_online():
     assert build_online_refiner(_cfg("model.anchors.mode=learned", "model.anchors.online_warmup=true"),
                                 shapes, ds) is not None
     assert build_online_refiner(_cfg("model.anchors.mode=learned"), shapes, ds) is None
-    assert build_online_refiner(_cfg("model.anchors.mode=kmeans", "model.anchors.online_warmup=true"),
-                                shapes, ds) is None
+    kmeans = _cfg("model.anchors.mode=kmeans")
+    kmeans.model.anchors.online_warmup = True  # load_config rejects the pair; the function must too
+    assert build_online_refiner(kmeans, shapes, ds) is None
 
 
 def test_anchor_report_writes_json_and_png(tmp_path):

@@ -29,9 +29,11 @@ def _batch(ds, first, scale=2.0):
 def test_create_only_when_asked():
     cfg, ds, shapes, generator = _setup()
     assert OnlineAnchorWarmup.create(cfg, shapes, ds, generator) is not None
-    for extra in (["model.anchors.online_warmup=false"], ["model.anchors.mode=kmeans"], ["train.warmup_iters=0"]):
+    for extra in (["model.anchors.online_warmup=false"], ["train.warmup_iters=0"]):
         cfg2 = _cfg(*ONLINE, *extra)
         assert OnlineAnchorWarmup.create(cfg2, shapes, ds, generator) is None, extra
+    cfg.model.anchors.mode = "kmeans"  # load_config rejects online_warmup without learned; create must too
+    assert OnlineAnchorWarmup.create(cfg, shapes, ds, generator) is None
 
 
 def test_batch_fit_boxes_drops_tiny_boxes_and_measures_offsets():
