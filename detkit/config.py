@@ -126,6 +126,8 @@ class RoIHeadConfig:
     aligned: bool = False
     num_fc: int = field(default=2, metadata={"gt": 0})
     fc_dim: int = field(default=1024, metadata={"gt": 0})
+    # Normalisation after each FC layer: none (torchvision), ln (LayerNorm) or gn (GroupNorm, 32 groups).
+    fc_norm: str = field(default="none", metadata=_choices("none", "ln", "gn"))
     class_agnostic: bool = False
     score_thresh: float = field(default=0.05, metadata={"min": 0.0, "max": 1.0})
     nms_thresh: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0})
@@ -530,6 +532,10 @@ def validate(cfg: Config) -> None:
     if a.online_warmup and a.mode != "learned":
         raise ConfigError(f"key 'model.anchors.online_warmup' = true refines learned anchors only; "
                           f"set model.anchors.mode = learned (got '{a.mode}') or online_warmup = false")
+    h = m.roi_head
+    if h.fc_norm == "gn" and h.fc_dim % 32:
+        raise ConfigError(f"key 'model.roi_head.fc_norm' = gn splits the FC features into 32 groups, so "
+                          f"model.roi_head.fc_dim must be a multiple of 32 (got {h.fc_dim}); or use fc_norm = ln")
     _check_positive_list(m.pixel_std, "model.pixel_std", 3)
     if len(m.pixel_mean) != 3:
         raise ConfigError(f"key 'model.pixel_mean' must have 3 entries, got {m.pixel_mean!r}")

@@ -207,6 +207,8 @@ def test_single_level_backbone_needs_single_level_anchors():
      r"model.backbone.fpn_norm' = true needs model.backbone.features = 'fpn', got 'c5'"),
     (["model.backbone.fpn_norm=true", "model.backbone.norm=frozen_bn"], r"trainable model.backbone.norm"),
     (["model.anchors.online_warmup=true"], r"online_warmup' = true refines learned anchors only.*got 'manual'"),
+    (["model.roi_head.fc_norm=gn", "model.roi_head.fc_dim=100"], r"fc_norm' = gn .*multiple of 32 \(got 100\)"),
+    (["model.roi_head.fc_norm=bn"], r"model.roi_head.fc_norm.*'none', 'ln', 'gn'|model.roi_head.fc_norm.*none.*ln.*gn"),
 ])
 def test_impossible_combinations_name_their_keys(overrides, match):
     with pytest.raises(ConfigError, match=match):

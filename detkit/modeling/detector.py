@@ -197,7 +197,8 @@ def build_detector(cfg, num_classes: int, anchor_shapes=None, *, log: Callable[[
 
     h = m.roi_head
     pool_strides = [backbone.strides[backbone.feature_names.index(n)] for n in backbone.pool_names]
-    box_head = FCHead(in_channels=backbone.out_channels, pool_size=h.pool_size, num_fc=h.num_fc, fc_dim=h.fc_dim)
+    box_head = FCHead(in_channels=backbone.out_channels, pool_size=h.pool_size, num_fc=h.num_fc, fc_dim=h.fc_dim,
+                      norm=h.fc_norm)
     roi_head = RoIHead(
         roi_pool=MultiLevelRoIAlign(featmap_names=backbone.pool_names, strides=pool_strides,
                                     output_size=h.pool_size, sampling_ratio=h.sampling_ratio, aligned=h.aligned),

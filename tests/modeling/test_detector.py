@@ -114,6 +114,18 @@ def test_training_and_eval_contract(features):
         torch.testing.assert_close(a["boxes"], b["boxes"])
 
 
+def test_fc_norm_from_config_trains_its_parameters():
+    torch.manual_seed(0)
+    cfg = light_config("fpn")
+    cfg.model.roi_head.fc_norm = "ln"
+    model = build_detector(cfg, K).train()
+    norms = model.roi_head.box_head.norms
+    assert norms is not None and all(isinstance(n, torch.nn.LayerNorm) for n in norms)
+    images, targets = synthetic_images(2, size=96)
+    sum(model(images, targets).values()).backward()
+    assert all(n.weight.grad is not None and n.weight.grad.abs().sum() > 0 for n in norms)
+
+
 def test_preprocess_normalises_and_pads():
     model = build_detector(light_config(), K)
     img = torch.rand(3, 50, 70)

@@ -82,6 +82,38 @@ def test_head_and_predictor_shapes():
     assert deltas.shape == (10, 4)
 
 
+@pytest.mark.parametrize("norm, norm_type", [("ln", nn.LayerNorm), ("gn", nn.GroupNorm)])
+def test_fc_head_norm_is_per_roi(norm, norm_type):
+    torch.manual_seed(0)
+    x = torch.rand(6, C, 7, 7)
+    h = FCHead(in_channels=C, pool_size=7, num_fc=2, fc_dim=64, norm=norm).train()
+    assert [type(n) for n in h.norms] == [norm_type, norm_type]
+    assert all(fc.bias is None for fc in h.fcs)  # the norm's shift replaces the bias
+    out = h(x)
+    # Layer by layer: Linear, then each RoI's features normalised on their own, then ReLU.
+    ref = x.flatten(1)
+    for fc in h.fcs:
+        z = fc(ref)
+        groups = 1 if norm == "ln" else FCHead.GN_GROUPS
+        z = z.view(len(z), groups, -1)
+        z = (z - z.mean(-1, keepdim=True)) / torch.sqrt(z.var(-1, unbiased=False, keepdim=True) + 1e-5)
+        ref = torch.relu(z.view(len(z), -1))
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    # No batch statistics: a RoI's features do not depend on the other RoIs, in training or not.
+    torch.testing.assert_close(h(x[2:3]), out[2:3], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(h.eval()(x), out, rtol=1e-4, atol=1e-5)
+
+
+def test_fc_head_rejects_unknown_norm_and_ungroupable_width():
+    with pytest.raises(ValueError, match="'bn': expected one of none, ln, gn"):
+        FCHead(in_channels=C, pool_size=7, norm="bn")
+    with pytest.raises(ValueError, match="divisible by 32, got 48"):
+        FCHead(in_channels=C, pool_size=7, fc_dim=48, norm="gn")
+    plain = FCHead(in_channels=C, pool_size=7, fc_dim=16)
+    assert plain.norms is None and all(fc.bias is not None for fc in plain.fcs)
+
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_labels_and_targets_match_torchvision(seed):
     gen = torch.Generator().manual_seed(seed)
