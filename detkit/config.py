@@ -28,8 +28,12 @@ __all__ = [
     "Config", "ModelConfig", "BackboneConfig", "AnchorConfig", "RPNConfig", "RoIHeadConfig",
     "DataConfig", "SplitConfig", "SyntheticConfig", "AugmentConfig", "TrainConfig", "EvalConfig",
     "OutputConfig", "ConfigError", "load_config", "save_config", "apply_overrides", "config_from_dict",
-    "config_to_dict", "validate",
+    "config_to_dict", "validate", "GROUP_NORM_GROUPS",
 ]
+
+# The group count of every GroupNorm detkit builds (backbone and FPN with norm = gn, box head with
+# fc_norm = gn), as in Wu & He, "Group Normalization". Validation and the modules read this one value.
+GROUP_NORM_GROUPS = 32
 
 
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -533,9 +537,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"key 'model.anchors.online_warmup' = true refines learned anchors only; "
                           f"set model.anchors.mode = learned (got '{a.mode}') or online_warmup = false")
     h = m.roi_head
-    if h.fc_norm == "gn" and h.fc_dim % 32:
-        raise ConfigError(f"key 'model.roi_head.fc_norm' = gn splits the FC features into 32 groups, so "
-                          f"model.roi_head.fc_dim must be a multiple of 32 (got {h.fc_dim}); or use fc_norm = ln")
+    if h.fc_norm == "gn" and h.fc_dim % GROUP_NORM_GROUPS:
+        raise ConfigError(f"key 'model.roi_head.fc_norm' = gn splits the FC features into {GROUP_NORM_GROUPS} "
+                          f"groups, so model.roi_head.fc_dim must be a multiple of {GROUP_NORM_GROUPS} "
+                          f"(got {h.fc_dim}); or use fc_norm = ln")
     _check_positive_list(m.pixel_std, "model.pixel_std", 3)
     if len(m.pixel_mean) != 3:
         raise ConfigError(f"key 'model.pixel_mean' must have 3 entries, got {m.pixel_mean!r}")

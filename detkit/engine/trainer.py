@@ -13,7 +13,8 @@ A run writes everything into one folder (``output.dir``)::
 Resume is exact on the CPU: the checkpoint holds the model, optimizer, scheduler, iteration, the
 torch RNG and the model's sampling generators (``Detector.rng_state_dict``); the data order,
 augmentation and per-image sampling seeds are functions of (seed, epoch, position), so the batches
-after iteration k are the ones the uninterrupted run saw.
+after iteration k are the ones the uninterrupted run saw. metrics.jsonl loses the records logged
+after the checkpoint (:mod:`detkit.engine.metrics_log`), so it too reads as the uninterrupted run's.
 
 Learned anchors with ``model.anchors.online_warmup: true`` are refined on each batch of the LR
 warm-up and then frozen (:mod:`detkit.engine.online_anchors`); a checkpoint written during the
@@ -38,6 +39,7 @@ from detkit.engine.anchor_setup import resolve_anchor_shapes
 from detkit.engine.online_anchors import OnlineAnchorWarmup
 from detkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from detkit.engine.inference import run_evaluation
+from detkit.engine.metrics_log import drop_records_after
 from detkit.engine.optim import build_optimizer, build_scheduler
 from detkit.engine.precise_bn import refresh_detector_bn_stats
 from detkit.errors import CheckpointError, TrainingError
@@ -95,6 +97,11 @@ class Trainer:
         if self.ctx.is_main:
             os.makedirs(self.out, exist_ok=True)
             save_config(cfg, self.paths["config.yaml"])
+            if checkpoint is not None:
+                dropped = drop_records_after(self.paths["metrics.jsonl"], self.iteration)
+                if dropped:
+                    self.log(f"metrics.jsonl: dropped {dropped} record(s) logged after the checkpoint's iteration "
+                             f"{self.iteration} (work lost when the run stopped; it is trained again now)")
         self.log(f"batch: {self.ctx.local_batch(cfg.train.batch_size)} per process x {self.ctx.world_size} "
                  f"process(es) = {cfg.train.batch_size} global; {self.iters_per_epoch} iterations per epoch, "
                  f"{self.total_iters} in all")

@@ -43,6 +43,7 @@ from torchvision.models import resnet
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from detkit.config import GROUP_NORM_GROUPS
 from detkit.errors import CheckpointError
 
 __all__ = ["Backbone", "load_backbone_weights", "NORMS", "FEATURES"]
@@ -59,7 +60,7 @@ def _norm_layer(norm: str) -> Callable[[int], nn.Module]:
     if norm == "frozen_bn":
         return FrozenBatchNorm2d
     if norm == "gn":
-        return lambda channels: nn.GroupNorm(32, channels)
+        return lambda channels: nn.GroupNorm(GROUP_NORM_GROUPS, channels)
     raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
 
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops.poolers import LevelMapper
 
+from detkit.config import GROUP_NORM_GROUPS
 from detkit.modeling.rpn import SamplingRNG
 from detkit.ops.boxes import clip_boxes, remove_small_boxes
 from detkit.ops.nms import batched_nms
@@ -95,7 +96,7 @@ class FCHead(nn.Module):
     """
 
     NORMS = ("none", "ln", "gn")
-    GN_GROUPS = 32
+    GN_GROUPS = GROUP_NORM_GROUPS
 
     def __init__(self, *, in_channels: int, pool_size: int, num_fc: int = 2, fc_dim: int = 1024,
                  norm: str = "none") -> None:

@@ -54,6 +54,44 @@ def test_resume_after_k_iterations_equals_uninterrupted_run(tiny_cfg, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
 
 
+def _train_iterations(path):
+    return [r["iteration"] for r in map(json.loads, path.read_text().splitlines()) if r["type"] == "train"]
+
+
+def test_resume_drops_the_records_logged_after_the_checkpoint(tiny_cfg, tmp_path):
+    full = tiny_cfg(**{"output.dir": str(tmp_path / "full"), "train.eval_every": 0})
+    Trainer(full, quiet=True, log=lambda *_: None).run()
+
+    part = tiny_cfg(**{"output.dir": str(tmp_path / "part"), "train.eval_every": 0, "train.max_iters": 3})
+    Trainer(part, quiet=True, log=lambda *_: None).run()
+    log_path = tmp_path / "part" / "metrics.jsonl"
+    # What a run killed after the checkpoint leaves behind: iterations 4 and 5 logged, then a torn line.
+    with open(log_path, "a", encoding="utf-8") as f:
+        for it in (4, 5):
+            f.write(json.dumps({"type": "train", "epoch": 2, "iteration": it, "loss": -1.0}) + "\n")
+        f.write('{"type": "train", "epo')
+    messages = []
+    rest = tiny_cfg(**{"output.dir": str(tmp_path / "part"), "train.eval_every": 0})
+    Trainer(rest, resume=True, quiet=True, log=messages.append).run()
+
+    assert any("dropped 3 record(s)" in m and "iteration 3" in m for m in messages), messages
+    records = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert all(r.get("loss") != -1.0 for r in records)
+    assert _train_iterations(log_path) == _train_iterations(tmp_path / "full" / "metrics.jsonl")
+
+
+def test_resume_with_a_clean_log_keeps_it_whole(tiny_cfg, tmp_path):
+    part = tiny_cfg(**{"train.eval_every": 0, "train.max_iters": 3})
+    Trainer(part, quiet=True, log=lambda *_: None).run()
+    log_path = tmp_path / "run" / "metrics.jsonl"
+    before = log_path.read_text()
+    messages = []
+    Trainer(tiny_cfg(**{"train.eval_every": 0, "train.max_iters": 3}), resume=True, quiet=True,
+            log=messages.append).run()
+    assert log_path.read_text().startswith(before)
+    assert not any("dropped" in m for m in messages)
+
+
 ONLINE = {"model.anchors.mode": "learned", "model.anchors.online_warmup": "true", "model.anchors.learned_steps": 20,
           "train.warmup_iters": 5, "train.eval_every": 0}
 
