@@ -3,14 +3,17 @@
 Reads each run's config.yaml (anchor mode, seed), metrics.jsonl (per-epoch speed and loss, every
 evaluation) and eval.json (final COCO metrics, per-class AP), and prints:
 
-- one summary table, a row per run: mAP, AP50, AP75, per-class AP, training images/s, wall time;
+- one summary table, a row per run: mAP, AP50, AP75, per-class AP, training images/s, compute time;
 - per run, the metrics.jsonl summary: a line per epoch (mean loss, images/s, seconds) and a line per
   evaluation (mAP, AP50, AP75, per-class AP).
 
     python benchmarks/p1_report.py runs/p1_manual runs/p1_kmeans [--reference 0.584]
 
-Wall time is from the first logged iteration to the last record (the final evaluation), so it
-leaves out the start-up before the first iteration (data scan, anchor fitting: seconds).
+The time column is the run's compute time: the seconds of every training epoch plus every
+evaluation (with its precise-BatchNorm pass), each evaluation timed from the record logged just before
+it. Unlike last-record-minus-first-record, it stays right for a run stopped and resumed in a later
+session, whose log spans the gap. It leaves out the start-up before the first iteration (data scan,
+anchor fitting: seconds) and any work lost to a stop after the last checkpoint.
 """
 
 from __future__ import annotations
@@ -45,31 +48,40 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
+def compute_seconds(records: list) -> float:
+    """Training epochs plus evaluations, in seconds; gaps between sessions of a resumed run do not count."""
+    total = 0.0
+    for previous, record in zip([None] + records[:-1], records):
+        if record["type"] == "epoch":
+            total += record["seconds"]
+        elif record["type"] == "eval" and previous is not None:
+            total += record["time"] - previous["time"]
+    return total
+
+
 def run_summary(run: dict) -> dict:
     """One row of the summary table."""
     records = run["records"]
     epochs = [r for r in records if r["type"] == "epoch"]
-    train = [r for r in records if r["type"] == "train"]
-    wall = records[-1]["time"] - train[0]["time"] if train else float("nan")
     images = sum(r["seconds"] * r["img_per_s"] for r in epochs)
     seconds = sum(r["seconds"] for r in epochs)
     coco, per_class = run["final"]["coco"], run["final"]["per_class"]
     return {"run": os.path.basename(os.path.normpath(run["dir"])), "anchors": run["cfg"].model.anchors.mode,
             "seed": run["cfg"].train.seed, "mAP": coco["mAP"], "AP50": coco["AP50"], "AP75": coco["AP75"],
             "per_class": {name: v["AP"] for name, v in per_class.items()},
-            "img_per_s": images / seconds if seconds else float("nan"), "wall_s": wall}
+            "img_per_s": images / seconds if seconds else float("nan"), "time_s": compute_seconds(records)}
 
 
 def summary_table(rows: list, reference: float | None) -> str:
     classes = sorted({name for row in rows for name in row["per_class"]})
-    head = ["run", "anchors", "seed", "mAP", "AP50", "AP75"] + [f"AP {c}" for c in classes] + ["train img/s", "wall"]
+    head = ["run", "anchors", "seed", "mAP", "AP50", "AP75"] + [f"AP {c}" for c in classes] + ["train img/s", "time"]
     if reference is not None:
         head.insert(4, "vs ref")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [row["run"], row["anchors"], str(row["seed"]), f"{row['mAP']:.3f}", f"{row['AP50']:.3f}",
                  f"{row['AP75']:.3f}"] + [f"{row['per_class'].get(c, float('nan')):.3f}" for c in classes] + \
-                [f"{row['img_per_s']:.2f}", _minutes(row["wall_s"])]
+                [f"{row['img_per_s']:.2f}", _minutes(row["time_s"])]
         if reference is not None:
             cells.insert(4, f"{row['mAP'] - reference:+.3f}")
         lines.append("| " + " | ".join(cells) + " |")

@@ -25,7 +25,7 @@ def test_summary_row_matches_eval_json_and_log(finished_run):
     assert row["mAP"] == final["coco"]["mAP"] and row["AP75"] == final["coco"]["AP75"]
     assert row["per_class"] == {name: v["AP"] for name, v in final["per_class"].items()}
     assert row["seed"] == 3 and row["anchors"] == "manual"
-    assert row["img_per_s"] > 0 and row["wall_s"] > 0
+    assert row["img_per_s"] > 0 and row["time_s"] > 0
 
 
 def test_report_prints_table_epochs_and_evaluations(finished_run, capsys):
@@ -36,6 +36,19 @@ def test_report_prints_table_epochs_and_evaluations(finished_run, capsys):
     assert sum(line.startswith("epoch ") for line in out.splitlines()) == 2
     evals = [line for line in out.splitlines() if "eval @ epoch" in line]
     assert len(evals) == 2 and "circle" in evals[-1]
+
+
+def test_compute_time_skips_the_gap_of_a_resume():
+    records = [
+        {"type": "train", "epoch": 1, "iteration": 1, "time": 900.0},
+        {"type": "epoch", "epoch": 1, "iteration": 2, "time": 1000.0, "seconds": 100.0},
+        {"type": "eval", "epoch": 1, "iteration": 2, "time": 1050.0},
+        # stopped here, resumed a day later
+        {"type": "train", "epoch": 2, "iteration": 3, "time": 87_000.0},
+        {"type": "epoch", "epoch": 2, "iteration": 4, "time": 87_100.0, "seconds": 110.0},
+        {"type": "eval", "epoch": 2, "iteration": 4, "time": 87_130.0},
+    ]
+    assert p1_report.compute_seconds(records) == pytest.approx(100 + 50 + 110 + 30)
 
 
 def test_unfinished_run_is_named_in_the_error(tmp_path):
