@@ -242,6 +242,11 @@ class TrainConfig:
     lr_steps: List[float] = field(default_factory=lambda: [0.75, 0.92])
     gamma: float = field(default=0.1, metadata={"gt": 0.0})
     grad_clip: Optional[float] = None
+    # Evaluate and save an exponential moving average of the weights (detkit/engine/ema.py): decay in
+    # (0, 1), e.g. 0.999; null = off (the trained weights, as torchvision). Its decay ramps up as
+    # decay * (1 - exp(-iteration / ema_tau)).
+    ema_decay: Optional[float] = field(default=None, metadata={"gt": 0.0})
+    ema_tau: float = field(default=200.0, metadata={"gt": 0.0})
     amp: bool = True  # used on CUDA only
     seed: int = 0
     device: str = "cpu"
@@ -578,6 +583,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"key 'train.lr_steps[{i}]' = {step} must be a fraction of the run in (0, 1]")
     if sorted(t.lr_steps) != list(t.lr_steps):
         raise ConfigError(f"key 'train.lr_steps' = {t.lr_steps} must be increasing")
+    if t.ema_decay is not None and not t.ema_decay < 1.0:
+        raise ConfigError(f"key 'train.ema_decay' = {t.ema_decay} must be in (0, 1), e.g. 0.999, or null for no "
+                          f"moving average")
     if t.grad_clip is not None and t.grad_clip <= 0:
         raise ConfigError(f"key 'train.grad_clip' = {t.grad_clip} must be > 0 or null")
     if t.max_iters is not None and t.max_iters <= 0:

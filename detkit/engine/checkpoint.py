@@ -42,8 +42,9 @@ def save_checkpoint(state: dict, path: str) -> None:
     over ``path``: a crash or an exception at any point leaves the previous file untouched. A model
     with a NaN or infinite parameter is never written (CheckpointError).
     """
-    if "model" in state:
-        assert_finite_state(state["model"])
+    for key in ("model", "train_model"):  # train_model: the trained weights beside an EMA "model"
+        if key in state:
+            assert_finite_state(state[key], key)
     state = dict(state)
     state.setdefault("detkit_version", __version__)
     with atomic_open(path, "wb") as f:

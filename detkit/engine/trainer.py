@@ -19,6 +19,10 @@ after the checkpoint (:mod:`detkit.engine.metrics_log`), so it too reads as the 
 Learned anchors with ``model.anchors.online_warmup: true`` are refined on each batch of the LR
 warm-up and then frozen (:mod:`detkit.engine.online_anchors`); a checkpoint written during the
 warm-up holds that fit's state, and config.yaml is rewritten with the frozen shapes.
+
+With ``train.ema_decay`` set, a moving average of the weights (:mod:`detkit.engine.ema`) is what gets
+precise BatchNorm statistics, evaluated, and saved as the checkpoints' ``model``; the trained weights
+are saved beside it as ``train_model`` for resume.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from detkit.engine import distributed as dist
 from detkit.engine.anchor_setup import resolve_anchor_shapes
 from detkit.engine.online_anchors import OnlineAnchorWarmup
 from detkit.engine.checkpoint import load_checkpoint, save_checkpoint
+from detkit.engine.ema import ModelEMA
 from detkit.engine.inference import run_evaluation
 from detkit.engine.metrics_log import drop_records_after
 from detkit.engine.optim import build_optimizer, build_scheduler
@@ -91,6 +96,7 @@ class Trainer:
         self.total_iters = cfg.train.epochs * self.iters_per_epoch
         self.scheduler = build_scheduler(self.optimizer, cfg.train, self.total_iters)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self._amp)
+        self.ema = self._build_ema()
         if checkpoint is not None:
             self._restore(checkpoint)
         self.online_anchors = self._online_anchors(checkpoint)
@@ -105,6 +111,23 @@ class Trainer:
         self.log(f"batch: {self.ctx.local_batch(cfg.train.batch_size)} per process x {self.ctx.world_size} "
                  f"process(es) = {cfg.train.batch_size} global; {self.iters_per_epoch} iterations per epoch, "
                  f"{self.total_iters} in all")
+
+    def _build_ema(self) -> Optional[ModelEMA]:
+        """The moving average of the weights (``train.ema_decay``), or None when it is off."""
+        if self.cfg.train.ema_decay is None:
+            return None
+        ema = ModelEMA(self._bare_model, self.cfg.train.ema_decay, self.cfg.train.ema_tau)
+        # Anchor shapes are not state: share the generator, so that shapes installed in the trained
+        # model (learned anchors refined online) are the ones the average is evaluated with.
+        ema.model.rpn.anchor_generator = self._bare_model.rpn.anchor_generator
+        self.log(f"weights: evaluated and saved as their moving average (decay {ema.decay}, "
+                 f"ramp {ema.tau:g} iterations)")
+        return ema
+
+    @property
+    def _eval_model(self) -> torch.nn.Module:
+        """The weights that are evaluated and saved as ``model``: the moving average when on."""
+        return self._bare_model if self.ema is None else self.ema.model
 
     def _online_anchors(self, checkpoint: Optional[dict]) -> Optional[OnlineAnchorWarmup]:
         """The online anchor refinement of a learned-anchor run still in its warm-up, or None."""
@@ -151,11 +174,24 @@ class Trainer:
         return load_checkpoint(path)
 
     def _restore(self, ckpt: dict) -> None:
+        # With the EMA on, "model" holds the average and "train_model" the trained weights.
+        trained = ckpt.get("train_model", ckpt["model"])
         try:
-            self._bare_model.load_state_dict(ckpt["model"])
+            self._bare_model.load_state_dict(trained)
+            if self.ema is not None:
+                self.ema.model.load_state_dict(ckpt["model"])
         except RuntimeError as exc:
             raise CheckpointError(f"checkpoint '{self.paths['last.pt']}' does not match the configured model: "
                                   f"{exc}") from None
+        if self.ema is not None:
+            if "train_model" in ckpt:
+                self.ema.updates = int(ckpt.get("ema_updates", ckpt["iteration"]))
+            else:
+                self.log("weights: the checkpoint has no moving average (train.ema_decay was off); "
+                         "the average starts from its weights")
+        elif "train_model" in ckpt:
+            self.log("weights: the checkpoint's moving average is dropped (train.ema_decay is now off); "
+                     "training continues from its trained weights")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.iteration = int(ckpt["iteration"])
@@ -177,12 +213,14 @@ class Trainer:
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
-            "model": self._bare_model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "model": self._eval_model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "epoch": epoch, "iteration": self.iteration, "rng": rng,
             "config": config_to_dict(self.cfg), "classes": self.classes,
             "category_ids": list(self.train_set.category_ids), "anchor_shapes": self.cfg.model.anchors.shapes,
             "best": {"metric": self.cfg.eval.best_metric, "value": self.best_value},
             "online_anchors": None if self.online_anchors is None else self.online_anchors.state_dict(),
+            **({} if self.ema is None else {"train_model": self._bare_model.state_dict(),
+                                            "ema_updates": self.ema.updates}),
         }
 
     def _save(self, name: str, epoch: int) -> None:
@@ -288,13 +326,15 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self._bare_model)
         return values
 
     # ------------------------------------------------------------------ evaluation
     def _refresh_bn_stats(self) -> None:
         """Precise BatchNorm statistics over ``eval.precise_bn_batches`` training batches (every process)."""
         tic = time.perf_counter()
-        used = refresh_detector_bn_stats(self._bare_model, self.cfg, self.train_set, self.device,
+        used = refresh_detector_bn_stats(self._eval_model, self.cfg, self.train_set, self.device,
                                          num_batches=self.cfg.eval.precise_bn_batches,
                                          distributed=self.ctx.distributed, amp=self._amp)
         if used:
@@ -307,7 +347,7 @@ class Trainer:
         if not self.ctx.is_main:
             dist.barrier()
             return {}
-        metrics, results = run_evaluation(self._bare_model, self.val_set, self.cfg, self.device,
+        metrics, results = run_evaluation(self._eval_model, self.val_set, self.cfg, self.device,
                                           progress=not self.quiet)
         dist.barrier()
         record = {"type": "eval", "epoch": epoch, "iteration": self.iteration, "time": time.time(),
