@@ -7,7 +7,13 @@ evaluation) and eval.json (final COCO metrics, per-class AP), and prints:
 - per run, the metrics.jsonl summary: a line per epoch (mean loss, images/s, seconds) and a line per
   evaluation (mAP, AP50, AP75, per-class AP).
 
-    python benchmarks/p1_report.py runs/p1_manual runs/p1_kmeans [--reference 0.584]
+    python benchmarks/p1_report.py runs/p1_manual runs/p1_kmeans [--reference 0.584] \
+        [--base configs/bccd_r18_fpn.yaml]
+
+With ``--base``, a "changes" column lists each run's config values that differ from that config
+(besides the anchor mode and seed, which have their own columns, and the output folder and resolved
+anchor shapes, which always differ): the settings each run tried. A key that a run's config.yaml
+predates reads as that key's current default.
 
 The time column is the run's compute time: the seconds of every training epoch plus every
 evaluation (with its precise-BatchNorm pass), each evaluation timed from the record logged just before
@@ -26,7 +32,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detkit.config import load_config  # noqa: E402
+from detkit.config import config_to_dict, load_config  # noqa: E402
 from detkit.vis import read_metrics_log  # noqa: E402
 
 
@@ -44,6 +50,35 @@ def load_run(run_dir: str) -> dict:
     return {"dir": run_dir, "cfg": cfg, "records": records, "final": final}
 
 
+# Keys that differ between runs without being an experimental setting, or that have a column.
+_NOT_A_CHANGE = ("output.dir", "model.anchors.shapes", "model.anchors.mode", "train.seed")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_changes(cfg, base) -> list[str]:
+    """``key=value`` for every setting of ``cfg`` that differs from ``base`` (both Config objects)."""
+    mine, theirs = _flatten(config_to_dict(cfg)), _flatten(config_to_dict(base))
+    return [f"{key}={_yaml_value(mine[key])}" for key in sorted(mine)
+            if key not in _NOT_A_CHANGE and mine[key] != theirs.get(key)]
+
+
+def _yaml_value(value) -> str:
+    """A value as it would be typed in a ``key=value`` override."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)
+
+
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
@@ -59,8 +94,8 @@ def compute_seconds(records: list) -> float:
     return total
 
 
-def run_summary(run: dict) -> dict:
-    """One row of the summary table."""
+def run_summary(run: dict, base=None) -> dict:
+    """One row of the summary table; with a ``base`` Config, the run's changes from it."""
     records = run["records"]
     epochs = [r for r in records if r["type"] == "epoch"]
     images = sum(r["seconds"] * r["img_per_s"] for r in epochs)
@@ -69,21 +104,27 @@ def run_summary(run: dict) -> dict:
     return {"run": os.path.basename(os.path.normpath(run["dir"])), "anchors": run["cfg"].model.anchors.mode,
             "seed": run["cfg"].train.seed, "mAP": coco["mAP"], "AP50": coco["AP50"], "AP75": coco["AP75"],
             "per_class": {name: v["AP"] for name, v in per_class.items()},
-            "img_per_s": images / seconds if seconds else float("nan"), "time_s": compute_seconds(records)}
+            "img_per_s": images / seconds if seconds else float("nan"), "time_s": compute_seconds(records),
+            "changes": None if base is None else config_changes(run["cfg"], base)}
 
 
 def summary_table(rows: list, reference: float | None) -> str:
     classes = sorted({name for row in rows for name in row["per_class"]})
     head = ["run", "anchors", "seed", "mAP", "AP50", "AP75"] + [f"AP {c}" for c in classes] + ["train img/s", "time"]
+    with_changes = any(row.get("changes") is not None for row in rows)
+    if with_changes:
+        head.insert(3, "changes")
     if reference is not None:
-        head.insert(4, "vs ref")
+        head.insert(5 if with_changes else 4, "vs ref")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [row["run"], row["anchors"], str(row["seed"]), f"{row['mAP']:.3f}", f"{row['AP50']:.3f}",
                  f"{row['AP75']:.3f}"] + [f"{row['per_class'].get(c, float('nan')):.3f}" for c in classes] + \
                 [f"{row['img_per_s']:.2f}", _minutes(row["time_s"])]
+        if with_changes:
+            cells.insert(3, ", ".join(f"`{c}`" for c in row.get("changes") or []) or "none")
         if reference is not None:
-            cells.insert(4, f"{row['mAP'] - reference:+.3f}")
+            cells.insert(5 if with_changes else 4, f"{row['mAP'] - reference:+.3f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -111,9 +152,12 @@ def main(argv=None) -> int:
     parser.add_argument("runs", nargs="+", help="run output folders")
     parser.add_argument("--reference", type=float, default=None,
                         help="a reference mAP (e.g. torchvision's 0.584 under P1) for a difference column")
+    parser.add_argument("--base", default=None, metavar="CONFIG",
+                        help="a config (e.g. configs/bccd_r18_fpn.yaml) to list each run's changes from")
     args = parser.parse_args(argv)
     runs = [load_run(d) for d in args.runs]
-    print(summary_table([run_summary(r) for r in runs], args.reference))
+    base = None if args.base is None else load_config(args.base)
+    print(summary_table([run_summary(r, base) for r in runs], args.reference))
     for run in runs:
         print()
         print(metrics_log_summary(run))

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 
 from benchmarks import p1_report
 from detkit.engine.trainer import Trainer
@@ -36,6 +37,21 @@ def test_report_prints_table_epochs_and_evaluations(finished_run, capsys):
     assert sum(line.startswith("epoch ") for line in out.splitlines()) == 2
     evals = [line for line in out.splitlines() if "eval @ epoch" in line]
     assert len(evals) == 2 and "circle" in evals[-1]
+
+
+def test_changes_column_lists_the_settings_that_differ_from_the_base(finished_run, tmp_path, capsys):
+    run_config = yaml.safe_load((finished_run / "config.yaml").read_text())
+    run_config["model"]["roi_head"]["fc_dim"] = 64
+    run_config["model"]["roi_head"]["aligned"] = True
+    run_config["train"]["seed"] = 0  # the seed has its own column, never a change
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(run_config))
+    base = load_config(str(tmp_path / "base.yaml"))
+    assert p1_report.config_changes(p1_report.load_run(str(finished_run))["cfg"], base) == [
+        "model.roi_head.aligned=false", "model.roi_head.fc_dim=32"]
+    assert p1_report.main([str(finished_run), "--base", str(tmp_path / "base.yaml")]) == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert "changes" in table[0].split(" | ")
+    assert "`model.roi_head.aligned=false`, `model.roi_head.fc_dim=32`" in table[1]
 
 
 def test_compute_time_skips_the_gap_of_a_resume():
