@@ -10,7 +10,7 @@ checkpoint's iteration, then the new ones.
 import json
 import os
 
-from detkit.vis import read_metrics_log
+from detkit.atomic_io import atomic_open
 
 __all__ = ["drop_records_after"]
 
@@ -18,24 +18,25 @@ __all__ = ["drop_records_after"]
 def drop_records_after(path: str, iteration: int) -> int:
     """Rewrite the metrics log at ``path`` without the records past ``iteration``; return how many went.
 
-    Records without an ``iteration`` field are kept. A torn last line (the process died mid-write) is
-    dropped and counted. The rewrite goes through a temporary file and ``os.replace``, so a crash during
-    it leaves either the old log or the new one, never a half-written file. A missing log is not an
-    error (0 dropped): a run may be resumed from a checkpoint copied without its log.
+    Records without an ``iteration`` field are kept. A torn line (the process died mid-write) is
+    dropped and counted. The rewrite is atomic (:func:`detkit.atomic_io.atomic_open`): a crash during
+    it leaves the old log or the new one, never half of one. A missing log is not an error (0
+    dropped): a run may be resumed from a checkpoint copied without its log.
     """
     if not os.path.exists(path):
         return 0
     with open(path, "r", encoding="utf-8") as f:
-        total = sum(1 for line in f if line.strip())
-    kept = [r for r in read_metrics_log(path) if int(r.get("iteration", 0)) <= iteration]
-    dropped = total - len(kept)
-    if dropped == 0:
+        lines = [line for line in f if line.strip()]
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if int(record.get("iteration", 0)) <= iteration:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if len(kept) == len(lines):
         return 0
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for record in kept:
-            f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return dropped
+    with atomic_open(path, "w") as f:
+        f.writelines(kept)
+    return len(lines) - len(kept)
