@@ -106,3 +106,21 @@ def test_resuming_without_the_average_trains_on_from_the_trained_weights(tmp_pat
     assert any("moving average is dropped" in m for m in messages), messages
     for name, value in trainer._bare_model.state_dict().items():
         torch.testing.assert_close(value, saved["train_model"][name], rtol=0, atol=0, msg=name)
+
+
+def test_turning_the_average_on_at_resume_starts_it_from_the_checkpoint_weights(tmp_path):
+    base = {"train.eval_every": 0, "train.max_iters": 2, "output.dir": str(tmp_path / "run")}
+    Trainer(load_config(None, tiny_overrides(tmp_path, **base)), quiet=True, log=lambda *_: None).run()
+    saved = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert "train_model" not in saved
+    messages = []
+    trainer = Trainer(load_config(None, tiny_overrides(tmp_path, **base, **{"train.ema_decay": 0.8})),
+                      resume=True, quiet=True, log=messages.append)
+    trainer.setup()
+    assert any("no moving average" in m for m in messages), messages
+    # Both the trained weights and the average start from the checkpoint's only weights, and the
+    # average's ramp starts over, so it follows the trained weights closely at first.
+    for model in (trainer._bare_model, trainer.ema.model):
+        for name, value in model.state_dict().items():
+            torch.testing.assert_close(value, saved["model"][name], rtol=0, atol=0, msg=name)
+    assert trainer.ema.updates == 0
