@@ -13,7 +13,9 @@ evaluation) and eval.json (final COCO metrics, per-class AP), and prints:
 With ``--base``, a "changes" column lists each run's config values that differ from that config
 (besides the anchor mode and seed, which have their own columns, and the output folder and resolved
 anchor shapes, which always differ): the settings each run tried. A key that a run's config.yaml
-predates reads as that key's current default.
+predates (the run's code had no such setting) reads as that key's current default in the column, so
+a note under the table names those keys per run: for a setting added later and on by default (e.g.
+``eval.precise_bn_batches``), "none" in the column does not mean the run used it.
 
 The time column is the run's compute time: the seconds of every training epoch plus every
 evaluation (with its precise-BatchNorm pass), each evaluation timed from the record logged just before
@@ -30,6 +32,8 @@ import os
 import statistics
 import sys
 
+import yaml
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detkit.config import config_to_dict, load_config  # noqa: E402
@@ -44,10 +48,12 @@ def load_run(run_dir: str) -> dict:
         raise SystemExit(f"{run_dir}: missing {', '.join(missing)} (is the run finished? "
                          f"a run folder holds {', '.join(needed)})")
     cfg = load_config(os.path.join(run_dir, "config.yaml"))
+    with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as f:
+        written_keys = set(_flatten(yaml.safe_load(f) or {}))
     records = read_metrics_log(os.path.join(run_dir, "metrics.jsonl"))
     with open(os.path.join(run_dir, "eval.json"), encoding="utf-8") as f:
         final = json.load(f)
-    return {"dir": run_dir, "cfg": cfg, "records": records, "final": final}
+    return {"dir": run_dir, "cfg": cfg, "written_keys": written_keys, "records": records, "final": final}
 
 
 # Keys that differ between runs without being an experimental setting, or that have a column.
@@ -70,6 +76,12 @@ def config_changes(cfg, base) -> list[str]:
     mine, theirs = _flatten(config_to_dict(cfg)), _flatten(config_to_dict(base))
     return [f"{key}={_yaml_value(mine[key])}" for key in sorted(mine)
             if key not in _NOT_A_CHANGE and mine[key] != theirs.get(key)]
+
+
+def predated_keys(run: dict, base) -> list[str]:
+    """The settings of ``base`` that the run's config.yaml does not hold: its code predates them."""
+    return sorted(key for key in _flatten(config_to_dict(base))
+                  if key not in run["written_keys"] and key not in _NOT_A_CHANGE)
 
 
 def _yaml_value(value) -> str:
@@ -105,7 +117,8 @@ def run_summary(run: dict, base=None) -> dict:
             "seed": run["cfg"].train.seed, "mAP": coco["mAP"], "AP50": coco["AP50"], "AP75": coco["AP75"],
             "per_class": {name: v["AP"] for name, v in per_class.items()},
             "img_per_s": images / seconds if seconds else float("nan"), "time_s": compute_seconds(records),
-            "changes": None if base is None else config_changes(run["cfg"], base)}
+            "changes": None if base is None else config_changes(run["cfg"], base),
+            "predates": None if base is None else predated_keys(run, base)}
 
 
 def summary_table(rows: list, reference: float | None) -> str:
@@ -126,6 +139,11 @@ def summary_table(rows: list, reference: float | None) -> str:
         if reference is not None:
             cells.insert(5 if with_changes else 4, f"{row['mAP'] - reference:+.3f}")
         lines.append("| " + " | ".join(cells) + " |")
+    predating = [row for row in rows if row.get("predates")]
+    if predating:
+        lines.append("")
+        lines += [f"- {row['run']}: its config.yaml predates " + ", ".join(f"`{k}`" for k in row["predates"])
+                  + " (read as today's defaults in the changes column)" for row in predating]
     return "\n".join(lines)
 
 

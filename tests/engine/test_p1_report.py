@@ -1,6 +1,7 @@
 """benchmarks/p1_report.py: the Markdown summary of finished runs matches the runs' own files."""
 
 import json
+import shutil
 
 import pytest
 import yaml
@@ -52,6 +53,23 @@ def test_changes_column_lists_the_settings_that_differ_from_the_base(finished_ru
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert "changes" in table[0].split(" | ")
     assert "`model.roi_head.aligned=false`, `model.roi_head.fc_dim=32`" in table[1]
+
+
+def test_keys_a_run_predates_are_named_under_the_table(finished_run, tmp_path, capsys):
+    # A run written before a setting existed: its config.yaml lacks the key, which loads as today's
+    # default and so cannot show in the changes column.
+    old_run = tmp_path / "old_run"
+    shutil.copytree(finished_run, old_run)
+    written = yaml.safe_load((old_run / "config.yaml").read_text())
+    del written["eval"]["precise_bn_batches"]
+    (old_run / "config.yaml").write_text(yaml.safe_dump(written))
+    base = str(old_run.parent / "base.yaml")
+    (old_run.parent / "base.yaml").write_text((finished_run / "config.yaml").read_text())
+    assert p1_report.main([str(finished_run), str(old_run), "--base", base]) == 0
+    out = capsys.readouterr().out.splitlines()
+    notes = [line for line in out if "predates" in line]
+    assert notes == ["- old_run: its config.yaml predates `eval.precise_bn_batches` "
+                     "(read as today's defaults in the changes column)"]
 
 
 def test_compute_time_skips_the_gap_of_a_resume():
