@@ -1,7 +1,7 @@
 """Evaluate a checkpoint with the COCO metrics (and VOC mAP@0.5) on a data set split.
 
     python tools/eval.py --checkpoint CKPT [--config CFG] [--split NAME] [--output-dir DIR] [--precise-bn N]
-                         [key=value ...]
+                         [--trained-weights] [key=value ...]
 
 Without --config the checkpoint's own config (data paths included) is used; key=value overrides
 change it (e.g. data.val.splits=[test]). --split train|val picks the config's training or validation
@@ -29,6 +29,9 @@ def parse_args(argv=None):
     parser.add_argument("--precise-bn", type=int, default=0, metavar="N",
                         help="first re-estimate the BatchNorm statistics over N training batches with the "
                              "checkpoint's weights (default 0: keep the checkpoint's statistics)")
+    parser.add_argument("--trained-weights", action="store_true",
+                        help="for a checkpoint of a train.ema_decay run: evaluate the trained weights it saved "
+                             "as 'train_model' instead of their moving average (combine with --precise-bn)")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     return parser.parse_args(argv)
@@ -45,7 +48,7 @@ def main(argv=None) -> int:
     try:
         evaluate_checkpoint(args.checkpoint, config_path=args.config, overrides=overrides, split=args.split,
                             output_dir=output_dir, device=args.device, precise_bn_batches=args.precise_bn,
-                            progress=not args.quiet)
+                            progress=not args.quiet, weights="train_model" if args.trained_weights else "model")
     except DetkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -56,15 +56,25 @@ def run_evaluation(model: torch.nn.Module, dataset, cfg: Config, device: torch.d
 
 
 def load_trained_model(checkpoint_path: str, device: torch.device = torch.device("cpu"),
-                       overrides: Optional[list] = None) -> tuple[torch.nn.Module, Config, dict]:
+                       overrides: Optional[list] = None,
+                       weights: str = "model") -> tuple[torch.nn.Module, Config, dict]:
     """Rebuild the detector a checkpoint was trained as (its config, classes and anchor shapes).
 
     ``overrides`` (``dotted.key=value``) change inference settings such as the score threshold.
+    ``weights`` picks the checkpoint's entry: "model" (the weights the trainer evaluated: the moving
+    average when ``train.ema_decay`` was on) or "train_model" (the trained weights themselves, saved
+    only beside a moving average; their BatchNorm statistics are training's running averages).
     Returns (model in eval mode, config, checkpoint dict).
     """
     from detkit.config import apply_overrides
 
+    if weights not in ("model", "train_model"):
+        raise ValueError(f"weights={weights!r}: choose 'model' or 'train_model'")
     ckpt = load_checkpoint(checkpoint_path)
+    if weights not in ckpt:
+        raise CheckpointError(f"checkpoint '{checkpoint_path}' has no '{weights}' weights: only a run with "
+                              f"train.ema_decay saves its trained weights apart from the evaluated 'model' "
+                              f"(here 'model' already holds the trained weights)")
     try:
         data = apply_overrides(ckpt["config"], list(overrides or []))
         cfg = config_from_dict(data)
@@ -73,7 +83,7 @@ def load_trained_model(checkpoint_path: str, device: torch.device = torch.device
     cfg.model.anchors.shapes = [[list(map(float, wh)) for wh in level] for level in ckpt["anchor_shapes"]]
     model = build_detector(cfg, num_classes=len(ckpt["classes"]))
     try:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(ckpt[weights])
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint '{checkpoint_path}' does not match the model its config builds: "
                               f"{exc}") from None
@@ -82,14 +92,15 @@ def load_trained_model(checkpoint_path: str, device: torch.device = torch.device
 
 def evaluate_checkpoint(checkpoint_path: str, *, config_path: Optional[str] = None, overrides: Sequence[str] = (),
                         split: Optional[str] = None, output_dir: Optional[str] = None, device: str = "cpu",
-                        precise_bn_batches: int = 0, progress: bool = True,
+                        precise_bn_batches: int = 0, progress: bool = True, weights: str = "model",
                         log: Callable[[str], None] = print) -> dict:
     """Evaluate a checkpoint on a split; print the COCO and per-class tables; write eval.json, detections.json.
 
     ``split``: None or "val" = the config's validation split, "train" = its training split, any other
     name = that VOC split of the validation roots. ``precise_bn_batches`` > 0 first re-estimates the
     BatchNorm statistics with the checkpoint's weights over that many training batches (for
-    checkpoints whose statistics are the running averages of training).
+    checkpoints whose statistics are the running averages of training). ``weights``: as in
+    :func:`load_trained_model` ("train_model" evaluates the trained weights of a moving-average run).
     """
     from detkit.config import load_config
     from detkit.data.loader import build_dataset
@@ -98,7 +109,7 @@ def evaluate_checkpoint(checkpoint_path: str, *, config_path: Optional[str] = No
     overrides = list(overrides)
     if split not in (None, "train", "val"):
         overrides.append(f"data.val.splits=[{split}]")
-    model, cfg, ckpt = load_trained_model(checkpoint_path, torch.device(device), overrides)
+    model, cfg, ckpt = load_trained_model(checkpoint_path, torch.device(device), overrides, weights=weights)
     if split not in (None, "train", "val") and cfg.data.format != "voc":
         raise ConfigError(f"--split {split!r}: a named split needs data.format 'voc' (this config has "
                           f"'{cfg.data.format}'); use --split train or val, or override data.val.ann_file")

@@ -124,3 +124,29 @@ def test_turning_the_average_on_at_resume_starts_it_from_the_checkpoint_weights(
         for name, value in model.state_dict().items():
             torch.testing.assert_close(value, saved["model"][name], rtol=0, atol=0, msg=name)
     assert trainer.ema.updates == 0
+
+
+def test_eval_tool_evaluates_the_trained_weights_on_request(tmp_path, capsys):
+    import tools.eval as eval_tool
+    from detkit.engine.inference import load_trained_model
+
+    base = {"train.eval_every": 0, "train.max_iters": 2}
+    Trainer(load_config(None, tiny_overrides(tmp_path, **base, **{"train.ema_decay": 0.8,
+                                                                  "output.dir": str(tmp_path / "ema")})),
+            quiet=True, log=lambda *_: None).run()
+    saved = load_checkpoint(tmp_path / "ema" / "last.pt")
+    for key in ("model", "train_model"):
+        model, _, _ = load_trained_model(str(tmp_path / "ema" / "last.pt"), weights=key)
+        for name, value in model.state_dict().items():
+            torch.testing.assert_close(value, saved[key][name], rtol=0, atol=0, msg=f"{key}: {name}")
+    assert eval_tool.main(["--checkpoint", str(tmp_path / "ema" / "last.pt"), "--trained-weights",
+                           "--output-dir", str(tmp_path / "eval"), "--quiet"]) == 0
+    assert (tmp_path / "eval" / "eval.json").is_file()
+
+    # Without a moving average there are no separate trained weights: a clear error, not a silent fallback.
+    Trainer(load_config(None, tiny_overrides(tmp_path, **base, **{"output.dir": str(tmp_path / "plain")})),
+            quiet=True, log=lambda *_: None).run()
+    capsys.readouterr()
+    assert eval_tool.main(["--checkpoint", str(tmp_path / "plain" / "last.pt"), "--trained-weights",
+                           "--quiet"]) == 1
+    assert "train.ema_decay" in capsys.readouterr().err
