@@ -32,11 +32,9 @@ import os
 import statistics
 import sys
 
-import yaml
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detkit.config import config_to_dict, load_config  # noqa: E402
+from detkit.config import config_to_dict, load_config, read_config_file  # noqa: E402
 from detkit.vis import read_metrics_log  # noqa: E402
 
 
@@ -47,9 +45,11 @@ def load_run(run_dir: str) -> dict:
     if missing:
         raise SystemExit(f"{run_dir}: missing {', '.join(missing)} (is the run finished? "
                          f"a run folder holds {', '.join(needed)})")
-    cfg = load_config(os.path.join(run_dir, "config.yaml"))
-    with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as f:
-        written_keys = set(_flatten(yaml.safe_load(f) or {}))
+    config_path = os.path.join(run_dir, "config.yaml")
+    written = read_config_file(config_path)
+    # The keys as written, apart from the Config, where keys the run predates hold today's defaults.
+    written_keys = set(_flatten(written))
+    cfg = load_config(config_path)
     records = read_metrics_log(os.path.join(run_dir, "metrics.jsonl"))
     with open(os.path.join(run_dir, "eval.json"), encoding="utf-8") as f:
         final = json.load(f)

@@ -27,7 +27,7 @@ from detkit.errors import ConfigError
 __all__ = [
     "Config", "ModelConfig", "BackboneConfig", "AnchorConfig", "RPNConfig", "RoIHeadConfig",
     "DataConfig", "SplitConfig", "SyntheticConfig", "AugmentConfig", "TrainConfig", "EvalConfig",
-    "OutputConfig", "ConfigError", "load_config", "save_config", "apply_overrides", "config_from_dict",
+    "OutputConfig", "ConfigError", "load_config", "read_config_file", "save_config", "apply_overrides", "config_from_dict",
     "config_to_dict", "validate", "GROUP_NORM_GROUPS",
 ]
 
@@ -428,6 +428,27 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
 
 
 # --------------------------------------------------------------------------- load / save
+def read_config_file(path) -> dict:
+    """The nested mapping a YAML config file holds, as written (no defaults filled in, nothing checked).
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or not a mapping at the top level.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
+    return data
+
+
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
     """Read a YAML config (or start from the defaults when `path` is None) and apply overrides.
 
@@ -435,20 +456,7 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
         ConfigError: the file is missing or not YAML, a key is unknown (the message suggests the
             nearest valid one), a value has the wrong type or is out of range.
     """
-    data: Any = {}
-    if path is not None:
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise ConfigError(f"config file '{path}' does not exist")
-        try:
-            with open(path, "r", encoding="utf-8") as f:
-                data = yaml.safe_load(f)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
+    data = {} if path is None else read_config_file(path)
     data = apply_overrides(data, list(overrides))
     try:
         return config_from_dict(data)

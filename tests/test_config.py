@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from detkit.config import Config, ConfigError, config_to_dict, load_config, save_config
+from detkit.config import Config, ConfigError, config_to_dict, load_config, read_config_file, save_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -180,6 +180,14 @@ def test_missing_or_invalid_file(tmp_path):
     scalar.write_text("3\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(scalar)
+
+
+def test_read_config_file_returns_the_keys_as_written(tmp_path):
+    path = write_yaml(tmp_path, {"train": {"epochs": 2}})
+    assert read_config_file(path) == {"train": {"epochs": 2}}  # no defaults filled in
+    assert read_config_file(write_yaml(tmp_path, None, name="empty.yaml")) == {}
+    with pytest.raises(ConfigError, match="nope.yaml' does not exist"):
+        read_config_file(tmp_path / "nope.yaml")
 
 
 def test_empty_file_gives_defaults(tmp_path):
