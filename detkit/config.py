@@ -272,6 +272,8 @@ class EvalConfig:
 class OutputConfig:
     dir: str = "runs/synthetic"
     plots: bool = True
+    # TensorBoard event files in the run folder, with the scalars of metrics.jsonl (rank 0).
+    tensorboard: bool = False
 
 
 @dataclass

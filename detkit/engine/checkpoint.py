@@ -23,7 +23,7 @@ from detkit import __version__
 from detkit.atomic_io import atomic_open
 from detkit.errors import CheckpointError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "REQUIRED_KEYS", "assert_finite_state"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_resume_checkpoint", "REQUIRED_KEYS", "assert_finite_state"]
 
 REQUIRED_KEYS = ("model", "config", "classes", "anchor_shapes")
 
@@ -74,3 +74,12 @@ def load_checkpoint(path: str, map_location: Any = "cpu", required: Optional[tup
         raise CheckpointError(f"checkpoint '{path}' is not a detkit checkpoint: missing {', '.join(missing)} "
                               f"(keys present: {', '.join(sorted(map(str, state))) or 'none'})")
     return state
+
+
+def read_resume_checkpoint(path: str) -> dict:
+    """The checkpoint ``--resume`` continues from (a run folder's last.pt), or a CheckpointError
+    saying how to point at the run to continue."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"--resume: no checkpoint to resume from at '{path}' "
+                              f"(set output.dir / --output-dir to the folder of the run to continue)")
+    return load_checkpoint(path)

@@ -4,8 +4,8 @@ Shape shorthand: L levels, A anchors (shapes) per location and level, H_l / W_l 
 size of level l, N anchors. An anchor shape is a (w, h) in network-input pixels (after the
 training resize); aspect ratio means h / w everywhere in detkit.
 
-How the shapes are chosen (manual / kmeans / learned) lives in the sibling modules
-``anchor_fit`` and ``anchor_learn``; how well they fit is measured by ``anchor_metrics``.
+How the shapes are chosen (manual / kmeans / learned) and how well they fit lives in the
+:mod:`detkit.anchors` package; this module only tiles the shapes it is given.
 """
 
 from __future__ import annotations

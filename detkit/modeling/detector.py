@@ -129,6 +129,11 @@ class Detector(nn.Module):
             out.append({**det, "boxes": boxes})
         return out
 
+    def set_anchor_shapes(self, shapes: Sequence[Sequence[Sequence[float]]]) -> None:
+        """Replace the RPN's anchor shapes (L x A x [w, h]; same L and A), e.g. learned anchors refined
+        online. Shapes are configuration, not weights: they are not in ``state_dict()``."""
+        self.rpn.anchor_generator.set_shapes(shapes)
+
     def rng_state_dict(self) -> Dict[str, Dict[str, Tensor]]:
         """States of the RPN and RoI samplers' CPU generators; checkpoint them for an exact resume
         (they are not in ``state_dict()``, which holds tensors only)."""

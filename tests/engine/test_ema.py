@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from detkit.config import ConfigError, load_config
-from detkit.engine import trainer as trainer_module
+from detkit.engine.hooks import EMAHook
+from detkit.engine.hooks import evaluation as evaluation_module
 from detkit.engine.checkpoint import load_checkpoint
 from detkit.engine.ema import ModelEMA
 from detkit.engine.trainer import Trainer
@@ -59,13 +60,13 @@ def test_config_names_the_key_of_a_bad_decay(tmp_path, value):
 
 def test_trainer_evaluates_saves_and_resumes_the_average_exactly(tmp_path, monkeypatch):
     evaluated = []
-    real_evaluation = trainer_module.run_evaluation
+    real_evaluation = evaluation_module.run_evaluation
 
     def recording_evaluation(model, *args, **kwargs):
         evaluated.append({k: v.clone() for k, v in model.state_dict().items()})
         return real_evaluation(model, *args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "run_evaluation", recording_evaluation)
+    monkeypatch.setattr(evaluation_module, "run_evaluation", recording_evaluation)
     ema = {"train.ema_decay": 0.8, "train.ema_tau": 2.0, "train.eval_every": 0}
 
     def cfg(out, **extra):
@@ -102,9 +103,10 @@ def test_resuming_without_the_average_trains_on_from_the_trained_weights(tmp_pat
     trainer = Trainer(load_config(None, tiny_overrides(tmp_path, **base)), resume=True, quiet=True,
                       log=messages.append)
     trainer.setup()
-    assert trainer.ema is None
+    assert not any(isinstance(h, EMAHook) for h in trainer.hooks)
+    assert trainer.eval_model is trainer.bare_model
     assert any("moving average is dropped" in m for m in messages), messages
-    for name, value in trainer._bare_model.state_dict().items():
+    for name, value in trainer.bare_model.state_dict().items():
         torch.testing.assert_close(value, saved["train_model"][name], rtol=0, atol=0, msg=name)
 
 
@@ -120,10 +122,11 @@ def test_turning_the_average_on_at_resume_starts_it_from_the_checkpoint_weights(
     assert any("no moving average" in m for m in messages), messages
     # Both the trained weights and the average start from the checkpoint's only weights, and the
     # average's ramp starts over, so it follows the trained weights closely at first.
-    for model in (trainer._bare_model, trainer.ema.model):
+    ema = next(h for h in trainer.hooks if isinstance(h, EMAHook)).ema
+    for model in (trainer.bare_model, ema.model):
         for name, value in model.state_dict().items():
             torch.testing.assert_close(value, saved["model"][name], rtol=0, atol=0, msg=name)
-    assert trainer.ema.updates == 0
+    assert ema.updates == 0
 
 
 def test_eval_tool_evaluates_the_trained_weights_on_request(tmp_path, capsys):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from detkit.modeling.anchor_fit import assign_levels
-from detkit.modeling.anchor_learn import MAX_ASPECT, LearnedAnchors, fit_learned
-from detkit.modeling.anchor_metrics import offset_iou
+from detkit.anchors.fit import assign_levels
+from detkit.anchors.learned import MAX_ASPECT, LearnedAnchors, fit_learned
+from detkit.anchors.metrics import offset_iou
 from detkit.modeling.anchors import shapes_from_sizes_ratios
 from detkit.ops.boxes import centred_iou
 

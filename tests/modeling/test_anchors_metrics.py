@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from detkit.modeling.anchor_metrics import (BoxSet, centred_best_iou, evaluate_anchors, feature_sizes, grid_best_iou,
+from detkit.anchors.metrics import (BoxSet, centred_best_iou, evaluate_anchors, feature_sizes, grid_best_iou,
                                             grid_offsets, grid_positive_counts, offset_iou, size_bucket)
 from detkit.modeling.anchors import AnchorGenerator, shapes_from_sizes_ratios
 from detkit.ops.boxes import box_iou, centred_iou

@@ -1,13 +1,14 @@
-"""detkit/engine/online_anchors.py: the learned anchors' online refinement during LR warm-up."""
+"""detkit/anchors/online.py: the learned anchors' online refinement during LR warm-up."""
 
 import numpy as np
 import pytest
 import torch
 
-from detkit.engine.anchor_setup import resolve_anchor_shapes
-from detkit.engine.online_anchors import OnlineAnchorWarmup, batch_fit_boxes
+from detkit.anchors.boxes import batch_fit_boxes
+from detkit.anchors.modes import resolve_anchor_shapes
+from detkit.anchors.online import OnlineAnchorWarmup
 from detkit.modeling.anchors import AnchorGenerator
-from tests.engine.test_anchor_setup import FakeDataset, _cfg
+from tests.anchors.test_modes import FakeDataset, _cfg
 
 ONLINE = ("model.anchors.mode=learned", "model.anchors.online_warmup=true", "train.warmup_iters=6")
 

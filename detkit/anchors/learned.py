@@ -9,14 +9,14 @@ through IoU matching, which is not differentiable. So the anchors get their own 
 with temperature T over them, the weights held constant within a step) plus a soft recall at 0.7
 (a sigmoid of that smooth best IoU around 0.7), maximised with Adam on full batches (cosine-decayed
 learning rate; the best iterate by the hard metrics is kept). The IoU is grid-aware when the boxes' per-level offsets
-to the nearest anchor centre are given (:func:`detkit.modeling.anchor_metrics.grid_offsets`), centred
+to the nearest anchor centre are given (:func:`detkit.anchors.metrics.grid_offsets`), centred
 (IoU_c) otherwise. After every step each anchor is projected into its level's band
 (``band[0] * stride <= sqrt(w*h) <= band[1] * stride``) with ``h / w`` in ``[1/8, 8]``.
 
 Guards: a hinge penalty keeps the anchors of a level apart (IoU_c under `collapse_iou`), and every
 `revive_every` steps (and at the end) an anchor that is no box's best, or that nearly duplicates
 another anchor of its level, is moved onto the worst-served box of its level (levels with at least
-A boxes by :func:`detkit.modeling.anchor_fit.assign_levels`; empty levels keep their shapes).
+A boxes by :func:`detkit.anchors.fit.assign_levels`; empty levels keep their shapes).
 
 Online refinement during LR warm-up: the trainer may keep a :class:`LearnedAnchors` and call
 :meth:`LearnedAnchors.step` with each warm-up batch's boxes (and offsets), then pass
@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from detkit.modeling.anchor_fit import MIN_FIT_SIDE, FitResult, anchor_fitness, assign_levels, decide
-from detkit.modeling.anchor_metrics import offset_iou
+from detkit.anchors.fit import MIN_FIT_SIDE, FitResult, anchor_fitness, assign_levels, decide
+from detkit.anchors.metrics import offset_iou
 from detkit.ops.boxes import centred_iou
 
 __all__ = ["LearnedAnchors", "fit_learned", "MAX_ASPECT"]
@@ -244,13 +244,13 @@ def fit_learned(box_wh: np.ndarray, strides: Sequence[int], init_shapes: np.ndar
     """The learned mode: full-batch Adam from `init_shapes`, revivals every `revive_every` steps and at the end.
 
     The learning rate follows a cosine from `lr` down to ``lr * min_lr_factor``. Every `check_every`
-    steps (and at the start and the end) the iterate is scored with anchor_fit.anchor_fitness, the
+    steps (and at the start and the end) the iterate is scored with detkit.anchors.fit.anchor_fitness, the
     hard metrics the smooth objective stands for; the best iterate without dead or duplicated
     anchors is the candidate (so the fit never ends worse than its projected start).
 
     Boxes with a side under MIN_FIT_SIDE are left out; levels with fewer than A boxes (by
-    anchor_fit.assign_levels) keep their initial shapes. The candidate is adopted when it improves
-    (see anchor_fit.improves) over `baseline_shapes` (default: `init_shapes`), usually the manual set.
+    detkit.anchors.fit.assign_levels) keep their initial shapes. The candidate is adopted when it improves
+    (see detkit.anchors.fit.improves) over `baseline_shapes` (default: `init_shapes`), usually the manual set.
 
     Args:
         box_wh: (N, 2); strides: L strides; init_shapes: (L, A, 2); offsets: (N, L, 2) or None.

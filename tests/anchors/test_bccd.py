@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from detkit.config import load_config, save_config
-from detkit.engine.anchor_setup import collect_training_boxes, run_anchor_modes
-from detkit.modeling.anchor_fit import assign_levels
-from detkit.modeling.anchor_metrics import centred_best_iou, grid_best_iou, grid_offsets
+from detkit.anchors.boxes import collect_training_boxes
+from detkit.anchors.fit import assign_levels
+from detkit.anchors.metrics import centred_best_iou, grid_best_iou, grid_offsets
+from detkit.anchors.modes import run_anchor_modes
 from detkit.modeling.anchors import AnchorGenerator
 from detkit.ops.boxes import centred_iou
 

@@ -10,11 +10,11 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
+from detkit.anchors.boxes import collect_training_boxes
+from detkit.anchors.modes import MODES, AnchorModeResult, format_metric_table, format_shapes, run_anchor_modes
 from detkit.atomic_io import write_json_atomic
 from detkit.config import Config
 from detkit.data.loader import build_dataset
-from detkit.engine.anchor_setup import (MODES, AnchorModeResult, collect_training_boxes, format_metric_table,
-                                        format_shapes, run_anchor_modes)
 from detkit.modeling.anchors import strides_for_features
 
 __all__ = ["mode_summary", "plot_anchor_fit", "anchor_report"]

@@ -1,4 +1,5 @@
-"""Glue between a training data set and the anchor sizing modes (manual / kmeans / learned).
+"""The anchor sizing modes (manual / kmeans / learned) on a training set, and the entry point the
+trainer calls.
 
 ``resolve_anchor_shapes(cfg, train_dataset)`` is what the trainer calls once before building the
 detector: it takes the training boxes after the training resize (every scale of
@@ -6,10 +7,8 @@ detector: it takes the training boxes after the training resize (every scale of
 the chosen one, and returns the L x A x [w, h] shapes that the trainer stores in
 ``cfg.model.anchors.shapes`` and in every checkpoint.
 
-Fitting sees the boxes as the RPN will: after the resize, at their positions on each level's
-anchor grid, and mirrored as well when the augmentation flips images (``augment.hflip_prob`` /
-``vflip_prob`` > 0), since a flipped box sits at another grid offset. The metrics printed are
-those of the unflipped training boxes (ANCHORS.md).
+The fits see the boxes of :mod:`detkit.anchors.boxes` (resized, on the grid, mirrored under the
+configured flips); the metrics printed are those of the unflipped training boxes (ANCHORS.md).
 """
 
 from __future__ import annotations
@@ -20,17 +19,15 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from detkit.anchors.boxes import anchor_geometry, collect_training_boxes, fit_inputs
+from detkit.anchors.fit import FitResult, fit_kmeans
+from detkit.anchors.learned import fit_learned
+from detkit.anchors.metrics import BoxSet, evaluate_anchors
 from detkit.config import Config
-from detkit.data.loader import resized_annotations
-from detkit.modeling.anchor_fit import FitResult, assign_levels, fit_kmeans
-from detkit.modeling.anchor_learn import LearnedAnchors, fit_learned
-from detkit.modeling.anchor_metrics import BoxSet, evaluate_anchors, grid_offsets
-from detkit.modeling.anchors import shapes_from_sizes_ratios, strides_for_features
+from detkit.modeling.anchors import shapes_from_sizes_ratios
 
-__all__ = [
-    "AnchorModeResult", "collect_training_boxes", "with_flips", "run_anchor_modes", "resolve_anchor_shapes",
-    "format_metric_table", "format_shapes", "build_online_refiner", "anchor_geometry", "fit_inputs", "MODES",
-]
+__all__ = ["AnchorModeResult", "run_anchor_modes", "resolve_anchor_shapes", "format_metric_table", "format_shapes",
+           "MODES"]
 
 MODES = ("manual", "kmeans", "learned")
 
@@ -44,46 +41,6 @@ class AnchorModeResult:
     metrics: Dict[str, object]
     fit: Optional[FitResult] = None
     seconds: float = 0.0
-
-
-def collect_training_boxes(dataset, cfg: Config) -> BoxSet:
-    """Every box of `dataset` after the training resize (one entry per image and scale of data.min_size).
-
-    At most ``model.anchors.max_fit_boxes`` boxes are kept (a seeded sample of them beyond that).
-    """
-    entries = resized_annotations(dataset, cfg.data)
-    boxes = BoxSet.from_images([e["boxes"] for e in entries], [e["size"] for e in entries])
-    return boxes.subsample(cfg.model.anchors.max_fit_boxes, cfg.model.anchors.seed)
-
-
-def with_flips(boxes: BoxSet, *, hflip: bool, vflip: bool) -> BoxSet:
-    """`boxes` plus their mirror images under every flip (and both flips) the augmentation may apply."""
-    sizes = boxes.image_sizes[boxes.image_index].astype(np.float64)  # (N, 2) as (h, w)
-    x1, y1, x2, y2 = boxes.boxes.T
-    h, w = sizes[:, 0], sizes[:, 1]
-    parts = []
-    for fx in (False, True) if hflip else (False,):
-        for fy in (False, True) if vflip else (False,):
-            xs = (w - x2, w - x1) if fx else (x1, x2)
-            ys = (h - y2, h - y1) if fy else (y1, y2)
-            parts.append(np.stack((xs[0], ys[0], xs[1], ys[1]), axis=1))  # 4 x (N,) -> (N, 4)
-    return BoxSet(boxes=np.concatenate(parts), image_index=np.tile(boxes.image_index, len(parts)),
-                  image_sizes=boxes.image_sizes)
-
-
-def fit_inputs(cfg: Config, boxes: BoxSet) -> tuple:
-    """What the kmeans and learned fits see: `boxes` plus their mirror images under the configured
-    flips, as (wh float64 (N, 2), offsets float64 (N, L, 2) to the nearest anchor centre of every level)."""
-    geo = anchor_geometry(cfg)
-    aug = cfg.data.augment
-    fit_set = with_flips(boxes, hflip=aug.hflip_prob > 0, vflip=aug.vflip_prob > 0)
-    return fit_set.wh, grid_offsets(fit_set, geo["strides"], offset=geo["offset"], size_divisible=geo["size_divisible"])
-
-
-def anchor_geometry(cfg: Config) -> dict:
-    """The keyword arguments of the anchor metrics: the feature strides, the anchor offset, size_divisible."""
-    return {"strides": strides_for_features(cfg.model.backbone.features), "offset": cfg.model.anchors.offset,
-            "size_divisible": cfg.model.size_divisible}
 
 
 def run_anchor_modes(cfg: Config, boxes: BoxSet, modes: Sequence[str] = MODES,
@@ -179,22 +136,3 @@ def resolve_anchor_shapes(cfg: Config, train_dataset, log: Callable[[str], None]
         + format_metric_table(results, by_size=False))
     log("anchors (w x h per level):\n" + format_shapes(chosen.shapes, anchor_geometry(cfg)["strides"]))
     return [[[float(w), float(h)] for w, h in level] for level in chosen.shapes]
-
-
-def build_online_refiner(cfg: Config, shapes: Sequence, train_dataset) -> Optional[LearnedAnchors]:
-    """A :class:`LearnedAnchors` that continues the learned fit during LR warm-up, or None.
-
-    Only for ``model.anchors.mode: learned`` with ``online_warmup: true``. Levels with fewer than A
-    training boxes stay frozen, as in the offline fit. :class:`detkit.engine.online_anchors.OnlineAnchorWarmup`
-    steps it on each warm-up batch.
-    """
-    a = cfg.model.anchors
-    if a.mode != "learned" or not a.online_warmup:
-        return None
-    strides = anchor_geometry(cfg)["strides"]
-    shapes = np.asarray(shapes, dtype=np.float64)
-    counts = np.bincount(assign_levels(collect_training_boxes(train_dataset, cfg).wh, strides),
-                         minlength=len(strides))
-    return LearnedAnchors(init_shapes=shapes, strides=strides, band=a.band, lr=a.learned_lr,
-                          temperature=a.learned_temperature, frozen_levels=(counts < shapes.shape[1]).tolist(),
-                          seed=a.seed)

@@ -1,11 +1,11 @@
-"""detkit/modeling/anchor_fit.py: level rule, IoU k-means, hill climb, the kmeans mode's adoption rule."""
+"""detkit/anchors/fit.py: level rule, IoU k-means, hill climb, the kmeans mode's adoption rule."""
 
 import numpy as np
 import pytest
 
-from detkit.modeling.anchor_fit import (anchor_fitness, assign_levels, fit_kmeans, hill_climb, improves,
+from detkit.anchors.fit import (anchor_fitness, assign_levels, fit_kmeans, hill_climb, improves,
                                         kmeans_shapes)
-from detkit.modeling.anchor_metrics import centred_best_iou
+from detkit.anchors.metrics import centred_best_iou
 from detkit.modeling.anchors import shapes_from_sizes_ratios
 
 STRIDES = [4, 8, 16, 32, 64]

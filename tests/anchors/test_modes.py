@@ -1,4 +1,4 @@
-"""detkit/engine/anchor_setup.py and anchor_report.py (tools/anchors.py): data set -> shapes, table, JSON, PNG."""
+"""detkit/anchors/modes.py, boxes.py and report.py (tools/anchors.py): data set -> shapes, table, JSON, PNG."""
 
 import importlib.util
 import json
@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from detkit.anchors.boxes import collect_training_boxes, with_flips
+from detkit.anchors.metrics import BoxSet
+from detkit.anchors.modes import resolve_anchor_shapes
+from detkit.anchors.online import build_online_refiner
+from detkit.anchors.report import anchor_report
 from detkit.config import load_config
-from detkit.engine.anchor_report import anchor_report
-from detkit.engine.anchor_setup import (build_online_refiner, collect_training_boxes, resolve_anchor_shapes,
-                                        with_flips)
-from detkit.modeling.anchor_metrics import BoxSet
 from detkit.modeling.anchors import shapes_from_sizes_ratios
 
 REPO = Path(__file__).resolve().parents[2]

@@ -3,7 +3,7 @@
 ANCHORS.md lets the learned mode continue its fit online during warm-up, then freeze. The trainer
 builds an :class:`OnlineAnchorWarmup` when ``model.anchors.mode: learned`` and ``online_warmup:
 true``. On each of the first ``train.warmup_iters`` iterations, before the forward pass, it takes one
-Adam step of :class:`detkit.modeling.anchor_learn.LearnedAnchors` on the batch's boxes (resized and
+Adam step of :class:`detkit.anchors.learned.LearnedAnchors` on the batch's boxes (resized and
 augmented as the detector sees them) and installs the new shapes in the RPN's anchor generator.
 The Adam learning rate falls along a cosine from ``model.anchors.learned_lr`` to 5% of it over the
 warm-up, as in the offline fit.
@@ -13,7 +13,7 @@ processes hold bitwise the same anchors without averaging anything.
 
 At the end of the warm-up the online result is checked on every training box, like the offline fit:
 dead or duplicated anchors are revived (moved onto their level's worst-served boxes), and the result
-is kept only when it then improves the hard metrics (:func:`detkit.modeling.anchor_fit.decide`) over
+is kept only when it then improves the hard metrics (:func:`detkit.anchors.fit.decide`) over
 the shapes training started with and has no dead or duplicated anchor; otherwise the starting shapes
 come back. Either way the anchors are then frozen and the log says old against new.
 
@@ -28,36 +28,36 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
+from detkit.anchors.boxes import anchor_geometry, batch_fit_boxes, collect_training_boxes, fit_inputs
+from detkit.anchors.fit import MIN_FIT_SIDE, assign_levels, decide
+from detkit.anchors.learned import LearnedAnchors
 from detkit.config import Config
 from detkit.engine import distributed as dist
-from detkit.engine.anchor_setup import anchor_geometry, build_online_refiner, collect_training_boxes, fit_inputs
-from detkit.modeling.anchor_fit import MIN_FIT_SIDE, assign_levels, decide
-from detkit.modeling.anchor_metrics import BoxSet, grid_offsets
 from detkit.modeling.anchors import AnchorGenerator
 
-__all__ = ["OnlineAnchorWarmup", "batch_fit_boxes"]
+__all__ = ["OnlineAnchorWarmup", "build_online_refiner"]
 
 # The online learning rate decays to this fraction of model.anchors.learned_lr (as fit_learned's default).
 MIN_LR_FACTOR = 0.05
 
 
-def batch_fit_boxes(cfg: Config, targets: Sequence[dict], image_sizes: Sequence[Sequence[int]]) -> tuple:
-    """The boxes of one batch as the anchor fit wants them.
+def build_online_refiner(cfg: Config, shapes: Sequence, train_dataset) -> Optional[LearnedAnchors]:
+    """A :class:`LearnedAnchors` that continues the learned fit during LR warm-up, or None.
 
-    Args:
-        targets: per image a dict with ``boxes`` Tensor[M_i, 4] xyxy in resized image coordinates.
-        image_sizes: (h, w) of each resized image (before batch padding).
-
-    Returns:
-        (wh float64 (N, 2), offsets float64 (N, L, 2)): sizes of the boxes with both sides >= MIN_FIT_SIDE
-        and their distances to the nearest anchor centre of every level (as the offline fit).
+    Only for ``model.anchors.mode: learned`` with ``online_warmup: true``. Levels with fewer than A
+    training boxes stay frozen, as in the offline fit. :class:`detkit.anchors.online.OnlineAnchorWarmup`
+    steps it on each warm-up batch.
     """
-    geo = anchor_geometry(cfg)
-    boxes = BoxSet.from_images([t["boxes"].detach().cpu().numpy() for t in targets],
-                               [tuple(int(v) for v in s) for s in image_sizes])
-    offsets = grid_offsets(boxes, geo["strides"], offset=geo["offset"], size_divisible=geo["size_divisible"])
-    keep = (boxes.wh >= MIN_FIT_SIDE).all(axis=1)
-    return boxes.wh[keep], offsets[keep]
+    a = cfg.model.anchors
+    if a.mode != "learned" or not a.online_warmup:
+        return None
+    strides = anchor_geometry(cfg)["strides"]
+    shapes = np.asarray(shapes, dtype=np.float64)
+    counts = np.bincount(assign_levels(collect_training_boxes(train_dataset, cfg).wh, strides),
+                         minlength=len(strides))
+    return LearnedAnchors(init_shapes=shapes, strides=strides, band=a.band, lr=a.learned_lr,
+                          temperature=a.learned_temperature, frozen_levels=(counts < shapes.shape[1]).tolist(),
+                          seed=a.seed)
 
 
 class OnlineAnchorWarmup:

@@ -3,7 +3,7 @@
 Shape shorthand: N training boxes, L levels, A anchor shapes per level, K clusters.
 Inputs are arrays of box shapes (w, h) in network-input pixels, taken after the training resize;
 optionally each box's per-level offsets (N, L, 2) to its nearest anchor centre
-(:func:`detkit.modeling.anchor_metrics.grid_offsets`), which make the fitness grid-aware.
+(:func:`detkit.anchors.metrics.grid_offsets`), which make the fitness grid-aware.
 Every function is pure and seeded; nothing here reads a data set.
 """
 
@@ -127,7 +127,7 @@ def kmeans_shapes(box_wh: np.ndarray, k: int, *, restarts: int = 10, iters: int 
 
 
 def _best_offset_iou_np(wh: np.ndarray, offsets: Optional[np.ndarray], shapes: np.ndarray) -> np.ndarray:
-    """NumPy twin of anchor_metrics.offset_iou followed by the max over all anchors -> (N,)."""
+    """NumPy twin of detkit.anchors.metrics.offset_iou followed by the max over all anchors -> (N,)."""
     g = wh[:, None, None, :]  # (N, 2) -> (N, 1, 1, 2)
     a = shapes[None]  # (L, A, 2) -> (1, L, A, 2)
     overlap = np.minimum(g, a)  # (N, L, A, 2)

@@ -1,0 +1,42 @@
+"""last.pt after every ``train.checkpoint_every`` epochs (and the last, and a stopped one); best.pt
+whenever an evaluation improves ``eval.best_metric``. Rank 0 writes; writes are atomic."""
+
+from __future__ import annotations
+
+import os
+
+from detkit.engine.checkpoint import save_checkpoint
+from detkit.engine.hooks.base import EpochEnd, Evaluation, Hook
+
+__all__ = ["LastCheckpointHook", "BestCheckpointHook", "save_run_checkpoint"]
+
+
+def save_run_checkpoint(trainer, name: str, epoch: int) -> None:
+    """Write the trainer's full state (:meth:`Trainer.checkpoint_state`) as ``name`` in the run folder."""
+    if trainer.ctx.is_main:
+        save_checkpoint(trainer.checkpoint_state(epoch), trainer.paths[name])
+
+
+class LastCheckpointHook(Hook):
+    """last.pt, the checkpoint ``--resume`` continues from; ``trainer.last_good_checkpoint`` names it."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+
+    def after_epoch(self, trainer, end: EpochEnd) -> None:
+        if end.stopped_early or end.last or (end.index + 1) % self.every == 0:
+            save_run_checkpoint(trainer, "last.pt", end.completed)
+            trainer.last_good_checkpoint = trainer.paths["last.pt"]
+
+
+class BestCheckpointHook(Hook):
+    """best.pt at each improving evaluation; a run that never produced one (no metric value) gets
+    its final state as best.pt, so that the file always exists at the end."""
+
+    def after_evaluation(self, trainer, evaluation: Evaluation) -> None:
+        if evaluation.improved:
+            save_run_checkpoint(trainer, "best.pt", evaluation.epoch)
+
+    def after_train(self, trainer) -> None:
+        if not os.path.exists(trainer.paths["best.pt"]) and os.path.exists(trainer.paths["last.pt"]):
+            save_run_checkpoint(trainer, "best.pt", trainer.cfg.train.epochs)
