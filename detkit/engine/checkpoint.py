@@ -23,7 +23,8 @@ from detkit import __version__
 from detkit.atomic_io import atomic_open
 from detkit.errors import CheckpointError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_resume_checkpoint", "REQUIRED_KEYS", "assert_finite_state"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_resume_checkpoint", "rng_states", "restore_rng_states",
+           "REQUIRED_KEYS", "assert_finite_state"]
 
 REQUIRED_KEYS = ("model", "config", "classes", "anchor_shapes")
 
@@ -83,3 +84,22 @@ def read_resume_checkpoint(path: str) -> dict:
         raise CheckpointError(f"--resume: no checkpoint to resume from at '{path}' "
                               f"(set output.dir / --output-dir to the folder of the run to continue)")
     return load_checkpoint(path)
+
+
+def rng_states(model) -> dict:
+    """The random states a resume restores: torch's CPU generator, CUDA's (when present), and the
+    model's own sampling generators (``Detector.rng_state_dict``)."""
+    rng = {"torch": torch.get_rng_state(), "model": model.rng_state_dict()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def restore_rng_states(rng: dict, model) -> None:
+    """Put back what :func:`rng_states` saved (a missing entry is left as it is)."""
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    if "model" in rng:
+        model.load_rng_state_dict(rng["model"])

@@ -14,21 +14,21 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Union
 
 import torch
 
 from detkit.anchors import resolve_anchor_shapes
-from detkit.config import Config, config_to_dict, save_config
+from detkit.config import Config, config_to_dict, load_config, save_config
 from detkit.data.loader import build_dataset, build_loader
 from detkit.engine import distributed as dist
 from detkit.engine import hooks as H
-from detkit.engine.checkpoint import read_resume_checkpoint
+from detkit.engine.checkpoint import read_resume_checkpoint, restore_rng_states, rng_states
 from detkit.engine.optim import build_optimizer, build_scheduler
 from detkit.errors import CheckpointError
 from detkit.modeling.detector import build_detector
 
-__all__ = ["Trainer", "build_hooks"]
+__all__ = ["Trainer", "build_hooks", "train"]
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "eval.json", "detections.json")
 
@@ -131,13 +131,7 @@ class Trainer:
         self.iteration, self.start_epoch = int(ckpt["iteration"]), int(ckpt["epoch"])
         self.epoch = self.start_epoch
         self.best_value = ckpt.get("best", {}).get("value")
-        rng = ckpt.get("rng", {})
-        if "torch" in rng:
-            torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        if "model" in rng:
-            self.bare_model.load_rng_state_dict(rng["model"])
+        restore_rng_states(ckpt.get("rng", {}), self.bare_model)
         self.last_good_checkpoint = self.paths["last.pt"]
         for hook in self.hooks:
             hook.load_checkpoint(self, ckpt)
@@ -145,12 +139,10 @@ class Trainer:
 
     def checkpoint_state(self, epoch: int) -> dict:
         """Everything a resume needs, and what evaluation and inference read (``model``: the evaluated weights)."""
-        rng = {"torch": torch.get_rng_state(), "model": self.bare_model.rng_state_dict()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
         state = {
             "model": self.eval_model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "epoch": epoch, "iteration": self.iteration, "rng": rng,
+            "scheduler": self.scheduler.state_dict(), "epoch": epoch, "iteration": self.iteration,
+            "rng": rng_states(self.bare_model),
             "config": config_to_dict(self.cfg), "classes": self.classes,
             "category_ids": list(self.train_set.category_ids), "anchor_shapes": self.cfg.model.anchors.shapes,
             "best": {"metric": self.cfg.eval.best_metric, "value": self.best_value}, "online_anchors": None,
@@ -226,3 +218,16 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         return values
+
+
+def train(cfg: Union[Config, str], *, resume: bool = False, quiet: bool = False,
+          log: Callable[[str], None] = print) -> dict:
+    """Train as ``cfg`` (a Config, or the path of a YAML config) says, as ``tools/train.py`` does;
+    returns the final evaluation metrics (eval.json's content)."""
+    if not isinstance(cfg, Config):
+        cfg = load_config(cfg)
+    dist.init_from_env(cfg.train.device)
+    try:
+        return Trainer(cfg, resume=resume, quiet=quiet, log=log).run()
+    finally:
+        dist.cleanup()

@@ -203,3 +203,31 @@ def test_command_line_overrides_reach_the_components(tmp_path):
 def test_resume_without_checkpoint_is_a_clear_error(tiny_cfg):
     with pytest.raises(CheckpointError, match="--resume"):
         Trainer(tiny_cfg(), resume=True, quiet=True, log=lambda *_: None).run()
+
+
+# The keys of the checkpoints the trainer wrote before its side jobs became hooks (c302da1).
+KEYS_BEFORE_HOOKS = {"model", "optimizer", "scheduler", "epoch", "iteration", "rng", "config", "classes",
+                     "category_ids", "anchor_shapes", "best", "online_anchors", "detkit_version"}
+
+
+@pytest.mark.parametrize("ema", [False, True])
+def test_checkpoints_written_before_the_hooks_still_load_and_resume(tiny_cfg, tmp_path, ema):
+    from detkit.engine.predictor import load_model
+
+    extra = {"train.eval_every": 0, "train.max_iters": 2, "eval.precise_bn_batches": 0,
+             **({"train.ema_decay": 0.8} if ema else {})}
+    Trainer(tiny_cfg(**extra), quiet=True, log=lambda *_: None).run()
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    expected = KEYS_BEFORE_HOOKS | ({"train_model", "ema_updates"} if ema else set())
+    assert set(ckpt) == expected  # the format is unchanged
+    # A checkpoint laid out exactly as the old trainer saved it (plain torch.save of those keys).
+    old = {key: ckpt[key] for key in expected}
+    torch.save(old, tmp_path / "run" / "last.pt")
+    messages = []
+    Trainer(tiny_cfg(**{**extra, "train.max_iters": 4}), resume=True, quiet=True, log=messages.append).run()
+    assert any("resumed from" in m and "iteration 2" in m for m in messages)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["iteration"] == 4
+    torch.save(old, tmp_path / "old.pt")
+    model = load_model(str(tmp_path / "old.pt"))
+    for key, value in model.model.state_dict().items():
+        torch.testing.assert_close(value, old["model"][key], rtol=0, atol=0, msg=key)

@@ -1,0 +1,44 @@
+"""detkit/engine/hooks/metrics_jsonl.py and records.py: what metrics.jsonl receives, and resume."""
+
+import json
+
+from detkit.engine.hooks import Evaluation, MetricsLogHook
+from tests.engine.hooks.fake_trainer import epoch_end, fake_trainer, step
+
+
+def _read(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def _evaluation(iteration):
+    metrics = {"coco": {"mAP": 0.5, "AP50": 0.7}, "voc": {"mAP50_area": 0.6},
+               "per_class": {"a": {"AP": 0.4}}, "val_loss": {"loss": 1.5}}
+    return Evaluation(epoch=1, iteration=iteration, metrics=metrics, results=[], improved=True)
+
+
+def test_records_at_the_logging_points(tmp_path):
+    trainer = fake_trainer(tmp_path)
+    hook = MetricsLogHook(trainer.paths["metrics.jsonl"], log_every=4)
+    for i in range(1, 9):
+        hook.after_step(trainer, step(i))
+    trainer.iteration = 8
+    hook.after_epoch(trainer, epoch_end(0))
+    hook.after_epoch(trainer, epoch_end(1, stopped=True))  # a part-epoch: no epoch record
+    hook.after_evaluation(trainer, _evaluation(8))
+    records = _read(trainer.paths["metrics.jsonl"])
+    assert [(r["type"], r["iteration"]) for r in records] == [("train", 1), ("train", 4), ("train", 8),
+                                                              ("epoch", 8), ("eval", 8)]
+    assert set(records[0]) == {"type", "epoch", "iteration", "lr", "time", "img_per_s", "loss_a", "loss"}
+    assert records[3]["seconds"] == 2.0 and records[3]["img_per_s"] == 4.0
+    assert records[4]["mAP"] == 0.5 and records[4]["voc_mAP50"] == 0.6
+    assert records[4]["per_class_AP"] == {"a": 0.4} and records[4]["val_loss"] == 1.5
+
+
+def test_resume_drops_the_records_after_the_checkpoint(tmp_path):
+    trainer = fake_trainer(tmp_path)
+    hook = MetricsLogHook(trainer.paths["metrics.jsonl"], log_every=1)
+    for i in range(1, 6):
+        hook.after_step(trainer, step(i))
+    MetricsLogHook(trainer.paths["metrics.jsonl"], log_every=1).load_checkpoint(trainer, {"iteration": 3})
+    assert [r["iteration"] for r in _read(trainer.paths["metrics.jsonl"])] == [1, 2, 3]
+    assert "dropped 2 record(s)" in trainer.messages[0]
