@@ -14,8 +14,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detkit.config import load_config  # noqa: E402
-from detkit.engine import distributed as dist  # noqa: E402
-from detkit.engine.trainer import Trainer  # noqa: E402
+from detkit.engine.trainer import train  # noqa: E402
 from detkit.errors import DetkitError  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "synthetic.yaml")
@@ -42,14 +41,10 @@ def main(argv=None) -> int:
         if flag is not None:
             overrides.append(f"{key}={flag}")
     try:
-        cfg = load_config(args.config, overrides)
-        dist.init_from_env(cfg.train.device)
-        Trainer(cfg, resume=args.resume, quiet=args.quiet).run()
+        train(load_config(args.config, overrides), resume=args.resume, quiet=args.quiet)
     except DetkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    finally:
-        dist.cleanup()
     return 0
 
 

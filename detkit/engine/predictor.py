@@ -1,0 +1,84 @@
+"""A trained detector ready to use from Python: ``load_model(checkpoint).predict(image)``.
+
+The predictor applies the checkpoint's test-time resize (``data.test_min_size`` / ``max_size``) and
+returns boxes in the pixels of the image it was given, as ``tools/infer.py`` does.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from detkit.data.image_io import read_image
+from detkit.data.transforms import build_transforms
+from detkit.engine.inference import load_trained_model
+from detkit.errors import DataError
+
+__all__ = ["Predictor", "load_model"]
+
+ImageLike = Union[str, os.PathLike, np.ndarray]
+
+
+class Predictor:
+    """A detector with its classes and its test-time transform.
+
+    Attributes:
+        model: the :class:`detkit.modeling.detector.Detector`, in eval mode on ``device``.
+        cfg: the checkpoint's config (with any overrides applied).
+        classes: class names; label ``k`` (1..K) is ``classes[k - 1]``.
+    """
+
+    def __init__(self, model: torch.nn.Module, cfg, classes: Sequence[str], device: torch.device) -> None:
+        self.model, self.cfg, self.classes, self.device = model, cfg, list(classes), device
+        self.transform = build_transforms(cfg.data, train=False, seed=0)
+
+    def _tensor(self, image: ImageLike) -> tuple:
+        if isinstance(image, (str, os.PathLike)):
+            image = read_image(os.fspath(image))
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise DataError(f"predict: expected an RGB image as uint8 (H, W, 3) or a file path, got an array "
+                            f"of shape {image.shape} and dtype {image.dtype}")
+        sample = {"image": image, "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros((0,), np.int64),
+                  "ignore_boxes": np.zeros((0, 4), np.float32), "image_id": 0, "orig_size": image.shape[:2],
+                  "file_name": ""}
+        resized = self.transform(sample)["image"]
+        tensor = torch.from_numpy(np.array(resized, copy=True)).permute(2, 0, 1).float().div_(255)  # HWC -> CHW
+        return tensor.to(self.device), (int(image.shape[0]), int(image.shape[1]))
+
+    @torch.inference_mode()
+    def predict(self, images: Union[ImageLike, Sequence[ImageLike]],
+                score_threshold: Optional[float] = None) -> Union[Dict[str, object], List[Dict[str, object]]]:
+        """Detect objects in one image or a list of them.
+
+        Args:
+            images: a file path, an RGB uint8 array (H, W, 3), or a list of them.
+            score_threshold: keep detections scoring at least this (default: the model's
+                ``model.roi_head.score_thresh``).
+        Returns:
+            per image ``{"boxes": float32 (N, 4) xyxy in the input's pixels, "scores": float32 (N,),
+            "labels": int64 (N,) in 1..K, "class_names": N names}`` (a list for a list input).
+        """
+        single = isinstance(images, (str, os.PathLike, np.ndarray))
+        batch = [self._tensor(image) for image in ([images] if single else images)]
+        outputs = self.model([t for t, _ in batch], orig_sizes=[size for _, size in batch]) if batch else []
+        found = []
+        for out in outputs:
+            keep = out["scores"] >= (score_threshold if score_threshold is not None else -1.0)
+            labels = out["labels"][keep].cpu().numpy().astype(np.int64)
+            found.append({"boxes": out["boxes"][keep].cpu().numpy().astype(np.float32),
+                          "scores": out["scores"][keep].cpu().numpy().astype(np.float32), "labels": labels,
+                          "class_names": [self.classes[int(k) - 1] for k in labels]})
+        return found[0] if single else found
+
+
+def load_model(checkpoint_path: str, *, device: str = "cpu", overrides: Sequence[str] = ()) -> Predictor:
+    """The trained detector of a checkpoint (last.pt / best.pt), ready to :meth:`Predictor.predict`.
+
+    ``overrides`` (``dotted.key=value``) change inference settings, e.g. ``model.roi_head.score_thresh=0.3``.
+    """
+    model, cfg, ckpt = load_trained_model(checkpoint_path, torch.device(device), list(overrides))
+    return Predictor(model, cfg, ckpt["classes"], torch.device(device))
