@@ -15,8 +15,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detkit.config import load_config  # noqa: E402
 from detkit.anchors.report import anchor_report  # noqa: E402
+from detkit.config import load_config  # noqa: E402
 from detkit.errors import DetkitError  # noqa: E402
 
 

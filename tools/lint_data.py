@@ -14,8 +14,8 @@ import argparse
 import os
 import sys
 
-from detkit.config import load_config
 from detkit.atomic_io import write_json_atomic
+from detkit.config import load_config
 from detkit.data.lint import format_lint, lint_config, plot_lint, public_result
 from detkit.errors import DetkitError
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from detkit.config import load_config
 from detkit.atomic_io import write_json_atomic
+from detkit.config import load_config
 from detkit.data.coco_export import dataset_to_coco
 from detkit.data.loader import build_dataset
 from detkit.data.voc import VOCDataset
@@ -60,8 +60,8 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(dataset.report.summary())
-    print(f"wrote {args.out}: {len(dataset)} images, {sum(len(dataset.get_annotation(i)['boxes']) for i in range(len(dataset)))} "
-          f"boxes, classes {dataset.classes}")
+    num_boxes = sum(len(dataset.get_annotation(i)["boxes"]) for i in range(len(dataset)))
+    print(f"wrote {args.out}: {len(dataset)} images, {num_boxes} boxes, classes {dataset.classes}")
     return 0
 
 

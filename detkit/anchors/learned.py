@@ -229,7 +229,8 @@ class LearnedAnchors:
     def load_state_dict(self, state: dict) -> None:
         log_wh = torch.as_tensor(state["log_wh"], dtype=torch.float64)
         if log_wh.shape != self.log_wh.shape:
-            raise ValueError(f"learned anchor state has shape {tuple(log_wh.shape)}, expected {tuple(self.log_wh.shape)}")
+            raise ValueError(f"learned anchor state has shape {tuple(log_wh.shape)}, "
+                             f"expected {tuple(self.log_wh.shape)}")
         with torch.no_grad():
             self.log_wh.copy_(log_wh)
         self.optimizer.load_state_dict(state["optimizer"])

@@ -25,7 +25,8 @@ from detkit.ops.boxes import box_iou
 
 __all__ = [
     "COCO_METRIC_NAMES", "build_coco_ground_truth", "detections_to_coco_results", "coco_evaluate",
-    "voc_evaluate", "confusion_matrix", "evaluate_detections", "format_coco_table", "format_per_class_table", "write_json",
+    "voc_evaluate", "confusion_matrix", "evaluate_detections", "format_coco_table", "format_per_class_table",
+    "write_json",
 ]
 
 COCO_METRIC_NAMES = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from detkit.config import load_config, save_config
 from detkit.anchors.boxes import collect_training_boxes
 from detkit.anchors.fit import assign_levels
 from detkit.anchors.metrics import centred_best_iou, grid_best_iou, grid_offsets
 from detkit.anchors.modes import run_anchor_modes
+from detkit.config import load_config, save_config
 from detkit.modeling.anchors import AnchorGenerator
 from detkit.ops.boxes import centred_iou
 

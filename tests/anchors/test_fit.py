@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from detkit.anchors.fit import (anchor_fitness, assign_levels, fit_kmeans, hill_climb, improves,
-                                        kmeans_shapes)
+from detkit.anchors.fit import anchor_fitness, assign_levels, fit_kmeans, hill_climb, improves, kmeans_shapes
 from detkit.anchors.metrics import centred_best_iou
 from detkit.modeling.anchors import shapes_from_sizes_ratios
 

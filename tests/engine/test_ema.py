@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from detkit.config import ConfigError, load_config
-from detkit.engine.hooks import EMAHook
-from detkit.engine.hooks import evaluation as evaluation_module
 from detkit.engine.checkpoint import load_checkpoint
 from detkit.engine.ema import ModelEMA
+from detkit.engine.hooks import EMAHook
+from detkit.engine.hooks import evaluation as evaluation_module
 from detkit.engine.trainer import Trainer
 
 from .conftest import tiny_overrides

@@ -10,8 +10,14 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detkit.engine.evaluator import (COCO_METRIC_NAMES, build_coco_ground_truth, coco_evaluate,
-                                     detections_to_coco_results, evaluate_detections, voc_evaluate)
+from detkit.engine.evaluator import (
+    COCO_METRIC_NAMES,
+    build_coco_ground_truth,
+    coco_evaluate,
+    detections_to_coco_results,
+    evaluate_detections,
+    voc_evaluate,
+)
 
 CLASSES = ["cat", "dog", "bird"]
 CATEGORY_IDS = [3, 7, 11]  # non-contiguous on purpose: labels 1..3 must map back to these
@@ -51,7 +57,8 @@ def direct_pycocotools(tmp_path, annotations, results):
         for box, label in zip(ann["boxes"], ann["labels"]):
             w, h = float(box[2] - box[0]), float(box[3] - box[1])
             gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": ann["image_id"],
-                                      "category_id": CATEGORY_IDS[label - 1], "bbox": [float(box[0]), float(box[1]), w, h],
+                                      "category_id": CATEGORY_IDS[label - 1],
+                                      "bbox": [float(box[0]), float(box[1]), w, h],
                                       "area": w * h, "iscrowd": 0})
         for box in ann["ignore_boxes"]:
             for cat in CATEGORY_IDS:

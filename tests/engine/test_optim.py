@@ -7,6 +7,7 @@ from torch import nn
 from detkit.config import load_config
 from detkit.engine.optim import build_optimizer, build_scheduler, lr_factor
 
+
 def train_cfg(*overrides):
     return load_config(None, list(overrides)).train
 

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from benchmarks import p1_report
-from detkit.engine.trainer import Trainer
 from detkit.config import load_config
+from detkit.engine.trainer import Trainer
 
 from .conftest import tiny_overrides
 

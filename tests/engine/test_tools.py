@@ -86,10 +86,10 @@ def test_infer_with_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
 
 
 def test_eval_tool_precise_bn_reestimates_the_statistics(trained_run, tmp_path, capsys):
+    from detkit.data.loader import build_dataset
     from detkit.engine.checkpoint import load_checkpoint
     from detkit.engine.inference import load_trained_model
     from detkit.engine.precise_bn import refresh_detector_bn_stats
-    from detkit.data.loader import build_dataset
 
     rc = eval_tool.main(["--checkpoint", str(trained_run / "last.pt"), "--output-dir", str(tmp_path / "a"),
                          "--quiet", "--precise-bn", "3"])
