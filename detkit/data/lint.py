@@ -58,9 +58,10 @@ def _decode_all(dataset) -> Dict[str, list]:
         except DataError as exc:
             problems["decode_errors"].append(str(exc))
             continue
-        if image.shape[:2] != tuple(dataset.image_sizes[i]):
+        expected_h, expected_w = dataset.image_sizes[i]
+        if image.shape[:2] != (expected_h, expected_w):
             problems["decoded_size_mismatch"].append(f"{path}: decodes to {image.shape[1]}x{image.shape[0]}, "
-                                                     f"expected {dataset.image_sizes[i][1]}x{dataset.image_sizes[i][0]}")
+                                                     f"expected {expected_w}x{expected_h}")
     return problems
 
 

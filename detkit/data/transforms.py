@@ -133,7 +133,9 @@ class DetectionTransform:
     def _resize(self, sample: dict) -> dict:
         image = sample["image"]
         h, w = image.shape[:2]
-        s = self.min_sizes[int(self.rng.integers(len(self.min_sizes)))] if len(self.min_sizes) > 1 else self.min_sizes[0]
+        # One RNG draw only for multi-scale training, so a single scale leaves the stream untouched.
+        s = self.min_sizes[int(self.rng.integers(len(self.min_sizes)))] if len(self.min_sizes) > 1 \
+            else self.min_sizes[0]
         scale = resize_scale((h, w), s, self.max_size)
         if self.scale_jitter is not None:
             scale *= float(self.rng.uniform(*self.scale_jitter))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from data_helpers import write_coco, write_image, write_voc
-from detkit.data.coco import COCODataset, coco_box_to_xyxy, xyxy_to_coco_box
+
 from detkit.atomic_io import write_json_atomic
+from detkit.data.coco import COCODataset, coco_box_to_xyxy, xyxy_to_coco_box
 from detkit.data.coco_export import dataset_to_coco
 from detkit.data.voc import VOCDataset
 from detkit.errors import DataError

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import yaml
-
 from data_helpers import voc_xml, write_coco, write_image, write_voc
-from detkit.config import load_config
 from tools_runner import REPO, run_tool
+
+from detkit.config import load_config
 
 
 def test_bccd_config_is_valid_and_points_at_bccd(bccd_root, monkeypatch):
@@ -87,6 +87,7 @@ def test_voc2coco_cli_any_folder(tmp_path):
 
 def test_bench_data_smoke(tmp_path, monkeypatch):
     from data_helpers import tiny_synthetic_config
+
     from detkit.config import save_config
 
     cfg_path = tmp_path / "synth.yaml"

@@ -7,8 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-
 from data_helpers import tiny_synthetic_config, write_coco, write_image
+
 from detkit.config import config_from_dict
 from detkit.data.loader import box_shapes_after_resize, build_dataset, build_loader, resized_annotations
 from detkit.data.samplers import GroupedBatchSampler, InferenceBatchSampler, aspect_ratio_groups

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from data_helpers import tiny_synthetic_config
+
 from detkit.config import SyntheticConfig
 from detkit.data.coco import COCODataset
 from detkit.data.loader import build_dataset

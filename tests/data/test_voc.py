@@ -8,8 +8,8 @@ from collections import Counter
 
 import numpy as np
 import pytest
-
 from data_helpers import voc_xml, write_image, write_voc
+
 from detkit.config import config_from_dict
 from detkit.data.loader import build_dataset
 from detkit.data.voc import VOCDataset, voc_box_to_xyxy, xyxy_to_voc_box
