@@ -1,4 +1,4 @@
-"""detkit.ops.nms against torchvision.ops (the oracle) and a plain-Python reference."""
+"""detkit.ops.nms and its kernels (detkit.ops.nms_kernels) against torchvision.ops (the oracle) and plain Python."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 import torchvision
 
-from detkit.ops import nms as nms_module
 from detkit.ops.nms import batched_nms, nms
+from detkit.ops.nms_kernels import nms_kernel, nms_plain_kernel
 from detkit.testing import clustered_boxes, uniform_boxes
 
 THRESHOLDS = [0.2, 0.5, 0.7, 0.9]
@@ -153,8 +153,8 @@ def test_nms_grid_kernel_equals_plain_kernel():
     boxes, scores = clustered_boxes(700, 9)
     order = torch.sort(scores, stable=True, descending=True)[1].numpy()
     for thr in (0.0, 0.3, 0.8):
-        fast = nms_module.nms_kernel(boxes.numpy(), order, thr)
-        plain = nms_module.nms_plain_kernel(boxes.numpy(), order, thr)
+        fast = nms_kernel(boxes.numpy(), order, thr)
+        plain = nms_plain_kernel(boxes.numpy(), order, thr)
         np.testing.assert_array_equal(fast, plain)
 
 
