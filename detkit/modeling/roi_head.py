@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torchvision.ops.poolers import LevelMapper
 
 from detkit.config import GROUP_NORM_GROUPS
-from detkit.modeling.rpn import SamplingRNG
+from detkit.modeling.sampler import SamplingRNG
 from detkit.ops.boxes import clip_boxes, remove_small_boxes
 from detkit.ops.nms import batched_nms
 from detkit.ops.roi_align import multilevel_roi_align

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from detkit.modeling.sampler import SamplingRNG
 from detkit.ops.boxes import clip_boxes, remove_small_boxes
 from detkit.ops.nms import batched_nms
 
@@ -31,45 +32,7 @@ if TYPE_CHECKING:  # only for annotations: the components are passed in by build
     from detkit.modeling.codec import BoxCoder
     from detkit.modeling.sampler import BalancedSampler
 
-__all__ = ["RPNHead", "RegionProposalNetwork", "SamplingRNG", "flatten_head_outputs"]
-
-
-class SamplingRNG:
-    """The seeded CPU torch.Generator a sampling module owns (BalancedSampler draws on the CPU).
-
-    ``state_dict()`` / ``load_state_dict()`` let a checkpoint resume the exact sampling sequence.
-    ``fresh()`` gives a new generator seeded identically on every call (used for validation losses
-    in eval mode, so evaluation neither consumes nor depends on the training stream).
-    """
-
-    def __init__(self, seed: int, stream: int = 0) -> None:
-        self.seed = int(seed)
-        self.stream = int(stream)  # tells apart modules that share a seed (RPN 0, RoI head 1)
-        self.generator = torch.Generator().manual_seed(self.seed)
-
-    def fresh(self) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed)
-
-    def for_image(self, target: Dict[str, Tensor], default: torch.Generator) -> torch.Generator:
-        """The generator for one image's sampling.
-
-        When the data pipeline gives the image a ``sample_seed`` (a function of seed, epoch and
-        index), the choice depends on that image alone, not on which images came before it in
-        this process: a DDP run then samples exactly what a single-process run does. Otherwise
-        ``default`` (the module's stream) is used.
-        """
-        sample_seed = target.get("sample_seed")
-        if sample_seed is None:
-            return default
-        mixed = (int(sample_seed) * 6364136223846793005 + self.seed * 1442695040888963407 + self.stream) % (1 << 63)
-        return torch.Generator().manual_seed(mixed)
-
-    def state_dict(self) -> Dict[str, Tensor]:
-        return {"seed": torch.tensor(self.seed), "state": self.generator.get_state()}
-
-    def load_state_dict(self, state: Dict[str, Tensor]) -> None:
-        self.seed = int(state["seed"])
-        self.generator.set_state(state["state"])
+__all__ = ["RPNHead", "RegionProposalNetwork", "flatten_head_outputs"]
 
 
 class RPNHead(nn.Module):

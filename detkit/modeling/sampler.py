@@ -6,16 +6,20 @@ Same counts as torchvision's ``BalancedPositiveNegativeSampler``: up to
 ``int(batch_size_per_image * positive_fraction)`` positives, and negatives fill the rest of the
 batch; when there are too few of either, the batch is smaller. Labels -1 (ignored) are never
 sampled. The random choice uses only the given torch.Generator, so a seed fixes the result.
+
+:class:`SamplingRNG` is the seeded generator a sampling module (the RPN, the RoI head) owns and
+hands to the sampler: one stream per module, a per-image generator when the data pipeline gives
+the image a ``sample_seed``, and a state dict for checkpoints.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 from torch import Tensor
 
-__all__ = ["BalancedSampler"]
+__all__ = ["BalancedSampler", "SamplingRNG"]
 
 
 class BalancedSampler:
@@ -64,3 +68,41 @@ def _choose(n: int, k: int, generator: Optional[torch.Generator]) -> Tensor:
     if k >= n:
         return torch.arange(n)
     return torch.randperm(n, generator=generator)[:k]
+
+
+class SamplingRNG:
+    """The seeded CPU torch.Generator a sampling module owns (BalancedSampler draws on the CPU).
+
+    ``state_dict()`` / ``load_state_dict()`` let a checkpoint resume the exact sampling sequence.
+    ``fresh()`` gives a new generator seeded identically on every call (used for validation losses
+    in eval mode, so evaluation neither consumes nor depends on the training stream).
+    """
+
+    def __init__(self, seed: int, stream: int = 0) -> None:
+        self.seed = int(seed)
+        self.stream = int(stream)  # tells apart modules that share a seed (RPN 0, RoI head 1)
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def fresh(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed)
+
+    def for_image(self, target: Dict[str, Tensor], default: torch.Generator) -> torch.Generator:
+        """The generator for one image's sampling.
+
+        When the data pipeline gives the image a ``sample_seed`` (a function of seed, epoch and
+        index), the choice depends on that image alone, not on which images came before it in
+        this process: a DDP run then samples exactly what a single-process run does. Otherwise
+        ``default`` (the module's stream) is used.
+        """
+        sample_seed = target.get("sample_seed")
+        if sample_seed is None:
+            return default
+        mixed = (int(sample_seed) * 6364136223846793005 + self.seed * 1442695040888963407 + self.stream) % (1 << 63)
+        return torch.Generator().manual_seed(mixed)
+
+    def state_dict(self) -> Dict[str, Tensor]:
+        return {"seed": torch.tensor(self.seed), "state": self.generator.get_state()}
+
+    def load_state_dict(self, state: Dict[str, Tensor]) -> None:
+        self.seed = int(state["seed"])
+        self.generator.set_state(state["state"])
