@@ -23,17 +23,14 @@ import yaml
 
 from detkit.atomic_io import atomic_open
 from detkit.errors import ConfigError
+from detkit.modeling.norm import GROUP_NORM_GROUPS  # the model's GroupNorm groups, for validate()
 
 __all__ = [
     "Config", "ModelConfig", "BackboneConfig", "AnchorConfig", "RPNConfig", "RoIHeadConfig",
     "DataConfig", "SplitConfig", "SyntheticConfig", "AugmentConfig", "TrainConfig", "EvalConfig",
     "OutputConfig", "ConfigError", "load_config", "read_config_file", "save_config", "apply_overrides", "config_from_dict",
-    "config_to_dict", "validate", "GROUP_NORM_GROUPS",
+    "config_to_dict", "validate",
 ]
-
-# The group count of every GroupNorm detkit builds (backbone and FPN with norm = gn, box head with
-# fc_norm = gn), as in Wu & He, "Group Normalization". Validation and the modules read this one value.
-GROUP_NORM_GROUPS = 32
 
 
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
