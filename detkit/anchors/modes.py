@@ -24,10 +24,11 @@ from detkit.anchors.fit import FitResult, fit_kmeans
 from detkit.anchors.learned import fit_learned
 from detkit.anchors.metrics import BoxSet, evaluate_anchors
 from detkit.config import Config
+from detkit.engine import distributed as dist
 from detkit.modeling.anchors import shapes_from_sizes_ratios
 
-__all__ = ["AnchorModeResult", "run_anchor_modes", "resolve_anchor_shapes", "format_metric_table", "format_shapes",
-           "MODES"]
+__all__ = ["AnchorModeResult", "run_anchor_modes", "resolve_anchor_shapes", "anchor_shapes_for_training",
+           "format_metric_table", "format_shapes", "MODES"]
 
 MODES = ("manual", "kmeans", "learned")
 
@@ -136,3 +137,16 @@ def resolve_anchor_shapes(cfg: Config, train_dataset, log: Callable[[str], None]
         + format_metric_table(results, by_size=False))
     log("anchors (w x h per level):\n" + format_shapes(chosen.shapes, anchor_geometry(cfg)["strides"]))
     return [[[float(w), float(h)] for w, h in level] for level in chosen.shapes]
+
+
+def anchor_shapes_for_training(cfg: Config, train_dataset, checkpoint: Optional[dict] = None,
+                               log: Callable[[str], None] = print) -> List[List[List[float]]]:
+    """The anchor shapes a training run builds its detector with, L x A x [w, h]: the checkpoint's
+    when resuming, else :func:`resolve_anchor_shapes` (fitted on rank 0 alone and sent to every
+    process, so that all of them train the same anchors)."""
+    if checkpoint is not None:
+        return [[[float(w), float(h)] for w, h in level] for level in checkpoint["anchor_shapes"]]
+    if cfg.model.anchors.shapes is not None:
+        return resolve_anchor_shapes(cfg, train_dataset, log=log)
+    main = dist.get_context().is_main
+    return dist.broadcast_object(resolve_anchor_shapes(cfg, train_dataset, log=log) if main else None)

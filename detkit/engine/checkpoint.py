@@ -23,8 +23,8 @@ from detkit import __version__
 from detkit.atomic_io import atomic_open
 from detkit.errors import CheckpointError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_resume_checkpoint", "rng_states", "restore_rng_states",
-           "REQUIRED_KEYS", "assert_finite_state"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_resume_checkpoint", "load_weights", "rng_states",
+           "restore_rng_states", "REQUIRED_KEYS", "assert_finite_state"]
 
 REQUIRED_KEYS = ("model", "config", "classes", "anchor_shapes")
 
@@ -103,3 +103,12 @@ def restore_rng_states(rng: dict, model) -> None:
         torch.cuda.set_rng_state_all(rng["cuda"])
     if "model" in rng:
         model.load_rng_state_dict(rng["model"])
+
+
+def load_weights(model, state_dict: dict, path: str) -> None:
+    """``model.load_state_dict(state_dict)`` (strict), a mismatch reported as a CheckpointError naming
+    the checkpoint file ``path`` and the keys torch lists."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint '{path}' does not match the configured model: {exc}") from None

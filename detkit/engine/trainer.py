@@ -18,14 +18,13 @@ from typing import Callable, List, Optional, Union
 
 import torch
 
-from detkit.anchors import resolve_anchor_shapes
+from detkit.anchors import anchor_shapes_for_training
 from detkit.config import Config, config_to_dict, load_config, save_config
 from detkit.data.loader import build_dataset, build_loader
 from detkit.engine import distributed as dist
 from detkit.engine import hooks as H
-from detkit.engine.checkpoint import read_resume_checkpoint, restore_rng_states, rng_states
+from detkit.engine.checkpoint import load_weights, read_resume_checkpoint, restore_rng_states, rng_states
 from detkit.engine.optim import build_optimizer, build_scheduler
-from detkit.errors import CheckpointError
 from detkit.modeling.detector import build_detector
 
 __all__ = ["Trainer", "build_hooks", "train"]
@@ -91,11 +90,7 @@ class Trainer:
         self.classes = list(self.train_set.classes)
         self.log(f"data: {len(self.train_set)} training images, {len(self.val_set)} validation images, "
                  f"classes {self.classes}")
-        if checkpoint is not None:
-            cfg.model.anchors.shapes = [[list(map(float, wh)) for wh in level] for level in checkpoint["anchor_shapes"]]
-        elif cfg.model.anchors.shapes is None:
-            cfg.model.anchors.shapes = dist.broadcast_object(
-                resolve_anchor_shapes(cfg, self.train_set, log=self.log) if self.ctx.is_main else None)
+        cfg.model.anchors.shapes = anchor_shapes_for_training(cfg, self.train_set, checkpoint, log=self.log)
         self.model = dist.prepare_model(build_detector(cfg, num_classes=len(self.classes)).to(self.device),
                                         cfg, self.device)
         self.eval_model = self.bare_model
@@ -118,11 +113,7 @@ class Trainer:
 
     def _restore(self, ckpt: dict) -> None:
         # With a moving average, "model" holds the average and "train_model" the trained weights.
-        try:
-            self.bare_model.load_state_dict(ckpt.get("train_model", ckpt["model"]))
-        except RuntimeError as exc:
-            raise CheckpointError(f"checkpoint '{self.paths['last.pt']}' does not match the configured model: "
-                                  f"{exc}") from None
+        load_weights(self.bare_model, ckpt.get("train_model", ckpt["model"]), self.paths["last.pt"])
         if "train_model" in ckpt and self.eval_model is self.bare_model:
             self.log("weights: the checkpoint's moving average is dropped (train.ema_decay is now off); "
                      "training continues from its trained weights")

@@ -3,9 +3,9 @@ evaluated and saved as the checkpoints' ``model``, the trained weights saved bes
 
 from __future__ import annotations
 
+from detkit.engine.checkpoint import load_weights
 from detkit.engine.ema import ModelEMA
 from detkit.engine.hooks.base import Hook, StepInfo
-from detkit.errors import CheckpointError
 
 __all__ = ["EMAHook"]
 
@@ -35,11 +35,7 @@ class EMAHook(Hook):
         return {"train_model": trainer.bare_model.state_dict(), "ema_updates": self.ema.updates}
 
     def load_checkpoint(self, trainer, checkpoint: dict) -> None:
-        try:
-            self.ema.model.load_state_dict(checkpoint["model"])
-        except RuntimeError as exc:
-            raise CheckpointError(f"checkpoint '{trainer.paths['last.pt']}' does not match the configured model: "
-                                  f"{exc}") from None
+        load_weights(self.ema.model, checkpoint["model"], trainer.paths["last.pt"])
         if "train_model" in checkpoint:
             self.ema.updates = int(checkpoint.get("ema_updates", checkpoint["iteration"]))
         else:
