@@ -9,6 +9,7 @@ from detkit.anchors.learned import MAX_ASPECT, LearnedAnchors, fit_learned
 from detkit.anchors.metrics import offset_iou
 from detkit.modeling.anchors import shapes_from_sizes_ratios
 from detkit.ops.boxes import centred_iou
+from detkit.testing import lognormal_shapes
 
 STRIDES = [4, 8, 16, 32, 64]
 BAND = (4.0, 16.0)
@@ -19,8 +20,7 @@ def _boxes(seed, n=600):
     """Box shapes on P2..P4 (nothing on P5, P6) with random grid offsets."""
     rng = np.random.default_rng(seed)
     centres = np.array([[30.0, 26.0], [70.0, 55.0], [50.0, 80.0], [120.0, 110.0], [100.0, 150.0]])
-    pick = rng.integers(len(centres), size=n)
-    wh = np.exp(np.log(centres[pick]) + 0.12 * rng.standard_normal((n, 2)))
+    wh = lognormal_shapes(n, rng, centres, 0.12).numpy()
     offsets = rng.uniform(0, 0.5, size=(n, 5, 1)) * np.array(STRIDES, float)[None, :, None]
     return wh, np.repeat(offsets, 2, axis=2) * rng.uniform(0.2, 1.0, size=(n, 5, 2))
 

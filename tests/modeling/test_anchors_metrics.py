@@ -8,6 +8,7 @@ from detkit.anchors.metrics import (BoxSet, centred_best_iou, evaluate_anchors, 
                                             grid_offsets, grid_positive_counts, offset_iou, size_bucket)
 from detkit.modeling.anchors import AnchorGenerator, shapes_from_sizes_ratios
 from detkit.ops.boxes import box_iou, centred_iou
+from detkit.testing import random_boxes
 
 STRIDES = [4, 8, 16, 32, 64]
 
@@ -18,9 +19,7 @@ def _random_boxset(seed, num_images=6, max_boxes=12, image_hw=(200, 300)):
     for _ in range(num_images):
         h, w = image_hw[0] + rng.integers(-40, 40), image_hw[1] + rng.integers(-40, 40)
         n = rng.integers(0, max_boxes + 1)
-        wh = np.exp(rng.uniform(np.log(3), np.log(min(h, w) * 0.9), size=(n, 2)))
-        xy = rng.uniform(0, 1, size=(n, 2)) * (np.array([w, h]) - wh)
-        boxes.append(np.concatenate([xy, xy + wh], axis=1))
+        boxes.append(random_boxes(n, rng, (w, h), (3.0, min(h, w) * 0.9), log_side=True, dtype=torch.float64).numpy())
         sizes.append((int(h), int(w)))
     return BoxSet.from_images(boxes, sizes)
 

@@ -12,6 +12,10 @@ from torchvision.ops import box_iou
 
 from detkit.modeling.assigner import MaxIoUAssigner
 from detkit.ops.boxes import box_iof
+from detkit.testing import random_boxes
+
+IMAGE = 256.0              # side of the square image grid_anchors() covers
+GT_SIDE = (10.0, 120.0)    # sides of the random ground-truth boxes
 
 
 def grid_anchors(size=256, stride=8, sizes=(24, 48, 96)):
@@ -25,13 +29,6 @@ def grid_anchors(size=256, stride=8, sizes=(24, 48, 96)):
     return torch.from_numpy(np.concatenate(out).astype(np.float32))
 
 
-def random_boxes(m, seed, size=256, side=(10.0, 120.0)):
-    g = np.random.default_rng(seed)
-    wh = g.uniform(side[0], side[1], (m, 2))
-    xy = g.uniform(0, 1, (m, 2)) * (size - wh)
-    return torch.from_numpy(np.concatenate([xy, xy + wh], 1).astype(np.float32))
-
-
 def torchvision_labels(anchors, gt, pos, neg, low_quality):
     iou = box_iou(gt, anchors)
     matches = Matcher(pos, neg, low_quality)(iou)
@@ -42,7 +39,7 @@ def torchvision_labels(anchors, gt, pos, neg, low_quality):
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("low_quality", [True, False])
 def test_assign_matches_torchvision_matcher(pos, seed, low_quality):
-    anchors, gt = grid_anchors(), random_boxes(12, seed)
+    anchors, gt = grid_anchors(), random_boxes(12, seed, IMAGE, GT_SIDE)
     assigner = MaxIoUAssigner(pos_iou_thr=pos, neg_iou_thr=pos * 0.6, allow_low_quality_matches=low_quality)
     idx, labels = assigner.assign(anchors, gt)
     ref_idx, ref_labels = torchvision_labels(anchors, gt, pos, pos * 0.6, low_quality)
@@ -52,8 +49,8 @@ def test_assign_matches_torchvision_matcher(pos, seed, low_quality):
 
 
 def test_ignore_regions_turn_negatives_into_ignored_only():
-    anchors, gt = grid_anchors(), random_boxes(6, 3)
-    ignore = torch.cat([random_boxes(2, 4, side=(60.0, 100.0)), gt[:1]])   # one region covers a real object
+    anchors, gt = grid_anchors(), random_boxes(6, 3, IMAGE, GT_SIDE)
+    ignore = torch.cat([random_boxes(2, 4, IMAGE, (60.0, 100.0)), gt[:1]])   # one region covers a real object
     assigner = MaxIoUAssigner(pos_iou_thr=0.7, neg_iou_thr=0.3, ignore_iof_thr=0.5)
     idx, labels = assigner.assign(anchors, gt, ignore)
     ref_idx, ref_labels = torchvision_labels(anchors, gt, 0.7, 0.3, True)
@@ -74,12 +71,12 @@ def test_no_ground_truth():
     assigner = MaxIoUAssigner(pos_iou_thr=0.7, neg_iou_thr=0.3, ignore_iof_thr=0.5)
     idx, labels = assigner.assign(anchors, torch.zeros((0, 4)))
     assert bool((idx == 0).all()) and bool((labels == 0).all())
-    ignore = random_boxes(2, 5, side=(60.0, 100.0))
+    ignore = random_boxes(2, 5, IMAGE, (60.0, 100.0))
     idx, labels = assigner.assign(anchors, torch.zeros((0, 4)), ignore)
     covered = box_iof(anchors, ignore).max(1).values > 0.5
     assert bool((labels[covered] == -1).all()) and bool((labels[~covered] == 0).all())
     assert int(covered.sum()) > 0
-    idx, labels = assigner.assign(torch.zeros((0, 4)), random_boxes(3, 0))
+    idx, labels = assigner.assign(torch.zeros((0, 4)), random_boxes(3, 0, IMAGE, GT_SIDE))
     assert idx.shape == labels.shape == (0,)
 
 

@@ -10,14 +10,14 @@ import torch
 from torchvision.models.detection._utils import BoxCoder as TorchvisionBoxCoder
 
 from detkit.modeling.codec import BoxCoder
+from detkit.testing import random_boxes
 
 
 def boxes_and_anchors(n, seed, dtype=torch.float32, scale=1.0):
+    """Two independent sets of n boxes (sides 4..300 on a 1100 x 1100 canvas, times scale): (gt, anchors)."""
     g = np.random.default_rng(seed)
-    def make():
-        xy = g.uniform(0, 800, (n, 2))
-        return np.concatenate([xy, xy + g.uniform(4, 300, (n, 2))], 1) * scale
-    return torch.from_numpy(make()).to(dtype), torch.from_numpy(make()).to(dtype)
+    gt, anchors = (random_boxes(n, g, 1100.0, (4.0, 300.0), dtype=torch.float64) * scale for _ in range(2))
+    return gt.to(dtype), anchors.to(dtype)
 
 
 @pytest.mark.parametrize("weights", [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0), (2.0, 3.0, 0.5, 7.0)])

@@ -3,6 +3,7 @@
 import math
 from collections import OrderedDict
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -13,6 +14,7 @@ from detkit.modeling.assigner import MaxIoUAssigner
 from detkit.modeling.codec import BoxCoder
 from detkit.modeling.roi_head import BoxPredictor, FCHead, MultiLevelRoIAlign, RoIHead
 from detkit.modeling.sampler import BalancedSampler
+from detkit.testing import random_boxes
 
 IMAGE = (128, 160)
 K = 3
@@ -25,10 +27,9 @@ def features(batch=2, gen=None):
                        for l in (2, 3, 4, 5))
 
 
-def random_boxes(gen, n, size=IMAGE, max_side=120):
-    xy = torch.rand(n, 2, generator=gen) * torch.tensor([size[1] * 0.9, size[0] * 0.9])
-    wh = torch.rand(n, 2, generator=gen) * max_side + 2
-    return torch.cat((xy, xy + wh), dim=1).clamp(max=max(size))
+def image_boxes(seed, n, max_side=120):
+    """n proposals or ground-truth boxes of 2..max_side + 2 px over the image, crossing its border by up to 16."""
+    return random_boxes(n, seed, (IMAGE[1], IMAGE[0]), (2.0, max_side + 2.0), margin=16.0)
 
 
 def make_head(batch=512, fraction=0.25, class_agnostic=False, score_thresh=0.05, detections=100, fc_dim=32):
@@ -61,9 +62,9 @@ def make_tv(head, batch=512, fraction=0.25, score_thresh=0.05, detections=100):
 
 
 def test_pooling_matches_torchvision_multiscale_roialign():
-    gen = torch.Generator().manual_seed(0)
+    gen, rng = torch.Generator().manual_seed(0), np.random.default_rng(0)
     feats = features(gen=gen)
-    boxes = [random_boxes(gen, 40, max_side=150), random_boxes(gen, 25, max_side=30)]
+    boxes = [image_boxes(rng, 40, max_side=150), image_boxes(rng, 25, max_side=30)]
     ours = MultiLevelRoIAlign(featmap_names=["p2", "p3", "p4", "p5"], strides=[4, 8, 16, 32])(feats, boxes)
     theirs = MultiScaleRoIAlign(["p2", "p3", "p4", "p5"], 7, 2)(feats, boxes, [IMAGE, IMAGE])
     assert ours.shape == (65, C, 7, 7)
@@ -116,12 +117,12 @@ def test_fc_head_rejects_unknown_norm_and_ungroupable_width():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_labels_and_targets_match_torchvision(seed):
-    gen = torch.Generator().manual_seed(seed)
+    gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
     head = make_head()
     tv = make_tv(head)
-    gt = random_boxes(gen, 5)
+    gt = image_boxes(rng, 5)
     gt_labels = torch.randint(1, K + 1, (5,), generator=gen)
-    proposals = torch.cat((random_boxes(gen, 300), gt))  # ground truth appended, as both heads do
+    proposals = torch.cat((image_boxes(rng, 300), gt))  # ground truth appended, as both heads do
     proposals = torch.cat((proposals, gt[:2] + 0.5))  # near-copies: IoU just below 1
     tv_matched, tv_labels = tv.assign_targets_to_proposals([proposals], [gt], [gt_labels])
     labels, matched = head.label_proposals(proposals, gt, gt_labels)
@@ -135,19 +136,19 @@ def test_labels_and_targets_match_torchvision(seed):
 
 def test_labels_without_ground_truth():
     head = make_head()
-    labels, matched = head.label_proposals(random_boxes(torch.Generator(), 20), torch.zeros(0, 4),
+    labels, matched = head.label_proposals(image_boxes(0, 20), torch.zeros(0, 4),
                                            torch.zeros(0, dtype=torch.int64))
     assert torch.all(labels == 0) and torch.all(matched == 0)
 
 
 def test_losses_match_torchvision_when_every_proposal_is_sampled():
-    gen = torch.Generator().manual_seed(3)
+    gen, rng = torch.Generator().manual_seed(3), np.random.default_rng(3)
     head = make_head(batch=100000, fraction=1.0)
     tv = make_tv(head, batch=100000, fraction=1.0)
     feats = features(gen=gen)
-    targets = [{"boxes": random_boxes(gen, 4), "labels": torch.tensor([1, 2, 3, 1])},
+    targets = [{"boxes": image_boxes(rng, 4), "labels": torch.tensor([1, 2, 3, 1])},
                {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
-    proposals = [random_boxes(gen, 200), random_boxes(gen, 150)]
+    proposals = [image_boxes(rng, 200), image_boxes(rng, 150)]
     head.train()
     tv.train()
     _, ours = head(feats, proposals, [IMAGE, IMAGE], targets)
@@ -159,10 +160,10 @@ def test_losses_match_torchvision_when_every_proposal_is_sampled():
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_postprocess_matches_torchvision(seed):
-    gen = torch.Generator().manual_seed(seed)
+    gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
     head = make_head(score_thresh=0.2, detections=50)
     tv = make_tv(head, score_thresh=0.2, detections=50)
-    proposals = [random_boxes(gen, 300), random_boxes(gen, 100)]
+    proposals = [image_boxes(rng, 300), image_boxes(rng, 100)]
     logits = torch.randn(400, K + 1, generator=gen) * 2
     deltas = torch.randn(400, 4 * K, generator=gen)
     sizes = [IMAGE, (100, 120)]
@@ -177,10 +178,10 @@ def test_postprocess_matches_torchvision(seed):
 
 
 def test_forward_eval_and_negative_training():
-    gen = torch.Generator().manual_seed(0)
+    gen, rng = torch.Generator().manual_seed(0), np.random.default_rng(0)
     head = make_head(batch=64)
     feats = features(gen=gen)
-    proposals = [random_boxes(gen, 50), random_boxes(gen, 30)]
+    proposals = [image_boxes(rng, 50), image_boxes(rng, 30)]
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
     head.train()
     dets, losses = head(feats, proposals, [IMAGE, IMAGE], [empty, empty])

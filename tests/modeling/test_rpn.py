@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torchvision.models.detection.rpn import RegionProposalNetwork as TVRPN
@@ -13,6 +14,7 @@ from detkit.modeling.assigner import MaxIoUAssigner
 from detkit.modeling.codec import BoxCoder
 from detkit.modeling.rpn import RegionProposalNetwork, RPNHead, flatten_head_outputs
 from detkit.modeling.sampler import BalancedSampler
+from detkit.testing import random_boxes
 
 IMAGE = (96, 128)
 STRIDES = [8, 16, 32]
@@ -35,10 +37,9 @@ def make_tv(fg=0.7, bg=0.3, batch=256, fraction=0.5, pre=(2000, 1000), post=(200
                  dict(training=post[0], testing=post[1]), nms)
 
 
-def random_gt(gen, m, size=IMAGE):
-    xy = torch.rand(m, 2, generator=gen) * torch.tensor([size[1] * 0.8, size[0] * 0.8])
-    wh = torch.rand(m, 2, generator=gen) * 50 + 6
-    return torch.cat((xy, xy + wh), dim=1)
+def random_gt(seed, m):
+    """m ground-truth boxes of 6..56 px over the image, crossing its border by up to 8."""
+    return random_boxes(m, seed, (IMAGE[1], IMAGE[0]), (6.0, 56.0), margin=8.0)
 
 
 def anchors_of(rpn):
@@ -69,10 +70,9 @@ def test_head_init_like_torchvision():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("fg, bg", [(0.7, 0.3), (0.5, 0.5), (0.6, 0.2)])
 def test_assignment_and_targets_match_torchvision(seed, fg, bg):
-    gen = torch.Generator().manual_seed(seed)
     rpn, tv = make_rpn(fg, bg), make_tv(fg, bg)
     anchors, _ = anchors_of(rpn)
-    gt = random_gt(gen, 1 + seed * 3)
+    gt = random_gt(seed, 1 + seed * 3)
     gt = torch.cat((gt, anchors[[100, 700]]))  # boxes exactly on anchors (IoU 1, ties for low-quality)
     tv_labels, tv_matched_boxes = tv.assign_targets_to_anchors([anchors], [{"boxes": gt}])
     tv_targets = tv.box_coder.encode(tv_matched_boxes, [anchors])[0]
@@ -96,11 +96,11 @@ def test_assignment_without_ground_truth():
 @pytest.mark.parametrize("seed", [0, 1])
 def test_losses_match_torchvision_when_every_anchor_is_sampled(seed):
     """With a sampler that takes every labelled anchor, both implementations see the same set."""
-    gen = torch.Generator().manual_seed(seed)
+    gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
     rpn, tv = make_rpn(batch=100000, fraction=1.0), make_tv(batch=100000, fraction=1.0)
     anchors, counts = anchors_of(rpn)
     n = anchors.shape[0]
-    targets = [{"boxes": random_gt(gen, 4)}, {"boxes": random_gt(gen, 2)}, {"boxes": torch.zeros(0, 4)}]
+    targets = [{"boxes": random_gt(rng, 4)}, {"boxes": random_gt(rng, 2)}, {"boxes": torch.zeros(0, 4)}]
     logits = torch.randn(3, n, generator=gen)
     deltas = torch.randn(3, n, 4, generator=gen) * 0.3
     ours = rpn.loss(logits, deltas, anchors, targets, torch.Generator().manual_seed(0))

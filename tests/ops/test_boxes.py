@@ -9,13 +9,10 @@ import torchvision
 
 from detkit.ops.boxes import (box_area, box_cxcywh_to_xyxy, box_iof, box_iou, box_xyxy_to_cxcywh, centred_iou,
                               clip_boxes, remove_small_boxes)
+from detkit.testing import random_boxes
 
-
-def random_boxes(n, seed, canvas=500.0, dtype=torch.float32):
-    g = np.random.default_rng(seed)
-    xy = g.uniform(-20, canvas, (n, 2))
-    wh = g.uniform(0, 120, (n, 2))
-    return torch.from_numpy(np.concatenate([xy, xy + wh], 1)).to(dtype)
+# Boxes with sides 0..120 (some without area) on a 500 x 500 canvas, crossing its border by up to 20.
+BOXES = dict(canvas=500.0, side=(0.0, 120.0), margin=20.0)
 
 
 def exact(a, b):
@@ -25,7 +22,7 @@ def exact(a, b):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_box_iou_and_area_match_torchvision(seed, dtype):
-    a, b = random_boxes(300, seed, dtype=dtype), random_boxes(70, seed + 10, dtype=dtype)
+    a, b = random_boxes(300, seed, dtype=dtype, **BOXES), random_boxes(70, seed + 10, dtype=dtype, **BOXES)
     b[:5] = a[:5]                       # identical pairs
     b[5, 2] = b[5, 0]                   # zero area
     a[7, 3] = a[7, 1] - 4               # inverted
@@ -34,7 +31,7 @@ def test_box_iou_and_area_match_torchvision(seed, dtype):
 
 
 def test_box_iou_large_coordinates_and_nan_quirk():
-    a = random_boxes(50, 4) * 200.0     # up to 1e5
+    a = random_boxes(50, 4, **BOXES) * 200.0     # up to 1e5
     exact(box_iou(a, a), torchvision.ops.box_iou(a, a))
     zero = torch.tensor([[3.0, 3, 3, 3]])
     assert torch.isnan(box_iou(zero, zero)).all()   # 0 / 0, as in torchvision
@@ -43,7 +40,7 @@ def test_box_iou_large_coordinates_and_nan_quirk():
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_box_conversions_match_torchvision(seed):
-    boxes = random_boxes(200, seed)
+    boxes = random_boxes(200, seed, **BOXES)
     cxcywh = box_xyxy_to_cxcywh(boxes)
     exact(cxcywh, torchvision.ops.box_convert(boxes, "xyxy", "cxcywh"))
     exact(box_cxcywh_to_xyxy(cxcywh), torchvision.ops.box_convert(cxcywh, "cxcywh", "xyxy"))
@@ -51,7 +48,8 @@ def test_box_conversions_match_torchvision(seed):
 
 
 def test_clip_and_remove_small_match_torchvision():
-    boxes = random_boxes(300, 3)
+    boxes = random_boxes(300, 3, **BOXES)
+    assert bool((boxes[:, :2] < 0).any() and (boxes[:, 2] > 320).any() and (boxes[:, 3] > 240).any())
     exact(clip_boxes(boxes, (240, 320)), torchvision.ops.clip_boxes_to_image(boxes, (240, 320)))
     batched = boxes.reshape(60, 5, 4)
     exact(clip_boxes(batched, (240, 320)), torchvision.ops.clip_boxes_to_image(batched, (240, 320)))
@@ -68,7 +66,7 @@ def test_box_iof_hand_values():
 
 
 def test_box_iof_matches_pairwise_loop():
-    boxes, regions = random_boxes(40, 5), random_boxes(9, 6)
+    boxes, regions = random_boxes(40, 5, **BOXES), random_boxes(9, 6, **BOXES)
     out = box_iof(boxes, regions)
     for i in range(40):
         for j in range(9):

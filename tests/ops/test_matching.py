@@ -12,6 +12,7 @@ from torchvision.ops import box_iou
 
 from detkit.ops.boxes import box_iof
 from detkit.ops.matching import match_max_iou, max_iof, max_iou_stats
+from detkit.testing import random_boxes
 
 THRESHOLDS = [0.2, 0.5, 0.7, 0.9]
 
@@ -32,10 +33,8 @@ def fpn_anchors(height, width, seed, keep=None):
 
 
 def random_gt(m, seed, height, width, side=(8.0, 300.0)):
-    g = np.random.default_rng(seed + 100)
-    wh = np.exp(g.uniform(math.log(side[0]), math.log(side[1]), (m, 2)))
-    xy = g.uniform(0, 1, (m, 2)) * (np.array([width, height]) - wh)
-    return torch.from_numpy(np.concatenate([xy, xy + wh], 1).astype(np.float32))
+    """m ground-truth boxes with log-uniform sides inside a height x width image (seed apart from the anchors')."""
+    return random_boxes(m, seed + 100, (width, height), side, log_side=True)
 
 
 def torchvision_match(anchors, gt, fg, bg, low_quality):

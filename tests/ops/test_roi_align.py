@@ -4,23 +4,26 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from torchvision.ops import roi_align as tv_roi_align
 
 from detkit.ops.roi_align import roi_align
+from detkit.testing import random_boxes
 
 
-def make_rois(gen, k, batch, height, width, scale, max_side=80.0):
-    """RoIs in input pixels, some reaching outside the map, some tiny or degenerate."""
-    xy = torch.rand(k, 2, generator=gen) * torch.tensor([width / scale * 1.1, height / scale * 1.1]) - 8
-    wh = torch.rand(k, 2, generator=gen) * max_side
-    wh[: k // 10] *= 0.01  # sub-pixel RoIs
-    boxes = torch.cat((xy, xy + wh), dim=1)
+def make_rois(seed, k, batch, height, width, scale, max_side=80.0):
+    """k RoIs (image index, x1, y1, x2, y2) in input pixels for a height x width map at `scale`, some
+    reaching outside the map, some tiny or degenerate. Returns Tensor[k, 5]."""
+    g = np.random.default_rng(seed)
+    canvas = (width / scale * 1.1, height / scale * 1.1)   # 10 % wider and taller than the map, plus margin
+    tiny = random_boxes(k // 10, g, canvas, (0.0, max_side * 0.01), margin=8.0)  # sub-pixel RoIs
+    boxes = torch.cat((tiny, random_boxes(k - k // 10, g, canvas, (0.0, max_side), margin=8.0)))
     if k > 3:
         boxes[1] = boxes[1, [2, 3, 0, 1]]  # inverted
         boxes[2] = torch.tensor([-50.0, -50.0, -20.0, -20.0])  # entirely outside
-    ids = torch.randint(0, batch, (k, 1), generator=gen).float()
+    ids = torch.from_numpy(g.integers(0, batch, (k, 1))).float()
     return torch.cat((ids, boxes), dim=1)
 
 
@@ -30,7 +33,7 @@ def make_rois(gen, k, batch, height, width, scale, max_side=80.0):
 def test_matches_torchvision(sampling_ratio, aligned, seed):
     gen = torch.Generator().manual_seed(seed)
     feats = torch.randn(2, 12, 19, 23, generator=gen, requires_grad=True)
-    rois = make_rois(gen, 150, 2, 19, 23, 0.25)
+    rois = make_rois(seed, 150, 2, 19, 23, 0.25)
     ours = roi_align(feats, rois, 7, 0.25, sampling_ratio, aligned)
     theirs = tv_roi_align(feats, rois, (7, 7), 0.25, sampling_ratio, aligned)
     torch.testing.assert_close(ours, theirs)
@@ -43,14 +46,14 @@ def test_matches_torchvision(sampling_ratio, aligned, seed):
 def test_rectangular_output_and_scale_one():
     gen = torch.Generator().manual_seed(5)
     feats = torch.randn(1, 4, 30, 40, generator=gen)
-    rois = make_rois(gen, 20, 1, 30, 40, 1.0, max_side=20)
+    rois = make_rois(5, 20, 1, 30, 40, 1.0, max_side=20)
     torch.testing.assert_close(roi_align(feats, rois, (3, 5), 1.0, 2), tv_roi_align(feats, rois, (3, 5), 1.0, 2))
 
 
 def test_channels_last_input_and_inference_mode():
     gen = torch.Generator().manual_seed(2)
     feats = torch.randn(2, 16, 20, 20, generator=gen)
-    rois = make_rois(gen, 30, 2, 20, 20, 0.5)
+    rois = make_rois(2, 30, 2, 20, 20, 0.5)
     expected = tv_roi_align(feats, rois, 7, 0.5, 2)
     with torch.inference_mode():
         out = roi_align(feats.to(memory_format=torch.channels_last), rois, 7, 0.5, 2)
@@ -83,7 +86,7 @@ def test_multilevel_matches_per_level_torchvision(aligned):
     gen = torch.Generator().manual_seed(7)
     feats = [torch.randn(2, 6, 32 >> l, 40 >> l, generator=gen, requires_grad=True) for l in range(3)]
     scales = [0.25, 0.125, 0.0625]
-    rois = make_rois(gen, 90, 2, 32, 40, 0.25)
+    rois = make_rois(7, 90, 2, 32, 40, 0.25)
     levels = torch.randint(0, 3, (90,), generator=gen)
     ours = multilevel_roi_align(feats, rois, levels, 7, scales, 2, aligned)
     theirs = torch.zeros_like(ours)
