@@ -28,8 +28,8 @@ from detkit.modeling.norm import GROUP_NORM_GROUPS  # the model's GroupNorm grou
 __all__ = [
     "Config", "ModelConfig", "BackboneConfig", "AnchorConfig", "RPNConfig", "RoIHeadConfig",
     "DataConfig", "SplitConfig", "SyntheticConfig", "AugmentConfig", "TrainConfig", "EvalConfig",
-    "OutputConfig", "ConfigError", "load_config", "read_config_file", "save_config", "apply_overrides", "config_from_dict",
-    "config_to_dict", "validate",
+    "OutputConfig", "ConfigError", "load_config", "read_config_file", "save_config", "apply_overrides",
+    "config_from_dict", "config_to_dict", "validate",
 ]
 
 

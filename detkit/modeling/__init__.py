@@ -18,7 +18,7 @@ import importlib
 _LAZY = {
     "Backbone": "backbone", "load_backbone_weights": "backbone",
     "AnchorGenerator": "anchors", "shapes_from_sizes_ratios": "anchors", "strides_for_features": "anchors",
-    "MaxIoUAssigner": "assigner", "BalancedSampler": "sampler", "BoxCoder": "codec",
+    "MaxIoUAssigner": "assigner", "BalancedSampler": "sampler", "SamplingRNG": "sampler", "BoxCoder": "codec",
     "RPNHead": "rpn", "RegionProposalNetwork": "rpn",
     "MultiLevelRoIAlign": "roi_head", "FCHead": "roi_head", "BoxPredictor": "roi_head", "RoIHead": "roi_head",
     "Detector": "detector", "build_detector": "detector",

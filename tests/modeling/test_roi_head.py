@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torchvision.ops import MultiScaleRoIAlign
 from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.ops import MultiScaleRoIAlign
 
 from detkit.modeling.assigner import MaxIoUAssigner
 from detkit.modeling.codec import BoxCoder
@@ -23,8 +23,8 @@ C = 8
 
 def features(batch=2, gen=None):
     gen = gen or torch.Generator().manual_seed(0)
-    return OrderedDict((f"p{l}", torch.randn(batch, C, IMAGE[0] >> l, IMAGE[1] >> l, generator=gen))
-                       for l in (2, 3, 4, 5))
+    return OrderedDict((f"p{level}", torch.randn(batch, C, IMAGE[0] >> level, IMAGE[1] >> level, generator=gen))
+                       for level in (2, 3, 4, 5))
 
 
 def image_boxes(seed, n, max_side=120):

@@ -7,8 +7,16 @@ import pytest
 import torch
 import torchvision
 
-from detkit.ops.boxes import (box_area, box_cxcywh_to_xyxy, box_iof, box_iou, box_xyxy_to_cxcywh, centred_iou,
-                              clip_boxes, remove_small_boxes)
+from detkit.ops.boxes import (
+    box_area,
+    box_cxcywh_to_xyxy,
+    box_iof,
+    box_iou,
+    box_xyxy_to_cxcywh,
+    centred_iou,
+    clip_boxes,
+    remove_small_boxes,
+)
 from detkit.testing import random_boxes
 
 # Boxes with sides 0..120 (some without area) on a 500 x 500 canvas, crossing its border by up to 20.

@@ -84,14 +84,14 @@ def test_multilevel_matches_per_level_torchvision(aligned):
     from detkit.ops.roi_align import multilevel_roi_align
 
     gen = torch.Generator().manual_seed(7)
-    feats = [torch.randn(2, 6, 32 >> l, 40 >> l, generator=gen, requires_grad=True) for l in range(3)]
+    feats = [torch.randn(2, 6, 32 >> level, 40 >> level, generator=gen, requires_grad=True) for level in range(3)]
     scales = [0.25, 0.125, 0.0625]
     rois = make_rois(7, 90, 2, 32, 40, 0.25)
     levels = torch.randint(0, 3, (90,), generator=gen)
     ours = multilevel_roi_align(feats, rois, levels, 7, scales, 2, aligned)
     theirs = torch.zeros_like(ours)
-    for l, (f, s) in enumerate(zip(feats, scales)):
-        idx = torch.where(levels == l)[0]
+    for level, (f, s) in enumerate(zip(feats, scales)):
+        idx = torch.where(levels == level)[0]
         theirs[idx] = tv_roi_align(f, rois[idx], (7, 7), s, 2, aligned)
     torch.testing.assert_close(ours, theirs)
     grad = torch.randn(ours.shape, generator=gen)

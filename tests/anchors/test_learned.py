@@ -1,4 +1,4 @@
-"""detkit/modeling/anchor_learn.py: the learned fit's constraints (band, aspect, no collapse, no dead anchors)."""
+"""detkit/anchors/learned.py: the learned fit's constraints (band, aspect, no collapse, no dead anchors)."""
 
 import numpy as np
 import pytest

@@ -1,11 +1,20 @@
-"""detkit/modeling/anchor_metrics.py: IoU_c properties, grid-aware metrics against brute force over real anchors."""
+"""detkit/anchors/metrics.py: IoU_c properties, grid-aware metrics against brute force over real anchors."""
 
 import numpy as np
 import pytest
 import torch
 
-from detkit.anchors.metrics import (BoxSet, centred_best_iou, evaluate_anchors, feature_sizes, grid_best_iou,
-                                            grid_offsets, grid_positive_counts, offset_iou, size_bucket)
+from detkit.anchors.metrics import (
+    BoxSet,
+    centred_best_iou,
+    evaluate_anchors,
+    feature_sizes,
+    grid_best_iou,
+    grid_offsets,
+    grid_positive_counts,
+    offset_iou,
+    size_bucket,
+)
 from detkit.modeling.anchors import AnchorGenerator, shapes_from_sizes_ratios
 from detkit.ops.boxes import box_iou, centred_iou
 from detkit.testing import random_boxes
