@@ -108,9 +108,11 @@ def read_image(path: str) -> np.ndarray:
 def truncation_problem(path: str) -> Optional[str]:
     """A cheap end-of-file check: why `path` looks truncated, or None when it looks complete.
 
-    JPEG files must end with the EOI marker (FF D9) within their last 1 KiB (trailing padding
-    is allowed); PNG files must end with an IEND chunk. Other formats are not checked here
-    (decoding catches them), nor is a file's extension. Only the last bytes are read, so this costs one seek per file.
+    JPEG files should end with the EOI marker (FF D9) within their last 1 KiB; PNG files with an IEND
+    chunk. Other formats are not checked here (decoding catches them), nor is a file's extension. Only
+    the last bytes are read, so a complete file costs one seek. A file that fails this check is decoded
+    before it is called truncated: one whose marker is followed by more padding (files cut to a block
+    size by a downloader look like this) decodes completely and is good.
     """
     try:
         size = os.path.getsize(path)
@@ -126,8 +128,30 @@ def truncation_problem(path: str) -> Optional[str]:
         return "file is empty"
     if head.startswith(b"\xff\xd8"):  # by content, not by extension (odd extensions are common)
         if b"\xff\xd9" not in tail:
-            return "JPEG file is truncated (no end-of-image marker)"
+            return _confirm_truncation(path, "JPEG", b"\xff\xd9", b"\xff\xda")
     elif head.startswith(b"\x89PNG"):
         if b"IEND" not in tail[-16:]:
-            return "PNG file is truncated (no IEND chunk)"
+            return _confirm_truncation(path, "PNG", b"IEND", b"IDAT")
+    return None
+
+
+def _confirm_truncation(path: str, kind: str, end_marker: bytes, data_marker: bytes) -> Optional[str]:
+    """The full check of a file whose last bytes lack its end marker: why it is truncated, or None.
+
+    Good files land here too: zero padding after the marker (files cut to a block size), or other
+    data appended after it (camera trailers). So the file is decoded, and it is called truncated only
+    when decoding fails, or when it decodes (decoders fill in missing data silently) but no end
+    marker follows its first image-data marker (SOS for JPEG, IDAT for PNG; the first, because the
+    data after the true end marker may hold any bytes, and a JPEG's EXIF thumbnail, which has an end
+    marker of its own, comes before it).
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+    except Exception as exc:  # PIL raises OSError / SyntaxError / ValueError on broken files
+        return f"{kind} file is truncated (decoding fails: {type(exc).__name__}: {exc})"
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.find(end_marker, max(data.find(data_marker), 0)) < 0:
+        return f"{kind} file is truncated (its image data stops before the end-of-image marker)"
     return None

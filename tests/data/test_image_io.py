@@ -72,6 +72,29 @@ def test_truncated_jpeg(tmp_path):
         read_image(str(tmp_path / "cut.jpg"))
 
 
+@pytest.mark.parametrize("padding", [1024, 4096, 65536])
+def test_padding_after_the_end_marker_is_not_truncation(tmp_path, padding):
+    """Files cut to a block size by a downloader: the image is whole, zeros follow its end marker."""
+    pixels = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    for fmt, name in (("JPEG", "padded.jpg"), ("PNG", "padded.png")):
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, fmt)
+        (tmp_path / name).write_bytes(buf.getvalue() + bytes(padding))
+        assert truncation_problem(str(tmp_path / name)) is None, (fmt, padding)
+        _check_rgb(read_image(str(tmp_path / name)), 48, 64)
+        # Any bytes after the end marker (camera trailers), markers among them, are not truncation either.
+        trailer = np.random.default_rng(padding).integers(0, 256, padding, dtype=np.uint8).tobytes()
+        (tmp_path / name).write_bytes(buf.getvalue() + b"\xff\xda" + trailer)
+        assert truncation_problem(str(tmp_path / name)) is None, (fmt, padding, "trailer")
+    # The same padding after a truly cut file: still truncated (decoders fill the missing part in
+    # silently, but no end marker follows the image data).
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG")
+    (tmp_path / "cut_padded.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2] + bytes(padding))
+    problem = truncation_problem(str(tmp_path / "cut_padded.jpg"))
+    assert problem is not None and "truncated" in problem
+
+
 def test_truncated_png_and_garbage(tmp_path):
     buf = io.BytesIO()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, "PNG")

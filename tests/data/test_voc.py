@@ -133,6 +133,15 @@ def test_truncated_jpeg_raises_or_is_skipped(tmp_path):
     assert len(ds) == 1 and ds.report["bad_image_skipped"] == 1
 
 
+def test_padded_jpeg_is_kept(tmp_path):
+    root = write_voc(tmp_path / "voc", {"a": [("cat", 1, 1, 9, 9)], "b": [("cat", 1, 1, 9, 9)]})
+    path = root / "JPEGImages" / "b.jpg"
+    path.write_bytes(path.read_bytes() + bytes(8192))  # zeros after the end-of-image marker
+    ds = VOCDataset(roots=[root], splits=["train"], log_report=False)
+    assert len(ds) == 2 and ds.report["bad_image_skipped"] == 0
+    assert ds[1]["image"].shape[:2] == (40, 60)
+
+
 def test_unparsable_xml_names_file_and_parser_message(tmp_path):
     root = write_voc(tmp_path / "voc", {"a": [("cat", 1, 1, 9, 9)]})
     (root / "Annotations" / "a.xml").write_text("<annotation><object><name>cat</name></annotation>")
