@@ -22,6 +22,7 @@ import torch
 from detkit import __version__
 from detkit.atomic_io import atomic_open
 from detkit.errors import CheckpointError
+from detkit.safe_load import load_torch_file
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_resume_checkpoint", "load_weights", "rng_states",
            "restore_rng_states", "REQUIRED_KEYS", "assert_finite_state"]
@@ -59,15 +60,7 @@ def load_checkpoint(path: str, map_location: Any = "cpu", required: Optional[tup
         CheckpointError: the file is missing, empty, truncated or corrupt, or lacks one of ``required``.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint '{path}' does not exist")
-    if os.path.getsize(path) == 0:
-        raise CheckpointError(f"checkpoint '{path}' is empty (0 bytes)")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated / corrupt / foreign files
-        raise CheckpointError(f"checkpoint '{path}' cannot be read (truncated or corrupt?): "
-                              f"{type(exc).__name__}: {exc}") from None
+    state = load_torch_file(path, "checkpoint", map_location)
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint '{path}' holds a {type(state).__name__}, not a detkit checkpoint dict")
     missing = [key for key in (required or ()) if key not in state]
@@ -105,10 +98,25 @@ def restore_rng_states(rng: dict, model) -> None:
         model.load_rng_state_dict(rng["model"])
 
 
-def load_weights(model, state_dict: dict, path: str) -> None:
-    """``model.load_state_dict(state_dict)`` (strict), a mismatch reported as a CheckpointError naming
-    the checkpoint file ``path`` and the keys torch lists."""
+def _examples(keys: list) -> str:
+    return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+
+def load_weights(model, state_dict: dict, path: str, what: str = "the configured model") -> None:
+    """``model.load_state_dict(state_dict)`` (strict); a checkpoint of another model is one CheckpointError
+    naming the file ``path`` and counting the missing, unexpected and reshaped keys (a few named)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    reshaped = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}" for k in own
+                if k in state_dict and torch.is_tensor(state_dict[k]) and state_dict[k].shape != own[k].shape]
+    problems = [f"{len(keys)} {kind} ({_examples(keys)})" for kind, keys in
+                (("missing keys", missing), ("unexpected keys", unexpected),
+                 ("keys of another shape, checkpoint vs model", reshaped)) if keys]
+    if problems:
+        raise CheckpointError(f"checkpoint '{path}' does not match {what} (another architecture, class count "
+                              f"or anchor count?): {'; '.join(problems)}")
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint '{path}' does not match the configured model: {exc}") from None
+        raise CheckpointError(f"checkpoint '{path}' does not match {what}: {str(exc).splitlines()[0]}") from None

@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from detkit.config import Config, config_from_dict
-from detkit.engine.checkpoint import load_checkpoint
+from detkit.engine.checkpoint import load_checkpoint, load_weights
 from detkit.engine.evaluator import evaluate_detections
 from detkit.errors import CheckpointError, ConfigError
 from detkit.modeling.detector import build_detector
@@ -82,11 +82,7 @@ def load_trained_model(checkpoint_path: str, device: torch.device = torch.device
         raise ConfigError(f"checkpoint '{checkpoint_path}': {exc}") from None
     cfg.model.anchors.shapes = [[list(map(float, wh)) for wh in level] for level in ckpt["anchor_shapes"]]
     model = build_detector(cfg, num_classes=len(ckpt["classes"]))
-    try:
-        model.load_state_dict(ckpt[weights])
-    except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint '{checkpoint_path}' does not match the model its config builds: "
-                              f"{exc}") from None
+    load_weights(model, ckpt[weights], checkpoint_path, what="the model its config builds")
     return model.to(device).eval(), cfg, ckpt
 
 

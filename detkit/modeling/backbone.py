@@ -45,6 +45,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from detkit.errors import CheckpointError
 from detkit.modeling.norm import GROUP_NORM_GROUPS
+from detkit.safe_load import load_torch_file
 
 __all__ = ["Backbone", "load_backbone_weights", "NORMS", "FEATURES"]
 
@@ -169,16 +170,8 @@ class Backbone(nn.Module):
 # --------------------------------------------------------------------------- weight loading
 def _read_state_dict(path: str) -> tuple[dict, str]:
     """Read `path` and return (state dict, kind) with kind 'torchvision' or 'detkit'."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"model.backbone.weights: file '{path}' does not exist") from None
-    except Exception as exc:  # a detkit checkpoint may hold non-tensor objects (config, RNG states)
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception:
-            raise CheckpointError(f"model.backbone.weights: '{path}' is not a readable PyTorch file "
-                                  f"({type(exc).__name__}: {exc})") from None
+    # Weights only: detkit checkpoints and torchvision state dicts both load so, and nothing runs.
+    obj = load_torch_file(path, "model.backbone.weights")
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         state, kind = obj["model"], "detkit"
     elif isinstance(obj, dict):
