@@ -25,6 +25,7 @@ from detkit.engine import distributed as dist
 from detkit.engine import hooks as H
 from detkit.engine.checkpoint import load_weights, read_resume_checkpoint, restore_rng_states, rng_states
 from detkit.engine.optim import build_optimizer, build_scheduler
+from detkit.engine.run_folder import check_run_folder, checkpoint_bytes
 from detkit.modeling.detector import build_detector
 
 __all__ = ["Trainer", "build_hooks", "train"]
@@ -101,8 +102,9 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.train, self.total_iters)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.hooks = build_hooks(self)
-        if self.ctx.is_main:
-            os.makedirs(self.out, exist_ok=True)
+        if self.ctx.is_main:  # a read-only or full disk fails now, not at the first checkpoint
+            copies = 1 if self.eval_model is self.bare_model else 2
+            check_run_folder(self.out, checkpoint_bytes(self.bare_model, self.optimizer, weight_copies=copies))
         if checkpoint is not None:
             self._restore(checkpoint)
         if self.ctx.is_main:
