@@ -207,6 +207,9 @@ class DataConfig:
     # VOC 'difficult' objects: ignore (ignore regions, excluded from eval), train, or drop.
     difficult: str = field(default="ignore", metadata=_choices("ignore", "train", "drop"))
     skip_bad_images: bool = False
+    # Annotation files that cannot be parsed or are invalid (VOC XML): all are listed and training
+    # stops, unless this skips and counts them.
+    skip_bad_annotations: bool = False
     ignore_unknown_classes: bool = False
     # COCO images with no annotation are kept as negatives unless this is set.
     drop_empty: bool = False

@@ -86,6 +86,7 @@ def lint_dataset(dataset, data_cfg: DataConfig, *, resize_sizes: Sequence[int], 
                              "max": int(per_image.max())} if len(per_image) else {}),
         "empty_images": {"count": len(empty), "examples": empty[:10]},
         "fixes": dataset.report.to_dict(),
+        "bad_annotations": list(getattr(dataset, "bad_annotations", [])),  # every one, with its message
         "box_sizes": {"original": box_size_stats(all_boxes),
                       "resized": {"min_size": list(resize_sizes), "max_size": data_cfg.max_size,
                                   **box_size_stats(resized_boxes)}},
@@ -101,9 +102,11 @@ def lint_config(cfg: Config, splits: Sequence[str] = ("train", "val"), *, decode
     """Lint the given splits of the config's data set; returns {"forced": ..., split: result}."""
     cfg = copy.deepcopy(cfg)
     cfg.data.skip_bad_images = True
+    cfg.data.skip_bad_annotations = True
     cfg.data.ignore_unknown_classes = True
     out: dict = {"format": cfg.data.format,
-                 "forced": {"data.skip_bad_images": True, "data.ignore_unknown_classes": True}}
+                 "forced": {"data.skip_bad_images": True, "data.skip_bad_annotations": True,
+                            "data.ignore_unknown_classes": True}}
     train_classes: Optional[List[str]] = None
     for split in splits:
         dataset = build_dataset(cfg, split, classes=train_classes, log_report=False)
@@ -184,6 +187,9 @@ def format_lint(result: dict) -> str:
                 lines.append(f"    {entry['count']:6d} {entry['description']}{detail}{examples}")
         else:
             lines.append("  fixes: none needed")
+        if r.get("bad_annotations"):
+            lines.append(f"  {len(r['bad_annotations'])} bad annotation files:")
+            lines.extend(f"    {message}" for message in r["bad_annotations"])
         for name, problems in r.get("decode", {}).items():
             if problems:
                 lines.append(f"  {len(problems)} {name.replace('_', ' ')}; e.g. " + "; ".join(problems[:3]))

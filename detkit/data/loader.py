@@ -64,7 +64,7 @@ def build_dataset(cfg: Config, split: str, *, classes: Optional[Sequence[str]] =
         return VOCDataset(roots=s.roots, splits=s.splits, ann_dir=s.ann_dir, img_dir=s.img_dir,
                           split_file=s.split_file, classes=classes, difficult=d.difficult,
                           skip_bad_images=d.skip_bad_images, ignore_unknown_classes=d.ignore_unknown_classes,
-                          log_report=log_report)
+                          skip_bad_annotations=d.skip_bad_annotations, log_report=log_report)
     base = resolve_path(s.roots[0]) if s.roots else None
     if s.ann_file is None:
         raise ConfigError(f"key 'data.{split}.ann_file' is required when data.format = 'coco'")

@@ -27,6 +27,7 @@ FIX_DESCRIPTIONS: Dict[str, str] = {
     "crowd_ignored": "crowd annotations turned into ignore regions",
     "bad_image_skipped": "images missing, truncated or unreadable, skipped",
     "missing_annotation_skipped": "split entries without an annotation file, skipped",
+    "bad_annotation_skipped": "annotation files unreadable or invalid (data.skip_bad_annotations), skipped",
     "empty_dropped": "images without annotations dropped (data.drop_empty)",
     "size_mismatch": "images whose annotated size differs from the real image size (the real size is used)",
     "filename_mismatch": "annotations whose <filename> is not the image file found for them",

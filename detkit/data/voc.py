@@ -169,7 +169,10 @@ def discover_voc_classes(*, roots: Sequence[str], splits: Sequence[str] = (), an
     names = set()
     for _, _, ann_path in list_voc_entries(roots=roots, splits=splits, ann_dir=ann_dir, split_file=split_file):
         if os.path.isfile(ann_path):
-            names.update(o.name for o in parse_voc_xml(ann_path).objects)
+            try:
+                names.update(o.name for o in parse_voc_xml(ann_path).objects)
+            except DataError:  # reported, all together, when the data set itself is read
+                continue
     return sorted(names)
 
 
@@ -227,7 +230,7 @@ class VOCDataset(DetectionDataset):
                  img_dir: str = "JPEGImages", split_file: Optional[str] = None,
                  classes: Optional[Sequence[str]] = None, difficult: str = "ignore",
                  skip_bad_images: bool = False, ignore_unknown_classes: bool = False,
-                 log_report: bool = True) -> None:
+                 skip_bad_annotations: bool = False, log_report: bool = True) -> None:
         if difficult not in DIFFICULT_POLICIES:
             raise DataError(f"difficult policy {difficult!r} is not valid; choose one of {DIFFICULT_POLICIES}")
         roots = [str(r) for r in roots]
@@ -236,6 +239,9 @@ class VOCDataset(DetectionDataset):
         report = DataReport(name)
         entries = list_voc_entries(roots=roots, splits=splits, ann_dir=ann_dir, split_file=split_file)
         parsed = []
+        # Every unreadable or invalid annotation file, each with the parser's message: a user fixes
+        # them all after one run instead of meeting them one at a time.
+        self.bad_annotations: List[str] = []
         for root, image_id, ann_path in tqdm(entries, desc=f"reading {name}", disable=None, leave=False):
             if not os.path.isfile(ann_path):
                 if not skip_bad_images:
@@ -243,7 +249,16 @@ class VOCDataset(DetectionDataset):
                                     f"(set data.skip_bad_images=true to skip such entries)")
                 report.add("missing_annotation_skipped", example=ann_path)
                 continue
-            parsed.append((root, image_id, parse_voc_xml(ann_path)))
+            try:
+                parsed.append((root, image_id, parse_voc_xml(ann_path)))
+            except DataError as exc:
+                self.bad_annotations.append(str(exc))
+        if self.bad_annotations and not skip_bad_annotations:
+            raise DataError(f"{len(self.bad_annotations)} of {len(entries)} annotation files of {name} cannot be "
+                            f"used (fix them, or set data.skip_bad_annotations=true to skip and count them):\n  "
+                            + "\n  ".join(self.bad_annotations))
+        for message in self.bad_annotations:
+            report.add("bad_annotation_skipped", example=message)
         if classes is None:
             classes = sorted({o.name for _, _, ann in parsed for o in ann.objects})
         self.difficult = difficult

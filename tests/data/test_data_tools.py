@@ -97,3 +97,18 @@ def test_bench_data_smoke(tmp_path, monkeypatch):
                     folder="benchmarks") == 0
     results = json.loads(out.read_text())["results"]
     assert [r["preset"] for r in results] == ["config", "full"] and all(r["images_per_s"] > 0 for r in results)
+
+
+def test_lint_lists_every_broken_annotation(tmp_path):
+    root = write_voc(tmp_path / "voc", {"a": [("cat", 1, 1, 9, 9)], "b": [], "c": []})
+    (root / "Annotations" / "b.xml").write_text("<annotation><object>")
+    (root / "Annotations" / "c.xml").write_text("")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"format": "voc"}}))
+    split = f"{{roots: [{root}], splits: [train]}}"
+    out = tmp_path / "lint.json"
+    assert run_tool("lint_data.py", "--config", str(cfg), "--json", str(out), "--split", "train",
+                    f"data.train={split}", f"data.val={split}") == 0
+    r = json.loads(out.read_text())["train"]
+    assert r["images"] == 1 and r["fixes"]["bad_annotation_skipped"]["count"] == 2
+    assert [m.split("'")[1].rsplit("/", 1)[-1] for m in r["bad_annotations"]] == ["b.xml", "c.xml"]

@@ -222,3 +222,41 @@ def test_missing_split_file_and_root(tmp_path):
         VOCDataset(roots=[root], splits=["val"], log_report=False)
     with pytest.raises(DataError, match="nowhere"):
         VOCDataset(roots=[tmp_path / "nowhere"], splits=["train"], log_report=False)
+
+
+def _three_broken_annotations(tmp_path):
+    """A VOC root with one good file and three broken ones, each broken in its own way."""
+    items = {"good": [("cat", 1, 1, 9, 9)], "cut": [("cat", 1, 1, 9, 9)], "nocoord": [("cat", 1, 1, 9, 9)],
+             "empty": [("cat", 1, 1, 9, 9)]}
+    root = write_voc(tmp_path / "voc", items)
+    ann = root / "Annotations"
+    text = (ann / "cut.xml").read_text()
+    (ann / "cut.xml").write_text(text[: text.index("<bndbox>") + 12])  # cut off mid-element
+    (ann / "nocoord.xml").write_text((ann / "nocoord.xml").read_text().replace("<ymax>9</ymax>", ""))
+    (ann / "empty.xml").write_text("")
+    return root
+
+
+def test_every_broken_annotation_is_listed_in_one_pass(tmp_path):
+    root = _three_broken_annotations(tmp_path)
+    with pytest.raises(DataError) as info:
+        VOCDataset(roots=[root], splits=["train"], log_report=False)
+    message = str(info.value)
+    assert message.startswith("3 of 4 annotation files") and "data.skip_bad_annotations" in message
+    assert "'" + str(root / "Annotations" / "cut.xml") + "' is not valid XML" in message
+    assert "nocoord.xml" in message and "<ymax>" in message
+    assert "empty.xml" in message and "no element found" in message  # the parser's own words
+    assert "good.xml" not in message
+    ds = VOCDataset(roots=[root], splits=["train"], skip_bad_annotations=True, log_report=False)
+    assert len(ds) == 1 and ds.report["bad_annotation_skipped"] == 3
+    assert len(ds.bad_annotations) == 3
+
+
+def test_broken_annotations_through_the_config_and_class_discovery(tmp_path):
+    root = _three_broken_annotations(tmp_path)
+    split = {"roots": [str(root)], "splits": ["train"]}
+    cfg = config_from_dict({"data": {"format": "voc", "train": split, "val": split}})
+    with pytest.raises(DataError, match="^3 of 4"):
+        build_dataset(cfg, "val")  # class discovery on train skips them; the data set lists them
+    cfg.data.skip_bad_annotations = True
+    assert build_dataset(cfg, "val").classes == ["cat"]
