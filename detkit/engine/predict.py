@@ -21,7 +21,7 @@ from detkit.engine.evaluator import write_json
 from detkit.errors import DataError
 from detkit.vis import draw_detections
 
-__all__ = ["expand_inputs", "predict_files"]
+__all__ = ["image_to_input", "expand_inputs", "predict_files"]
 
 
 def expand_inputs(inputs: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -48,14 +48,20 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[str], list[tuple[str, str
     return list(dict.fromkeys(paths)), problems
 
 
-def _load(path: str, transform) -> dict:
-    image = read_image(path)
+def image_to_input(image: np.ndarray, transform, file_name: str = "") -> torch.Tensor:
+    """One RGB uint8 image (H, W, 3) as the detector's input: the test transform (resize), then a
+    float CHW tensor in [0, 1] (the detector normalises it)."""
     sample = {"image": image, "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros((0,), np.int64),
               "ignore_boxes": np.zeros((0, 4), np.float32), "image_id": 0, "orig_size": image.shape[:2],
-              "file_name": os.path.basename(path)}
-    sample = transform(sample)
-    tensor = torch.from_numpy(np.array(sample["image"], copy=True)).permute(2, 0, 1).float().div_(255)  # HWC -> CHW
-    return {"tensor": tensor, "orig_size": tuple(int(v) for v in image.shape[:2]), "image": image}
+              "file_name": file_name}
+    resized = transform(sample)["image"]
+    return torch.from_numpy(np.array(resized, copy=True)).permute(2, 0, 1).float().div_(255)  # HWC -> CHW
+
+
+def _load(path: str, transform) -> dict:
+    image = read_image(path)
+    return {"tensor": image_to_input(image, transform, os.path.basename(path)),
+            "orig_size": tuple(int(v) for v in image.shape[:2]), "image": image}
 
 
 @torch.inference_mode()

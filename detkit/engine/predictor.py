@@ -15,6 +15,7 @@ import torch
 from detkit.data.image_io import read_image
 from detkit.data.transforms import build_transforms
 from detkit.engine.inference import load_trained_model
+from detkit.engine.predict import image_to_input
 from detkit.errors import DataError
 
 __all__ = ["Predictor", "load_model"]
@@ -42,12 +43,7 @@ class Predictor:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise DataError(f"predict: expected an RGB image as uint8 (H, W, 3) or a file path, got an array "
                             f"of shape {image.shape} and dtype {image.dtype}")
-        sample = {"image": image, "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros((0,), np.int64),
-                  "ignore_boxes": np.zeros((0, 4), np.float32), "image_id": 0, "orig_size": image.shape[:2],
-                  "file_name": ""}
-        resized = self.transform(sample)["image"]
-        tensor = torch.from_numpy(np.array(resized, copy=True)).permute(2, 0, 1).float().div_(255)  # HWC -> CHW
-        return tensor.to(self.device), (int(image.shape[0]), int(image.shape[1]))
+        return image_to_input(image, self.transform).to(self.device), (int(image.shape[0]), int(image.shape[1]))
 
     @torch.inference_mode()
     def predict(self, images: Union[ImageLike, Sequence[ImageLike]],

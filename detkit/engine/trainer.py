@@ -138,6 +138,7 @@ class Trainer:
             "rng": rng_states(self.bare_model),
             "config": config_to_dict(self.cfg), "classes": self.classes,
             "category_ids": list(self.train_set.category_ids), "anchor_shapes": self.cfg.model.anchors.shapes,
+            # "online_anchors" is always present, as before the hooks (the online-anchors hook fills it in).
             "best": {"metric": self.cfg.eval.best_metric, "value": self.best_value}, "online_anchors": None,
         }
         for hook in self.hooks:

@@ -37,6 +37,16 @@ def test_lint_bccd_reports_flaws(bccd_root, monkeypatch, tmp_path, capsys):
     assert "zero- or negative-area" in capsys.readouterr().out
 
 
+def _lint_voc_train(tmp_path, split: str) -> dict:
+    """tools/lint_data.py on a VOC config whose train (and val) split is `split` (YAML); its train result."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"format": "voc"}}))
+    out = tmp_path / "voc.json"
+    assert run_tool("lint_data.py", "--config", str(cfg), "--json", str(out), "--split", "train",
+                    f"data.train={split}", f"data.val={split}") == 0
+    return json.loads(out.read_text())["train"]
+
+
 def test_lint_other_voc_layout_and_coco_with_overrides_only(tmp_path):
     root = tmp_path / "mine"
     for k, name in enumerate(["a", "b"]):
@@ -45,13 +55,7 @@ def test_lint_other_voc_layout_and_coco_with_overrides_only(tmp_path):
         objects = [("dog", 1, 1, 80, 20)] if name == "a" else []
         (root / "labels" / f"{name}.xml").write_text(voc_xml(f"{name}.png", (70, 50), objects))
     (root / "pics" / "b.png").write_bytes((root / "pics" / "b.png").read_bytes()[:60])  # truncated
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({"data": {"format": "voc"}}))
-    split = f"{{roots: [{root}], splits: [], ann_dir: labels, img_dir: pics}}"
-    out = tmp_path / "voc.json"
-    assert run_tool("lint_data.py", "--config", str(cfg), "--json", str(out), "--split", "train",
-                    f"data.train={split}", f"data.val={split}") == 0
-    r = json.loads(out.read_text())["train"]
+    r = _lint_voc_train(tmp_path, f"{{roots: [{root}], splits: [], ann_dir: labels, img_dir: pics}}")
     assert r["images"] == 1 and r["fixes"]["clipped"]["count"] == 1
     assert r["fixes"]["bad_image_skipped"]["count"] == 1
 
@@ -61,6 +65,7 @@ def test_lint_other_voc_layout_and_coco_with_overrides_only(tmp_path):
                [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 0, 4], "iscrowd": 0}],
                [{"id": 1, "name": "x"}])
     coco_split = f"{{ann_file: {tmp_path / 'c' / 'a.json'}, img_dir: {tmp_path / 'c'}}}"
+    cfg = tmp_path / "cfg.yaml"  # the VOC config _lint_voc_train wrote, switched to COCO below
     out = tmp_path / "coco.json"
     assert run_tool("lint_data.py", "--config", str(cfg), "--json", str(out), "--split", "train",
                     "data.format=coco", f"data.train={coco_split}", f"data.val={coco_split}") == 0
@@ -103,12 +108,6 @@ def test_lint_lists_every_broken_annotation(tmp_path):
     root = write_voc(tmp_path / "voc", {"a": [("cat", 1, 1, 9, 9)], "b": [], "c": []})
     (root / "Annotations" / "b.xml").write_text("<annotation><object>")
     (root / "Annotations" / "c.xml").write_text("")
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({"data": {"format": "voc"}}))
-    split = f"{{roots: [{root}], splits: [train]}}"
-    out = tmp_path / "lint.json"
-    assert run_tool("lint_data.py", "--config", str(cfg), "--json", str(out), "--split", "train",
-                    f"data.train={split}", f"data.val={split}") == 0
-    r = json.loads(out.read_text())["train"]
+    r = _lint_voc_train(tmp_path, f"{{roots: [{root}], splits: [train]}}")
     assert r["images"] == 1 and r["fixes"]["bad_annotation_skipped"]["count"] == 2
     assert [m.split("'")[1].rsplit("/", 1)[-1] for m in r["bad_annotations"]] == ["b.xml", "c.xml"]

@@ -224,3 +224,17 @@ def test_overfits_four_synthetic_images():
     with torch.no_grad():
         dets = model(images)
     assert coco_ap50(targets, dets) >= 0.9
+
+
+def test_set_anchor_shapes_reaches_the_rpn_and_is_not_a_weight():
+    from detkit.config import load_config
+    from detkit.modeling.detector import build_detector
+
+    cfg = load_config(None, ["model.backbone.features=c5", "model.anchors.sizes=[[32.0]]",
+                             "model.anchors.ratios=[1.0]", "model.backbone.depth=18"])
+    cfg.model.anchors.shapes = [[[32.0, 32.0]]]
+    model = build_detector(cfg, num_classes=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.set_anchor_shapes([[[20.0, 40.0]]])
+    assert model.rpn.anchor_generator.shapes_list() == [[[20.0, 40.0]]]
+    assert before.keys() == model.state_dict().keys()  # shapes are configuration: checkpoints are unchanged

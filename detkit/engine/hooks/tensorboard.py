@@ -39,7 +39,7 @@ class TensorBoardHook(RecordHook):
         self.writer = SummaryWriter(log_dir=self.log_dir, purge_step=self.purge_step)
 
     def write(self, record: dict) -> None:
-        group = {"train": "train", "epoch": "epoch", "eval": "eval"}[record["type"]]
+        group = record["type"]  # train, epoch or eval
         step, walltime = record["iteration"], record["time"]
         for key, value in record.items():
             if key in _NOT_SCALARS:

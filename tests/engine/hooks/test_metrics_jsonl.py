@@ -2,18 +2,12 @@
 
 import json
 
-from detkit.engine.hooks import Evaluation, MetricsLogHook
-from tests.engine.hooks.fake_trainer import epoch_end, fake_trainer, step
+from detkit.engine.hooks import MetricsLogHook
+from tests.engine.hooks.fake_trainer import epoch_end, evaluation, fake_trainer, step
 
 
 def _read(path):
     return [json.loads(line) for line in open(path)]
-
-
-def _evaluation(iteration):
-    metrics = {"coco": {"mAP": 0.5, "AP50": 0.7}, "voc": {"mAP50_area": 0.6},
-               "per_class": {"a": {"AP": 0.4}}, "val_loss": {"loss": 1.5}}
-    return Evaluation(epoch=1, iteration=iteration, metrics=metrics, results=[], improved=True)
 
 
 def test_records_at_the_logging_points(tmp_path):
@@ -24,7 +18,7 @@ def test_records_at_the_logging_points(tmp_path):
     trainer.iteration = 8
     hook.after_epoch(trainer, epoch_end(0))
     hook.after_epoch(trainer, epoch_end(1, stopped=True))  # a part-epoch: no epoch record
-    hook.after_evaluation(trainer, _evaluation(8))
+    hook.after_evaluation(trainer, evaluation(8))
     records = _read(trainer.paths["metrics.jsonl"])
     assert [(r["type"], r["iteration"]) for r in records] == [("train", 1), ("train", 4), ("train", 8),
                                                               ("epoch", 8), ("eval", 8)]

@@ -71,3 +71,16 @@ def _images_and_targets(ds, i):
     targets, sizes = _batch(ds, (2 * i) % 10)
     images = [np.zeros((3, h, w)) for h, w in sizes]  # only .shape[-2:] is read
     return images, targets
+
+
+def test_shapes_go_into_the_trained_and_the_averaged_model_once_each(tmp_path):
+    from detkit.engine.hooks.online_anchors import _InstallShapes
+
+    trained, averaged = ShapeSink(), ShapeSink()
+    _InstallShapes(fake_trainer(tmp_path, bare_model=trained, eval_model=averaged)).set_shapes([[[1.0, 2.0]]])
+    assert trained.shapes == averaged.shapes == [[[1.0, 2.0]]]
+    calls = []
+    same = ShapeSink()
+    same.set_anchor_shapes = calls.append  # without a moving average both are one model
+    _InstallShapes(fake_trainer(tmp_path, bare_model=same, eval_model=same)).set_shapes([[[3.0, 4.0]]])
+    assert calls == [[[[3.0, 4.0]]]]

@@ -6,8 +6,7 @@ import pytest
 
 from detkit.engine.hooks import TensorBoardHook
 from tests.engine.conftest import tiny_overrides
-from tests.engine.hooks.fake_trainer import epoch_end, fake_trainer, step
-from tests.engine.hooks.test_metrics_jsonl import _evaluation
+from tests.engine.hooks.fake_trainer import epoch_end, evaluation, fake_trainer, step
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
@@ -26,7 +25,7 @@ def test_the_records_become_scalars(tmp_path):
         hook.after_step(trainer, step(i, loss=float(i)))
     trainer.iteration = 4
     hook.after_epoch(trainer, epoch_end(0))
-    hook.after_evaluation(trainer, _evaluation(4))
+    hook.after_evaluation(trainer, evaluation(4))
     hook.after_train(trainer)
     scalars = _scalars(str(tmp_path))
     assert scalars["train/loss"] == [(1, 1.0), (2, 2.0), (4, 4.0)]
