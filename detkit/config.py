@@ -148,6 +148,9 @@ class ModelConfig:
     pixel_std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     # Padded batch sides are rounded up to a multiple of this (the largest stride).
     size_divisible: int = field(default=32, metadata={"gt": 0})
+    # Layout of the feature maps and convolution weights. channels_last (NHWC) is what oneDNN's fast
+    # bf16 convolutions and the RoIAlign kernel work in; the weights in checkpoints are the same numbers.
+    memory_format: str = field(default="channels_last", metadata=_choices("channels_last", "contiguous"))
 
 
 # --------------------------------------------------------------------------- data
@@ -247,7 +250,9 @@ class TrainConfig:
     # decay * (1 - exp(-iteration / ema_tau)).
     ema_decay: Optional[float] = field(default=None, metadata={"gt": 0.0})
     ema_tau: float = field(default=200.0, metadata={"gt": 0.0})
-    amp: bool = True  # used on CUDA only
+    # Autocast of the training step: auto | fp32 | bf16 | fp16 (detkit/engine/precision.py). auto = bf16
+    # where the CPU or GPU computes it natively (else fp16 on CUDA, fp32 on the CPU), printed at start.
+    precision: str = field(default="auto", metadata=_choices("auto", "fp32", "bf16", "fp16"))
     seed: int = 0
     device: str = "cpu"
     log_every: int = field(default=20, metadata={"gt": 0})
@@ -266,6 +271,12 @@ class EvalConfig:
     # at one pass over the training set); 0 keeps the running averages of training. See
     # detkit/engine/precise_bn.py.
     precise_bn_batches: int = field(default=200, metadata={"min": 0})
+    # Autocast of evaluation and inference (the tools, the Python API, evaluation during training):
+    # the same choices as train.precision; the weights are fp32 whatever precision trained them.
+    precision: str = field(default="auto", metadata=_choices("auto", "fp32", "bf16", "fp16"))
+    # Inference outside training (tools/eval.py, tools/infer.py, detkit.load_model) folds every frozen
+    # BatchNorm into the convolution before it (detkit/modeling/fold_bn.py): same outputs, fewer ops.
+    fold_bn: bool = True
 
 
 @dataclass
@@ -365,13 +376,30 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+def _migrate_legacy_keys(data: dict) -> dict:
+    """Older configs (and the configs inside older checkpoints) in today's keys; ``data`` is not changed.
+
+    ``train.amp`` (a bool, CUDA fp16 autocast) became ``train.precision``: amp false = fp32, amp true
+    = auto (which picks bf16 or fp16 on CUDA).
+    """
+    train = data.get("train")
+    if not isinstance(train, dict) or "amp" not in train:
+        return data
+    train = dict(train)
+    amp = train.pop("amp")
+    if not isinstance(amp, bool):
+        raise ConfigError(f"key 'train.amp' (now 'train.precision') expects bool, got {amp!r}")
+    train.setdefault("precision", "auto" if amp else "fp32")
+    return {**data, "train": train}
+
+
 def config_from_dict(data: Optional[dict]) -> Config:
     """Build and validate a :class:`Config` from a nested dict (missing keys take their defaults)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a mapping at the top level, got {type(data).__name__}")
-    cfg = _build(Config, data)
+    cfg = _build(Config, _migrate_legacy_keys(data))
     validate(cfg)
     return cfg
 

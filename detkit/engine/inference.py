@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import Callable, Optional, Sequence
@@ -12,6 +13,7 @@ from tqdm import tqdm
 from detkit.config import Config, config_from_dict
 from detkit.engine.checkpoint import load_checkpoint, load_weights
 from detkit.engine.evaluator import evaluate_detections
+from detkit.engine.precision import Precision
 from detkit.errors import CheckpointError, ConfigError
 from detkit.modeling.detector import build_detector
 
@@ -20,8 +22,10 @@ __all__ = ["run_evaluation", "load_trained_model", "evaluate_checkpoint"]
 
 @torch.inference_mode()
 def run_evaluation(model: torch.nn.Module, dataset, cfg: Config, device: torch.device,
-                   progress: bool = True) -> tuple[dict, list]:
+                   progress: bool = True, precision: Optional[Precision] = None) -> tuple[dict, list]:
     """Detect on every image of ``dataset`` (test preset), score with COCO and VOC metrics.
+
+    ``precision``: the autocast the forward passes run under (None = fp32).
 
     The validation loss (the four loss terms on the same images) is reported as ``val_loss``.
     Returns (metrics, COCO results list with file names).
@@ -36,7 +40,8 @@ def run_evaluation(model: torch.nn.Module, dataset, cfg: Config, device: torch.d
     for images, targets in bar:
         images = [img.to(device) for img in images]
         moved = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-        outputs, losses = model(images, moved, orig_sizes=[tuple(t["orig_size"]) for t in targets])
+        with (precision.autocast() if precision is not None else contextlib.nullcontext()):
+            outputs, losses = model(images, moved, orig_sizes=[tuple(t["orig_size"]) for t in targets])
         for target, out in zip(targets, outputs):
             detections[int(target["image_id"])] = {k: v.cpu() for k, v in out.items()}
             ids.append(int(target["image_id"]))

@@ -20,6 +20,7 @@ SyncBatchNorm the batch statistics are already global, and the average leaves th
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Iterable, List
 
 import torch
@@ -103,7 +104,7 @@ def recompute_bn_stats(model: nn.Module, forward: Callable[[object], object], ba
 
 
 def refresh_detector_bn_stats(detector: nn.Module, cfg: Config, train_set, device: torch.device, *,
-                              num_batches: int, distributed: bool = False, amp: bool = False) -> int:
+                              num_batches: int, distributed: bool = False, precision=None) -> int:
     """Precise statistics for a Detector's backbone over its training set, seen as at test time.
 
     The batches are ``cfg.train.batch_size`` training images (the global batch, split over the
@@ -118,7 +119,7 @@ def refresh_detector_bn_stats(detector: nn.Module, cfg: Config, train_set, devic
 
     def forward(batch) -> None:
         images = [img.to(device) for img in batch[0]]
-        with torch.autocast(device.type, enabled=amp):
+        with (precision.autocast() if precision is not None else contextlib.nullcontext()):
             detector.backbone(detector.preprocess(images)[0])
 
     return recompute_bn_stats(detector.backbone, forward, loader, min(num_batches, len(loader)))

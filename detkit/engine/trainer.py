@@ -25,6 +25,7 @@ from detkit.engine import distributed as dist
 from detkit.engine import hooks as H
 from detkit.engine.checkpoint import load_weights, read_resume_checkpoint, restore_rng_states, rng_states
 from detkit.engine.optim import build_optimizer, build_scheduler
+from detkit.engine.precision import resolve_precision
 from detkit.engine.run_folder import check_run_folder, checkpoint_bytes
 from detkit.modeling.detector import build_detector
 
@@ -78,13 +79,12 @@ class Trainer:
         """The detector without its DistributedDataParallel wrapper."""
         return getattr(self.model, "module", self.model)
 
-    @property
-    def amp(self) -> bool:
-        return self.cfg.train.amp and self.device.type == "cuda"
-
     def setup(self) -> None:
         cfg = self.cfg
         torch.manual_seed(cfg.train.seed)
+        self.precision = resolve_precision(cfg.train.precision, self.device, key="train.precision", log=self.log)
+        self.eval_precision = resolve_precision(cfg.eval.precision, self.device, key="eval.precision",
+                                                log=self.log)
         checkpoint = read_resume_checkpoint(self.paths["last.pt"]) if self.resume else None
         self.train_set = build_dataset(cfg, "train")  # each data set reports its fixes once while loading
         self.val_set = build_dataset(cfg, "val", classes=self.train_set.classes)
@@ -100,7 +100,9 @@ class Trainer:
         self.iters_per_epoch = len(self.train_loader)
         self.total_iters = cfg.train.epochs * self.iters_per_epoch
         self.scheduler = build_scheduler(self.optimizer, cfg.train, self.total_iters)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.uses_grad_scaler)
+        self.log(f"precision: training {self.precision.name}, evaluation {self.eval_precision.name}; "
+                 f"memory format {cfg.model.memory_format}")
         self.hooks = build_hooks(self)
         if self.ctx.is_main:  # a read-only or full disk fails now, not at the first checkpoint
             copies = 1 if self.eval_model is self.bare_model else 2
@@ -121,6 +123,8 @@ class Trainer:
                      "training continues from its trained weights")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("grad_scaler"):  # fp16 runs: the loss scale the run had reached
+            self.scaler.load_state_dict(ckpt["grad_scaler"])
         self.iteration, self.start_epoch = int(ckpt["iteration"]), int(ckpt["epoch"])
         self.epoch = self.start_epoch
         self.best_value = ckpt.get("best", {}).get("value")
@@ -134,7 +138,8 @@ class Trainer:
         """Everything a resume needs, and what evaluation and inference read (``model``: the evaluated weights)."""
         state = {
             "model": self.eval_model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "epoch": epoch, "iteration": self.iteration,
+            "scheduler": self.scheduler.state_dict(), "grad_scaler": self.scaler.state_dict(),
+            "epoch": epoch, "iteration": self.iteration,
             "rng": rng_states(self.bare_model),
             "config": config_to_dict(self.cfg), "classes": self.classes,
             "category_ids": list(self.train_set.category_ids), "anchor_shapes": self.cfg.model.anchors.shapes,
@@ -196,7 +201,7 @@ class Trainer:
         images = [img.to(self.device, non_blocking=True) for img in images]
         targets = [{k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
         self.broadcast("before_step", images, targets)
-        with torch.autocast(self.device.type, enabled=self.amp):
+        with self.precision.autocast():  # weights, gradients and optimizer state stay fp32
             loss_dict = self.model(images, targets)
         loss = sum(loss_dict.values())
         names = sorted(loss_dict)

@@ -9,7 +9,8 @@ Contract (torchvision's detectors): ``model(images, targets)`` in training retur
 B dicts ``(boxes Tensor[D, 4], scores Tensor[D], labels int64[D] in 1..K)``, boxes rescaled to
 ``orig_sizes`` when given; in eval with targets it returns ``(detections, losses)``.
 Normalisation ((x - pixel_mean) / pixel_std, fused into one multiply-add) and zero padding to a
-multiple of size_divisible happen here, once.
+multiple of size_divisible happen here, once, into a batch of the model's memory format
+(``channels_last`` or ``contiguous``, :meth:`Detector.set_memory_format`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from detkit.modeling.roi_head import BoxPredictor, FCHead, MultiLevelRoIAlign, R
 from detkit.modeling.rpn import RegionProposalNetwork, RPNHead
 from detkit.modeling.sampler import BalancedSampler
 
-__all__ = ["Detector", "build_detector"]
+__all__ = ["Detector", "build_detector", "MEMORY_FORMATS"]
+
+MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
 LOSS_KEYS = ("loss_rpn_cls", "loss_rpn_reg", "loss_roi_cls", "loss_roi_reg")
 
@@ -56,6 +59,15 @@ class Detector(nn.Module):
         self.register_buffer("pixel_scale", 1.0 / std, persistent=False)
         self.register_buffer("pixel_shift", -mean / std, persistent=False)
         self.size_divisible = int(size_divisible)
+        self.memory_format = torch.contiguous_format
+
+    def set_memory_format(self, name: str) -> "Detector":
+        """Lay out every 4-d weight, and the batches :meth:`preprocess` builds, as ``name``
+        ("channels_last" or "contiguous"). The values are unchanged, so state dicts load either way."""
+        if name not in MEMORY_FORMATS:
+            raise ValueError(f"memory format {name!r}: choose one of {', '.join(MEMORY_FORMATS)}")
+        self.memory_format = MEMORY_FORMATS[name]
+        return self.to(memory_format=self.memory_format)
 
     def preprocess(self, images: Union[Sequence[Tensor], Tensor]) -> Tuple[Tensor, List[Tuple[int, int]]]:
         """B x Tensor[3, H_i, W_i] in [0, 1] -> (normalised zero-padded Tensor[B, 3, H, W], B x (H_i, W_i))."""
@@ -69,7 +81,8 @@ class Detector(nn.Module):
         d = self.size_divisible
         height = -(-max(h for h, _ in sizes) // d) * d
         width = -(-max(w for _, w in sizes) // d) * d
-        batch = self.pixel_scale.new_zeros((len(sizes), 3, height, width))
+        batch = torch.empty((len(sizes), 3, height, width), dtype=self.pixel_scale.dtype,
+                            device=self.pixel_scale.device, memory_format=self.memory_format).zero_()
         for i, (img, (h, w)) in enumerate(zip(images, sizes)):
             torch.addcmul(self.pixel_shift, img.to(batch), self.pixel_scale, out=batch[i, :, :h, :w])
         return batch, sizes
@@ -217,5 +230,6 @@ def build_detector(cfg, num_classes: int, anchor_shapes=None, *, log: Callable[[
         score_thresh=h.score_thresh, nms_thresh=h.nms_thresh, detections_per_img=h.detections_per_img,
         min_size=h.min_size, smooth_l1_beta=h.smooth_l1_beta, seed=cfg.train.seed + 1)
 
-    return Detector(backbone=backbone, rpn=rpn, roi_head=roi_head, pixel_mean=m.pixel_mean,
-                    pixel_std=m.pixel_std, size_divisible=m.size_divisible)
+    detector = Detector(backbone=backbone, rpn=rpn, roi_head=roi_head, pixel_mean=m.pixel_mean,
+                        pixel_std=m.pixel_std, size_divisible=m.size_divisible)
+    return detector.set_memory_format(m.memory_format)

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torchvision.ops.poolers import LevelMapper
 
 from detkit.modeling.norm import GROUP_NORM_GROUPS
+from detkit.modeling.precision import to_geometry
 from detkit.modeling.sampler import SamplingRNG
 from detkit.ops.boxes import clip_boxes, remove_small_boxes
 from detkit.ops.nms import batched_nms
@@ -150,8 +151,9 @@ class BoxPredictor(nn.Module):
         nn.init.constant_(self.bbox_pred.bias, 0.0)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
-        """x: Tensor[R, F] -> (Tensor[R, K+1] logits, Tensor[R, 4K] or Tensor[R, 4] deltas)."""
-        return self.cls_score(x), self.bbox_pred(x)
+        """x: Tensor[R, F] -> (Tensor[R, K+1] logits, Tensor[R, 4K] or Tensor[R, 4] deltas), in float32
+        under autocast: the losses, softmax and box decoding are not done in reduced precision."""
+        return to_geometry(self.cls_score(x)), to_geometry(self.bbox_pred(x))
 
 
 class RoIHead(nn.Module):

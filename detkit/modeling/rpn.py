@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from detkit.modeling.precision import geometry_dtype, to_geometry
 from detkit.modeling.sampler import SamplingRNG
 from detkit.ops.boxes import clip_boxes, remove_small_boxes
 from detkit.ops.nms import batched_nms
@@ -134,8 +135,10 @@ class RegionProposalNetwork(nn.Module):
             raise ValueError("RegionProposalNetwork needs targets in training mode")
         logits, deltas = self.head(features)
         feature_sizes = [(int(f.shape[-2]), int(f.shape[-1])) for f in features]
-        anchors, num_per_level = self.anchors(feature_sizes, features[0].dtype, features[0].device)
+        # Anchors, decoding, the top-k and the losses in float32 even under autocast (detkit.modeling.precision).
+        anchors, num_per_level = self.anchors(feature_sizes, geometry_dtype(features[0].dtype), features[0].device)
         logits, deltas = flatten_head_outputs(logits, deltas)  # (B, N), (B, N, 4)
+        logits, deltas = to_geometry(logits), to_geometry(deltas)
         with torch.no_grad():
             proposals = self.propose(logits.detach(), deltas.detach(), anchors, num_per_level, image_sizes)
         losses: Dict[str, Tensor] = {}

@@ -212,25 +212,26 @@ class _MultiLevelRoIAlign(torch.autograd.Function):
         max_taps = _max_taps(rois_np, levels_np, *geometry[3:]) if rois_np.shape[0] else 1
         out = _run_parallel(_forward, flat.numpy(), rois_np, levels_np, *geometry, max_taps)
         ctx.save_for_backward(rois, levels)
-        ctx.meta = (batch, channels, sizes, geometry, max_taps)
+        ctx.meta = (batch, channels, sizes, geometry, max_taps, [f.dtype for f in features])
         # (K, C, S*S) -> (K, C, S_h, S_w)
         return torch.from_numpy(out).view(out.shape[0], channels, int(output_size[0]), int(output_size[1]))
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
         rois, levels = ctx.saved_tensors
-        batch, channels, sizes, geometry, max_taps = ctx.meta
+        batch, channels, sizes, geometry, max_taps, dtypes = ctx.meta
         offsets = geometry[0]
         # (K, C, S_h, S_w) -> (K, C, S_h*S_w)
-        g = grad_output.contiguous().view(grad_output.shape[0], channels, geometry[4] * geometry[5])
+        g = grad_output.float().contiguous().view(grad_output.shape[0], channels, geometry[4] * geometry[5])
         block = max(8, -(-channels // _threads()))  # channels per thread-owned block
         grad = _run_parallel(_backward, g.numpy(), rois.contiguous().numpy(),
                              levels.to(torch.int64).contiguous().numpy(), batch, int(offsets[-1]), *geometry,
                              max_taps, block)
         grad = torch.from_numpy(grad)
         # (B, T, C) -> per level (B, H_l*W_l, C) -> (B, H_l, W_l, C) -> (B, C, H_l, W_l) view
-        grads = [grad[:, off:off + h * w].view(batch, h, w, channels).permute(0, 3, 1, 2)
-                 for (h, w), off in zip(sizes, offsets)]
+        # (a channels_last tensor: the layout the convolutions of a channels_last model produce and take)
+        grads = [grad[:, off:off + h * w].view(batch, h, w, channels).permute(0, 3, 1, 2).to(dtype)
+                 for (h, w), off, dtype in zip(sizes, offsets, dtypes)]
         return (None, None, None, None, None, None, *grads)
 
 
@@ -246,8 +247,15 @@ def _check(features: Sequence[Tensor], rois: Tensor) -> None:
                          f"{[tuple(f.shape) for f in features]} and {tuple(rois.shape)}")
 
 
+# Reduced-precision maps (bf16 / fp16 autocast) are pooled in float32 too: the kernel copies every map
+# into one float32 channels-last buffer anyway, so accepting them costs nothing and keeps the sampling
+# exact; the output is float32 (the next Linear under autocast casts it back down).
+_NUMBA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
 def _use_numba(features: Sequence[Tensor], rois: Tensor) -> bool:
-    return all(f.device.type == "cpu" and f.dtype == torch.float32 for f in features) and rois.dtype == torch.float32
+    return (all(f.device.type == "cpu" and f.dtype in _NUMBA_DTYPES for f in features)
+            and rois.dtype == torch.float32)
 
 
 def roi_align(features: Tensor, rois: Tensor, output_size: Union[int, Sequence[int]], spatial_scale: float = 1.0,

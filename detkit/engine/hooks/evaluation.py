@@ -37,7 +37,7 @@ class PreciseBNHook(Hook):
         tic = time.perf_counter()
         used = refresh_detector_bn_stats(trainer.eval_model, trainer.cfg, trainer.train_set, trainer.device,
                                          num_batches=self.num_batches, distributed=trainer.ctx.distributed,
-                                         amp=trainer.amp)
+                                         precision=trainer.eval_precision)
         if used:
             trainer.log(f"BatchNorm statistics re-estimated over {used} training batches "
                         f"({time.perf_counter() - tic:.0f} s)")
@@ -70,7 +70,7 @@ class EvaluationHook(Hook):
             trainer.metrics = {}
             return
         metrics, self.results = run_evaluation(trainer.eval_model, trainer.val_set, trainer.cfg, trainer.device,
-                                               progress=not trainer.quiet)
+                                               progress=not trainer.quiet, precision=trainer.eval_precision)
         dist.barrier()
         value = metrics["coco"].get(trainer.cfg.eval.best_metric)
         improved = value is not None and (trainer.best_value is None or value > trainer.best_value)
