@@ -1,12 +1,13 @@
 """Evaluate a checkpoint with the COCO metrics (and VOC mAP@0.5) on a data set split.
 
     python tools/eval.py --checkpoint CKPT [--config CFG] [--split NAME] [--output-dir DIR] [--precise-bn N]
-                         [--trained-weights] [key=value ...]
+                         [--trained-weights] [--precision auto|fp32|bf16|fp16] [key=value ...]
 
 Without --config the checkpoint's own config (data paths included) is used; key=value overrides
 change it (e.g. data.val.splits=[test]). --split train|val picks the config's training or validation
 split; any other NAME is a VOC split (ImageSets/Main/NAME.txt) read from the validation roots.
-Prints the COCO table and the per-class AP table; writes eval.json and detections.json.
+Prints the COCO table and the per-class AP table; writes eval.json and detections.json. The model runs
+as eval.precision says (--precision overrides it) with its BatchNorm folded (eval.fold_bn=false keeps it).
 """
 
 import argparse
@@ -16,6 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detkit.engine.inference import evaluate_checkpoint  # noqa: E402
+from detkit.engine.precision import PRECISIONS  # noqa: E402
 from detkit.errors import DetkitError  # noqa: E402
 
 
@@ -32,6 +34,8 @@ def parse_args(argv=None):
     parser.add_argument("--trained-weights", action="store_true",
                         help="for a checkpoint of a train.ema_decay run: evaluate the trained weights it saved "
                              "as 'train_model' instead of their moving average (combine with --precise-bn)")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="autocast of the evaluation (default: the config's eval.precision, normally auto)")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     return parser.parse_args(argv)
@@ -44,6 +48,8 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     overrides = list(args.overrides)
+    if args.precision is not None:
+        overrides.append(f"eval.precision={args.precision}")
     output_dir = args.output_dir or os.path.dirname(os.path.abspath(args.checkpoint))
     try:
         evaluate_checkpoint(args.checkpoint, config_path=args.config, overrides=overrides, split=args.split,

@@ -2,6 +2,7 @@
 
     python tools/infer.py --checkpoint runs/synthetic/best.pt INPUT [INPUT ...]
                           [--output-dir DIR] [--score-threshold T] [--batch-size B] [--device D]
+                          [--precision auto|fp32|bf16|fp16] [key=value ...]
 
 INPUT is an image file, a folder (its image files) or a glob pattern. Writes each image with its
 boxes drawn and one detections.json (COCO results format plus file names) into the output folder.
@@ -12,9 +13,12 @@ import argparse
 import os
 import sys
 
+import torch
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detkit.engine.inference import load_trained_model  # noqa: E402
+from detkit.engine.inference import load_trained_model, prepare_inference  # noqa: E402
+from detkit.engine.precision import PRECISIONS  # noqa: E402
 from detkit.engine.predict import expand_inputs, predict_files  # noqa: E402
 from detkit.errors import DetkitError  # noqa: E402
 
@@ -27,22 +31,32 @@ def parse_args(argv=None):
     parser.add_argument("--score-threshold", type=float, help="keep detections at or above this score")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="autocast of inference (default: the checkpoint's eval.precision, normally auto)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="key=value",
+                        help="change an inference setting of the checkpoint's config, e.g. eval.fold_bn=false")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    overrides = [] if args.score_threshold is None else [f"model.roi_head.score_thresh={args.score_threshold}"]
+    overrides = list(args.overrides)
+    if args.score_threshold is not None:
+        overrides.append(f"model.roi_head.score_thresh={args.score_threshold}")
+    if args.precision is not None:
+        overrides.append(f"eval.precision={args.precision}")
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     try:
         model, cfg, ckpt = load_trained_model(args.checkpoint, overrides=overrides)
+        precision = prepare_inference(model, cfg, torch.device(args.device), log=log)
         paths, problems = expand_inputs(args.inputs)
         for item, reason in problems:
             print(f"skipped: {item}: {reason}", file=sys.stderr)
         summary = predict_files(model, cfg, ckpt["classes"], ckpt.get("category_ids") or
                                 list(range(1, len(ckpt["classes"]) + 1)), paths, output_dir=args.output_dir,
                                 batch_size=max(1, args.batch_size), device=args.device, progress=not args.quiet,
-                                log=lambda m: print(m, file=sys.stderr))
+                                log=log, precision=precision)
     except DetkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from typing import Callable, Optional, Sequence
@@ -13,11 +12,12 @@ from tqdm import tqdm
 from detkit.config import Config, config_from_dict
 from detkit.engine.checkpoint import load_checkpoint, load_weights
 from detkit.engine.evaluator import evaluate_detections
-from detkit.engine.precision import Precision
+from detkit.engine.precision import Precision, autocast_of, resolve_precision
 from detkit.errors import CheckpointError, ConfigError
 from detkit.modeling.detector import build_detector
+from detkit.modeling.fold_bn import fold_batch_norm
 
-__all__ = ["run_evaluation", "load_trained_model", "evaluate_checkpoint"]
+__all__ = ["run_evaluation", "load_trained_model", "prepare_inference", "evaluate_checkpoint"]
 
 
 @torch.inference_mode()
@@ -40,7 +40,7 @@ def run_evaluation(model: torch.nn.Module, dataset, cfg: Config, device: torch.d
     for images, targets in bar:
         images = [img.to(device) for img in images]
         moved = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-        with (precision.autocast() if precision is not None else contextlib.nullcontext()):
+        with autocast_of(precision):
             outputs, losses = model(images, moved, orig_sizes=[tuple(t["orig_size"]) for t in targets])
         for target, out in zip(targets, outputs):
             detections[int(target["image_id"])] = {k: v.cpu() for k, v in out.items()}
@@ -91,6 +91,17 @@ def load_trained_model(checkpoint_path: str, device: torch.device = torch.device
     return model.to(device).eval(), cfg, ckpt
 
 
+def prepare_inference(model: torch.nn.Module, cfg: Config, device: torch.device, *,
+                      log: Callable[[str], None] = print) -> Precision:
+    """The last steps before a trained detector serves (evaluation tool, inference tool, Python API):
+    eval mode, BatchNorm folded into the convolutions when ``eval.fold_bn`` (in place; do it after any
+    precise-BN refresh), and ``eval.precision`` resolved for ``device``. Returns that precision."""
+    model.eval()
+    if cfg.eval.fold_bn:
+        fold_batch_norm(model)
+    return resolve_precision(cfg.eval.precision, device, key="eval.precision", log=log)
+
+
 def evaluate_checkpoint(checkpoint_path: str, *, config_path: Optional[str] = None, overrides: Sequence[str] = (),
                         split: Optional[str] = None, output_dir: Optional[str] = None, device: str = "cpu",
                         precise_bn_batches: int = 0, progress: bool = True, weights: str = "model",
@@ -128,7 +139,9 @@ def evaluate_checkpoint(checkpoint_path: str, *, config_path: Optional[str] = No
         train_set = dataset if split == "train" else build_dataset(cfg, "train", classes=ckpt["classes"])
         used = refresh_detector_bn_stats(model, cfg, train_set, torch.device(device), num_batches=precise_bn_batches)
         log(f"BatchNorm statistics re-estimated over {used} training batches")
-    metrics, results = run_evaluation(model, dataset, cfg, torch.device(device), progress=progress)
+    precision = prepare_inference(model, cfg, torch.device(device), log=log)
+    metrics, results = run_evaluation(model, dataset, cfg, torch.device(device), progress=progress,
+                                      precision=precision)
     log(f"{len(dataset)} images; COCO metrics:\n{format_coco_table(metrics)}")
     log("per class:\n" + format_per_class_table(metrics))
     if output_dir:

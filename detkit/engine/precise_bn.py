@@ -20,7 +20,6 @@ SyncBatchNorm the batch statistics are already global, and the average leaves th
 
 from __future__ import annotations
 
-import contextlib
 from typing import Callable, Iterable, List
 
 import torch
@@ -28,6 +27,7 @@ from torch import Tensor, nn
 
 from detkit.config import Config
 from detkit.engine import distributed as dist
+from detkit.engine.precision import autocast_of
 
 __all__ = ["batch_norm_layers", "recompute_bn_stats", "refresh_detector_bn_stats"]
 
@@ -119,7 +119,7 @@ def refresh_detector_bn_stats(detector: nn.Module, cfg: Config, train_set, devic
 
     def forward(batch) -> None:
         images = [img.to(device) for img in batch[0]]
-        with (precision.autocast() if precision is not None else contextlib.nullcontext()):
+        with autocast_of(precision):
             detector.backbone(detector.preprocess(images)[0])
 
     return recompute_bn_stats(detector.backbone, forward, loader, min(num_batches, len(loader)))

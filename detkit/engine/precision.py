@@ -31,7 +31,7 @@ import torch
 
 from detkit.errors import ConfigError
 
-__all__ = ["PRECISIONS", "Precision", "cpu_bf16_missing", "resolve_precision"]
+__all__ = ["PRECISIONS", "Precision", "autocast_of", "cpu_bf16_missing", "resolve_precision"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -59,6 +59,11 @@ class Precision:
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
+
+
+def autocast_of(precision: Optional[Precision]):
+    """The autocast context of ``precision``; None (a caller that was given no precision) means fp32."""
+    return precision.autocast() if precision is not None else contextlib.nullcontext()
 
 
 def _cpu_flags() -> set:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import glob
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from detkit.config import Config
 from detkit.data.image_io import IMAGE_EXTENSIONS, read_image
 from detkit.data.transforms import build_transforms
 from detkit.engine.evaluator import write_json
+from detkit.engine.precision import Precision, autocast_of
 from detkit.errors import DataError
 from detkit.vis import draw_detections
 
@@ -67,8 +68,11 @@ def _load(path: str, transform) -> dict:
 @torch.inference_mode()
 def predict_files(model: torch.nn.Module, cfg: Config, classes: Sequence[str], category_ids: Sequence[int],
                   paths: Sequence[str], *, output_dir: str, batch_size: int = 1, device: str = "cpu",
-                  progress: bool = True, log: Callable[[str], None] = print) -> dict:
+                  progress: bool = True, log: Callable[[str], None] = print,
+                  precision: Optional[Precision] = None) -> dict:
     """Detect on each file, save ``<output_dir>/<name>`` with boxes drawn and ``detections.json``.
+
+    ``precision``: the autocast the detector runs under (None = fp32).
 
     Returns ``{"processed": n, "failed": [(path, reason), ...], "detections": n}``.
     """
@@ -86,8 +90,9 @@ def predict_files(model: torch.nn.Module, cfg: Config, classes: Sequence[str], c
                 failed.append((path, str(exc)))
                 log(f"skipped: {exc}")
         if batch:
-            outputs = model([item["tensor"].to(device) for _, item in batch],
-                            orig_sizes=[item["orig_size"] for _, item in batch])
+            with autocast_of(precision):
+                outputs = model([item["tensor"].to(device) for _, item in batch],
+                                orig_sizes=[item["orig_size"] for _, item in batch])
             for (path, item), out in zip(batch, outputs):
                 results.extend(_to_results(out, path, category_ids))
                 drawn = draw_detections(item["image"], out["boxes"].cpu().numpy(), out["labels"].cpu().tolist(),

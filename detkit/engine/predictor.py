@@ -14,7 +14,8 @@ import torch
 
 from detkit.data.image_io import read_image
 from detkit.data.transforms import build_transforms
-from detkit.engine.inference import load_trained_model
+from detkit.engine.inference import load_trained_model, prepare_inference
+from detkit.engine.precision import Precision, autocast_of
 from detkit.engine.predict import image_to_input
 from detkit.errors import DataError
 
@@ -30,10 +31,13 @@ class Predictor:
         model: the :class:`detkit.modeling.detector.Detector`, in eval mode on ``device``.
         cfg: the checkpoint's config (with any overrides applied).
         classes: class names; label ``k`` (1..K) is ``classes[k - 1]``.
+        precision: the autocast of :meth:`predict` (``eval.precision``, resolved; None = fp32).
     """
 
-    def __init__(self, model: torch.nn.Module, cfg, classes: Sequence[str], device: torch.device) -> None:
+    def __init__(self, model: torch.nn.Module, cfg, classes: Sequence[str], device: torch.device,
+                 precision: Optional[Precision] = None) -> None:
         self.model, self.cfg, self.classes, self.device = model, cfg, list(classes), device
+        self.precision = precision
         self.transform = build_transforms(cfg.data, train=False, seed=0)
 
     def _tensor(self, image: ImageLike) -> tuple:
@@ -60,7 +64,10 @@ class Predictor:
         """
         single = isinstance(images, (str, os.PathLike, np.ndarray))
         batch = [self._tensor(image) for image in ([images] if single else images)]
-        outputs = self.model([t for t, _ in batch], orig_sizes=[size for _, size in batch]) if batch else []
+        outputs = []
+        if batch:
+            with autocast_of(self.precision):
+                outputs = self.model([t for t, _ in batch], orig_sizes=[size for _, size in batch])
         found = []
         for out in outputs:
             keep = out["scores"] >= (score_threshold if score_threshold is not None else -1.0)
@@ -71,10 +78,13 @@ class Predictor:
         return found[0] if single else found
 
 
-def load_model(checkpoint_path: str, *, device: str = "cpu", overrides: Sequence[str] = ()) -> Predictor:
+def load_model(checkpoint_path: str, *, device: str = "cpu", overrides: Sequence[str] = (),
+               log=print) -> Predictor:
     """The trained detector of a checkpoint (last.pt / best.pt), ready to :meth:`Predictor.predict`.
 
-    ``overrides`` (``dotted.key=value``) change inference settings, e.g. ``model.roi_head.score_thresh=0.3``.
+    ``overrides`` (``dotted.key=value``) change inference settings, e.g. ``model.roi_head.score_thresh=0.3``,
+    ``eval.precision=fp32`` or ``eval.fold_bn=false`` (BatchNorm is folded into the convolutions by default).
     """
     model, cfg, ckpt = load_trained_model(checkpoint_path, torch.device(device), list(overrides))
-    return Predictor(model, cfg, ckpt["classes"], torch.device(device))
+    precision = prepare_inference(model, cfg, torch.device(device), log=log)
+    return Predictor(model, cfg, ckpt["classes"], torch.device(device), precision)

@@ -145,6 +145,8 @@ class Trainer:
             "category_ids": list(self.train_set.category_ids), "anchor_shapes": self.cfg.model.anchors.shapes,
             # "online_anchors" is always present, as before the hooks (the online-anchors hook fills it in).
             "best": {"metric": self.cfg.eval.best_metric, "value": self.best_value}, "online_anchors": None,
+            # What train.precision / eval.precision resolved to on this machine ("auto" stays in the config).
+            "precision": {"train": self.precision.name, "eval": self.eval_precision.name},
         }
         for hook in self.hooks:
             state.update(hook.checkpoint_state(self))

@@ -23,6 +23,10 @@ REPO = Path(__file__).resolve().parents[2]
 # contributes a fixed number of samples and the per-process loss means average to the global mean;
 # frozen BatchNorm keeps batch statistics out of it.
 DDP_SETTINGS = {
+    # fp32: the comparisons below are at float32 rounding, which bf16 (whose rounding depends on how the
+    # batch is split over processes) would exceed; precision has its own tests (tests/engine/test_precision.py).
+    "train.precision": "fp32",
+    "eval.precision": "fp32",
     "model.backbone.features": "fpn",
     "model.backbone.fpn_channels": 16,
     "model.backbone.norm": "frozen_bn",

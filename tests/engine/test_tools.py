@@ -102,9 +102,10 @@ def test_eval_tool_precise_bn_reestimates_the_statistics(trained_run, tmp_path, 
     saved = load_checkpoint(trained_run / "last.pt")["model"]
     moved = [k for k in saved if k.endswith("running_mean") and not torch.allclose(saved[k], model.state_dict()[k])]
     assert moved  # the trainer re-estimated over 4 batches (its default cap: one pass), the tool over 3
-    from detkit.engine.inference import run_evaluation
+    from detkit.engine.inference import prepare_inference, run_evaluation
+    precision = prepare_inference(model, cfg, torch.device("cpu"), log=lambda *_: None)  # as the tool: fold, autocast
     expected, _ = run_evaluation(model, build_dataset(cfg, "val", classes=ckpt["classes"]), cfg, torch.device("cpu"),
-                                 progress=False)
+                                 progress=False, precision=precision)
     got = json.loads((tmp_path / "a" / "eval.json").read_text())
     assert got["coco"] == pytest.approx(expected["coco"])
 
@@ -113,3 +114,28 @@ def test_eval_tool_rejects_a_negative_precise_bn_count(trained_run, tmp_path, ca
     assert eval_tool.main(["--checkpoint", str(trained_run / "last.pt"), "--output-dir", str(tmp_path),
                            "--precise-bn", "-1"]) == 2
     assert "--precise-bn -1" in capsys.readouterr().err
+
+
+def test_infer_precision_and_unfolded_batch_norm_give_the_same_detections(trained_run, tmp_path, capsys,
+                                                                          monkeypatch):
+    """fp32 with folded BatchNorm (the inference default) equals fp32 unfolded; bf16 runs too."""
+    monkeypatch.setenv("DETKIT_CPU_BF16", "1")  # bf16 even on a CPU without it (emulated: slower, same results)
+    images = tmp_path / "images"
+    write_images(images, 2)
+    runs = {"folded": ["--precision", "fp32"], "unfolded": ["--precision", "fp32", "--set", "eval.fold_bn=false"],
+            "bf16": ["--precision", "bf16"]}
+    found = {}
+    for name, extra in runs.items():
+        out = tmp_path / name
+        assert infer_tool.main(["--checkpoint", str(trained_run / "best.pt"), str(images), "--output-dir", str(out),
+                                "--score-threshold", "0.0", "--quiet", *extra]) == 0
+        found[name] = json.loads((out / "detections.json").read_text())
+    a, b = found["folded"], found["unfolded"]
+    assert len(a) == len(b) > 0
+    for da, db in zip(a, b):
+        assert da["category_id"] == db["category_id"] and da["file_name"] == db["file_name"]
+        assert da["bbox"] == pytest.approx(db["bbox"], abs=0.05) and da["score"] == pytest.approx(db["score"], abs=1e-3)
+    assert found["bf16"]  # runs and finds something; its scores are bf16-rounded, not compared one by one
+    assert infer_tool.main(["--checkpoint", str(trained_run / "best.pt"), str(images), "--quiet",
+                            "--output-dir", str(tmp_path / "x"), "--set", "eval.precision=fp8"]) == 1
+    assert "eval.precision" in capsys.readouterr().err

@@ -208,6 +208,8 @@ def test_resume_without_checkpoint_is_a_clear_error(tiny_cfg):
 # The keys of the checkpoints the trainer wrote before its side jobs became hooks (c302da1).
 KEYS_BEFORE_HOOKS = {"model", "optimizer", "scheduler", "epoch", "iteration", "rng", "config", "classes",
                      "category_ids", "anchor_shapes", "best", "online_anchors", "detkit_version"}
+# Added since (issue 18): the fp16 loss scale and what the precisions resolved to; an old checkpoint lacks both.
+KEYS_SINCE_PRECISION = {"grad_scaler", "precision"}
 
 
 @pytest.mark.parametrize("ema", [False, True])
@@ -219,7 +221,7 @@ def test_checkpoints_written_before_the_hooks_still_load_and_resume(tiny_cfg, tm
     Trainer(tiny_cfg(**extra), quiet=True, log=lambda *_: None).run()
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
     expected = KEYS_BEFORE_HOOKS | ({"train_model", "ema_updates"} if ema else set())
-    assert set(ckpt) == expected  # the format is unchanged
+    assert set(ckpt) == expected | KEYS_SINCE_PRECISION  # the format is otherwise unchanged
     # A checkpoint laid out exactly as the old trainer saved it (plain torch.save of those keys).
     old = {key: ckpt[key] for key in expected}
     torch.save(old, tmp_path / "run" / "last.pt")
@@ -228,6 +230,6 @@ def test_checkpoints_written_before_the_hooks_still_load_and_resume(tiny_cfg, tm
     assert any("resumed from" in m and "iteration 2" in m for m in messages)
     assert load_checkpoint(tmp_path / "run" / "last.pt")["iteration"] == 4
     torch.save(old, tmp_path / "old.pt")
-    model = load_model(str(tmp_path / "old.pt"))
+    model = load_model(str(tmp_path / "old.pt"), overrides=["eval.fold_bn=false"], log=lambda *_: None)
     for key, value in model.model.state_dict().items():
         torch.testing.assert_close(value, old["model"][key], rtol=0, atol=0, msg=key)

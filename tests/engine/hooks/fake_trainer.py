@@ -17,7 +17,7 @@ def fake_trainer(tmp_path, *overrides, **attributes):
         cfg=cfg, ctx=dist.get_context(), log=messages.append, messages=messages, out=out, quiet=True,
         paths={n: f"{out}/{n}" for n in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "eval.json",
                                           "detections.json")},
-        device=torch.device("cpu"), amp=False, iteration=0, epoch=0, total_iters=100, best_value=None,
+        device=torch.device("cpu"), eval_precision=None, iteration=0, epoch=0, total_iters=100, best_value=None,
         last_good_checkpoint=None, metrics=None, stopped_early=False, classes=["a", "b"],
     )
     trainer.broadcasts = []

@@ -20,11 +20,11 @@ def _metrics(m_ap):
 def recorded(monkeypatch):
     calls = {"refresh": 0, "evaluate": []}
 
-    def refresh(model, cfg, train_set, device, *, num_batches, distributed, amp):
+    def refresh(model, cfg, train_set, device, *, num_batches, distributed, precision):
         calls["refresh"] += 1
         return num_batches
 
-    def evaluate(model, dataset, cfg, device, progress):
+    def evaluate(model, dataset, cfg, device, progress, precision):
         value = calls["values"].pop(0)
         calls["evaluate"].append(value)
         return _metrics(value), [{"score": value}]
