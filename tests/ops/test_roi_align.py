@@ -113,3 +113,31 @@ def test_leaves_torch_thread_count_alone():
     env.pop("OMP_NUM_THREADS", None)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "1"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_reduced_precision_maps_pool_in_float32(dtype, channels_last):
+    """bf16 / fp16 maps (autocast) are pooled exactly as their float32 values, and get gradients of their dtype."""
+    from detkit.ops.roi_align import multilevel_roi_align
+
+    g = torch.Generator().manual_seed(0)
+    maps32 = [torch.randn(2, 16, 24, 32, generator=g), torch.randn(2, 16, 12, 16, generator=g)]
+    maps = [m.to(dtype) for m in maps32]
+    if channels_last:
+        maps = [m.contiguous(memory_format=torch.channels_last) for m in maps]
+    rois = make_rois(1, 40, 2, 24, 32, 0.25)
+    levels = torch.from_numpy(np.random.default_rng(2).integers(0, 2, 40))
+    for m in maps:
+        m.requires_grad_(True)
+    out = multilevel_roi_align(maps, rois, levels, 7, [0.25, 0.125], 2)
+    assert out.dtype == torch.float32
+    exact = [m.detach().float().requires_grad_(True) for m in maps]  # the same values in float32
+    expected = multilevel_roi_align(exact, rois, levels, 7, [0.25, 0.125], 2)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    grad = torch.randn(out.shape, generator=g)
+    out.backward(grad)
+    expected.backward(grad)
+    for m, e in zip(maps, exact):
+        assert m.grad.dtype == dtype
+        torch.testing.assert_close(m.grad, e.grad.to(dtype), rtol=0, atol=0)
