@@ -9,7 +9,8 @@ On a shared machine the load changes from minute to minute: besides each model's
 table gives the median over blocks of the per-block ratio (each block runs every model back to
 back, so a ratio compares runs made seconds apart), with its range.
 
-Models:
+Models (each as ``<name>_fp32`` or ``<name>_fast``, benchmarks/bench_variants.py: fp32 contiguous, or bf16
+autocast + channels_last with detkit's inference BatchNorm folded; a plain name is the fp32 one):
   detkit     build_detector(Config()) with ResNet-18 FPN, trainable BatchNorm, torchvision's RPN/RoI settings.
   tv         FasterRCNN(resnet_fpn_backbone(backbone_name='resnet18', weights=None, trainable_layers=5),
              num_classes=K+1, min_size, max_size): the issue 9 reference. Note that resnet_fpn_backbone's
@@ -20,7 +21,8 @@ The input is a fixed batch of synthetic images (noise plus painted rectangles, b
 already at the network resolution, identical for every model.
 
     python benchmarks/bench_model.py [--batch 2] [--height 320] [--width 427] [--blocks 8] [--iters 1]
-                                     [--warmup 2] [--threads N] [--models detkit,tv] [--json FILE]
+                                     [--warmup 2] [--threads N] [--json FILE]
+                                     [--models detkit_fp32,detkit_fast,tv_fp32,tv_fast]
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ from detkit.atomic_io import write_json_atomic  # noqa: E402
 from detkit.config import Config  # noqa: E402
 from detkit.modeling.detector import build_detector  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_variants import DEFAULT_VARIANTS, make_variants, refresh_inference_model  # noqa: E402
+
 
 def make_batch(batch: int, height: int, width: int, num_classes: int, seed: int):
     """Noise images with 8..16 painted rectangles each; targets hold those rectangles."""
@@ -68,38 +73,39 @@ def make_batch(batch: int, height: int, width: int, num_classes: int, seed: int)
     return images, targets
 
 
-def build_models(names: List[str], num_classes: int, height: int, width: int, seed: int) -> Dict[str, nn.Module]:
-    models = {}
-    for name in names:
+def model_builder(num_classes: int, height: int, width: int, seed: int) -> Callable[[str], nn.Module]:
+    """model family -> a fresh fp32 contiguous model, seeded alike."""
+    def build(name: str) -> nn.Module:
         torch.manual_seed(seed)
         if name == "detkit":
-            models[name] = build_detector(Config(), num_classes, log=lambda s: None)
-        elif name in ("tv", "tv_bn"):
+            return build_detector(Config(), num_classes, log=lambda s: None)
+        if name in ("tv", "tv_bn"):
             kwargs = {"norm_layer": nn.BatchNorm2d} if name == "tv_bn" else {}
             backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5, **kwargs)
-            models[name] = FasterRCNN(backbone, num_classes=num_classes + 1, min_size=min(height, width),
-                                      max_size=max(height, width))
-        else:
-            raise SystemExit(f"unknown model {name!r}; choose from detkit, tv, tv_bn")
-    return models
+            return FasterRCNN(backbone, num_classes=num_classes + 1, min_size=min(height, width),
+                              max_size=max(height, width))
+        raise SystemExit(f"unknown model {name!r}; choose from detkit, tv, tv_bn (+ _fp32 or _fast)")
+    return build
 
 
-def make_steps(model: nn.Module, images, targets):
+def make_steps(variant, images, targets):
+    model = variant.train_model
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9,
                           weight_decay=1e-4)
 
     def train_step():
         model.train()
-        losses = model(images, targets)
+        with variant.autocast():
+            losses = model(images, targets)
         loss = sum(losses.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
     def infer():
-        model.eval()
-        with torch.inference_mode():
-            return model(images)
+        variant.infer_model.eval()
+        with torch.inference_mode(), variant.autocast():
+            return variant.infer_model(images)
 
     return train_step, infer
 
@@ -148,9 +154,9 @@ def timer(acc: Dict[str, float], key: str):
     return wrap
 
 
-def box_ops_targets(name: str, model: nn.Module, acc: Dict[str, float]):
+def box_ops_targets(base: str, model: nn.Module, acc: Dict[str, float]):
     """The calls that count as anchor generation / matching / NMS in each implementation."""
-    if name == "detkit":
+    if base == "detkit":
         return [(model.rpn, "anchors", timer(acc, "anchors")),
                 (model.rpn.assigner, "assign", timer(acc, "matching")),
                 (model.roi_head.assigner, "assign", timer(acc, "matching")),
@@ -184,7 +190,8 @@ def main(argv=None) -> dict:
     p.add_argument("--iters", type=int, default=1, help="calls per block")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--models", default="detkit,tv", help="any of detkit, tv, tv_bn")
+    p.add_argument("--models", default=DEFAULT_VARIANTS,
+                   help="any of detkit, tv, tv_bn, each optionally with _fp32 or _fast")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -192,13 +199,16 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     images, targets = make_batch(args.batch, args.height, args.width, args.num_classes, args.seed)
-    models = build_models(names, args.num_classes, args.height, args.width, args.seed)
-    steps = {n: make_steps(m, images, targets) for n, m in models.items()}
+    variants = make_variants(names, model_builder(args.num_classes, args.height, args.width, args.seed))
+    steps = {n: make_steps(v, images, targets) for n, v in variants.items()}
     for n in names:  # warm-up (Numba JIT, allocator, oneDNN primitives)
         for _ in range(args.warmup):
             steps[n][0]()
-            steps[n][1]()
     train = time_alternating({n: s[0] for n, s in steps.items()}, args.blocks, args.iters)
+    for v in variants.values():  # the folded inference copies get the trained weights
+        refresh_inference_model(v)
+        for _ in range(args.warmup):
+            steps[v.name][1]()
     infer = time_alternating({n: s[1] for n, s in steps.items()}, args.blocks, args.iters)
     rows = []
     for n in names:
@@ -208,27 +218,27 @@ def main(argv=None) -> dict:
             "train_s_per_img": statistics.median(train[n]) / args.batch,
             "infer_s_per_img": statistics.median(infer[n]) / args.batch,
             "train_blocks_s": train[n], "infer_blocks_s": infer[n],
-            "train_box_ops_share": box_ops_share(n, models[n], steps[n][0], args.iters),
-            "infer_box_ops_share": box_ops_share(n, models[n], steps[n][1], args.iters),
+            "train_box_ops_share": box_ops_share(variants[n].base, variants[n].train_model, steps[n][0], args.iters),
+            "infer_box_ops_share": box_ops_share(variants[n].base, variants[n].infer_model, steps[n][1], args.iters),
             "detections_per_img": float(np.mean([len(d["boxes"]) for d in detections])),
         })
-    ref = "detkit" if "detkit" in train else names[0]
+    ref = next((n for n in ("tv_fp32", "tv", "detkit") if n in train), names[0])
     for r in rows:
         for kind, blocks in (("train", train), ("infer", infer)):
             ratios = [t / d for t, d in zip(blocks[r["model"]], blocks[ref])]
             r[f"{kind}_ratio_to_{ref}"] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, threads {torch.get_num_threads()}, "
           f"batch {args.batch} at {args.height}x{args.width}, {args.blocks} blocks x {args.iters} calls")
-    print(f"{'model':8s} {'train s/img':>12s} {'infer s/img':>12s} {'train / ' + ref + ' [range]':>26s} "
+    print(f"{'model':12s} {'train s/img':>12s} {'infer s/img':>12s} {'train / ' + ref + ' [range]':>26s} "
           f"{'infer / ' + ref + ' [range]':>26s} {'box ops % train':>16s} {'box ops % infer':>16s}")
     for r in rows:
         tr, inf = r["train_box_ops_share"], r["infer_box_ops_share"]
         rt, ri = r[f"train_ratio_to_{ref}"], r[f"infer_ratio_to_{ref}"]
-        print(f"{r['model']:8s} {r['train_s_per_img']:12.3f} {r['infer_s_per_img']:12.3f} "
+        print(f"{r['model']:12s} {r['train_s_per_img']:12.3f} {r['infer_s_per_img']:12.3f} "
               f"{rt['median']:10.2f} [{rt['min']:.2f}, {rt['max']:.2f}]{'':5s} "
               f"{ri['median']:10.2f} [{ri['min']:.2f}, {ri['max']:.2f}]{'':5s} "
               f"{100 * tr['total']:15.1f}% {100 * inf['total']:15.1f}%")
-        print(f"{'':8s} train: anchors {100 * tr['anchors']:.2f}%, matching {100 * tr['matching']:.2f}%, "
+        print(f"{'':12s} train: anchors {100 * tr['anchors']:.2f}%, matching {100 * tr['matching']:.2f}%, "
               f"nms {100 * tr['nms']:.2f}%; infer: anchors {100 * inf['anchors']:.2f}%, nms {100 * inf['nms']:.2f}%")
     result = {"config": vars(args), "torch": torch.__version__, "torchvision": torchvision.__version__,
               "threads": torch.get_num_threads(), "machine": platform.machine(), "rows": rows}

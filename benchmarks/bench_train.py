@@ -7,13 +7,19 @@ shorter side 320, longer side at most 427, 3 classes + background):
   tv      FasterRCNN(resnet_fpn_backbone('resnet18', weights=None, trainable_layers=5), num_classes=4,
           min_size=320, max_size=427)  — the reference of issue 9
 
+each in the variants of benchmarks/bench_variants.py: fp32 contiguous (``_fp32``), and bf16 autocast +
+channels_last (``_fast``; detkit's fast inference also folds BatchNorm).
+
 Training: the same pre-loaded BCCD training batches (detkit's P1 loader: horizontal flip, resize;
 data loading is excluded, it is shared code), SGD steps in alternating blocks so that machine drift
-hits both models; images/s per block and the median ratio. Inference: seconds per test image at
-batch 1 (eval mode, torch.inference_mode), alternating blocks likewise.
+hits every variant; images/s per block and the median of the per-block ratios. Inference: seconds per
+test image at batch 1 (eval mode, torch.inference_mode), alternating blocks likewise.
+``--profile`` then prints where a detkit training step's time goes in each of its variants
+(detkit/engine/step_profile.py), data loading from the real loader included.
 
     python benchmarks/bench_train.py [--config configs/bccd_r18_fpn.yaml] [--blocks 4] [--iters 3]
                                      [--infer-images 8] [--warmup 2] [--threads N] [--json FILE]
+                                     [--variants detkit_fp32,detkit_fast,tv_fp32,tv_fast] [--profile]
 """
 
 from __future__ import annotations
@@ -36,21 +42,30 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from detkit.atomic_io import write_json_atomic  # noqa: E402
 from detkit.config import load_config  # noqa: E402
 from detkit.data.loader import build_dataset, build_loader  # noqa: E402
+from detkit.engine.step_profile import StepProfiler  # noqa: E402
 from detkit.modeling.detector import build_detector  # noqa: E402
 
-
-def build_models(cfg, num_classes: int) -> dict:
-    torch.manual_seed(cfg.train.seed)
-    detkit_model = build_detector(cfg, num_classes, log=lambda s: None)
-    torch.manual_seed(cfg.train.seed)
-    backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5)
-    tv_model = FasterRCNN(backbone, num_classes=num_classes + 1, min_size=cfg.data.min_size[-1],
-                          max_size=cfg.data.max_size)
-    return {"detkit": detkit_model, "tv": tv_model}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_variants import DEFAULT_VARIANTS, make_variants, refresh_inference_model  # noqa: E402
 
 
-def make_train_step(model, batches, lr: float):
+def model_builder(cfg, num_classes: int):
+    """base name -> a fresh fp32 contiguous model of that family, seeded alike."""
+    def build(base: str):
+        torch.manual_seed(cfg.train.seed)
+        if base == "detkit":
+            return build_detector(cfg, num_classes, log=lambda s: None)
+        if base == "tv":
+            backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5)
+            return FasterRCNN(backbone, num_classes=num_classes + 1, min_size=cfg.data.min_size[-1],
+                              max_size=cfg.data.max_size)
+        raise SystemExit(f"unknown model family {base!r}: choose detkit or tv")
+    return build
+
+
+def make_train_step(variant, batches, lr: float):
     """A callable running one SGD step on the next pre-loaded batch; returns the images it used."""
+    model = variant.train_model
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=0.9,
                           weight_decay=1e-4)
     stream = itertools.cycle(batches)
@@ -58,7 +73,8 @@ def make_train_step(model, batches, lr: float):
     def step() -> int:
         images, targets = next(stream)
         model.train()
-        losses = model(images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
+        with variant.autocast():
+            losses = model(images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
         loss = sum(losses.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -68,12 +84,13 @@ def make_train_step(model, batches, lr: float):
     return step
 
 
-def make_infer_step(model, images):
+def make_infer_step(variant, images):
     stream = itertools.cycle(images)
 
     def step() -> int:
+        model = variant.infer_model
         model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), variant.autocast():
             model([next(stream)])
         return 1
 
@@ -92,6 +109,45 @@ def alternate(steps: dict, blocks: int, iters: int) -> dict:
     return out
 
 
+# (numerator, denominator, target or None): training compares img/s, inference compares s/img.
+TRAIN_COMPARISONS = (("detkit_fp32", "tv_fp32", 1.1), ("detkit_fast", "tv_fp32", 2.5), ("detkit_fast", "tv_fast", 1.5),
+                     ("detkit_fast", "detkit_fp32", None), ("tv_fast", "tv_fp32", None))
+INFER_COMPARISONS = (("detkit_fp32", "tv_fp32", 0.9), ("detkit_fast", "tv_fp32", 0.4), ("detkit_fast", "tv_fast", None),
+                     ("detkit_fast", "detkit_fp32", None), ("tv_fast", "tv_fp32", None))
+
+
+def block_ratios(blocks: dict, a: str, b: str, speed: bool) -> list:
+    """Per block, a over b: img/s (speed) or s/img; blocks hold s/img."""
+    return [(tb / ta) if speed else (ta / tb) for ta, tb in zip(blocks[a], blocks[b])]
+
+
+def profile_detkit(variant, loader, steps: int, lr: float) -> str:
+    """The StepProfiler table of ``steps`` training steps of a detkit variant, data from ``loader``."""
+    model = variant.train_model
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=0.9,
+                          weight_decay=1e-4)
+    stream = iter(loader)
+    model.train()
+    with StepProfiler(model) as prof:
+        for _ in range(steps):
+            with prof.part("data"):
+                try:
+                    images, targets = next(stream)
+                except StopIteration:
+                    stream = iter(loader)
+                    images, targets = next(stream)
+            losses = prof.forward(images, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets],
+                                  autocast=variant.autocast())
+            loss = sum(losses.values())
+            with prof.part("backward"):
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+            with prof.part("optimizer"):
+                opt.step()
+            prof.end_step()
+    return prof.table(f"{variant.name}: where a training step's time goes")
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="configs/bccd_r18_fpn.yaml")
@@ -100,6 +156,9 @@ def main(argv=None) -> dict:
     p.add_argument("--infer-images", type=int, default=8, help="test images per inference block")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated (default {DEFAULT_VARIANTS})")
+    p.add_argument("--profile", action="store_true", help="then print where detkit's step time goes per variant")
+    p.add_argument("--profile-steps", type=int, default=6)
     p.add_argument("--json", default=None)
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
@@ -112,35 +171,52 @@ def main(argv=None) -> dict:
     batches = list(itertools.islice(iter(loader), args.blocks * args.iters + args.warmup))
     test_loader = build_loader(cfg, "val", dataset=val_set, batch_size=1)
     test_images = [imgs[0] for imgs, _ in itertools.islice(iter(test_loader), args.infer_images)]
-    models = build_models(cfg, len(train_set.classes))
-    train_steps = {n: make_train_step(m, batches, lr=1e-3) for n, m in models.items()}
-    infer_steps = {n: make_infer_step(m, test_images) for n, m in models.items()}
-    for n in models:  # warm-up: Numba JIT, allocator, oneDNN primitives
+    names = [n.strip() for n in args.variants.split(",") if n.strip()]
+    variants = make_variants(names, model_builder(cfg, len(train_set.classes)))
+    train_steps = {n: make_train_step(v, batches, lr=1e-3) for n, v in variants.items()}
+    infer_steps = {n: make_infer_step(v, test_images) for n, v in variants.items()}
+    for n in variants:  # warm-up: Numba JIT, allocator, oneDNN primitives
         for _ in range(args.warmup):
             train_steps[n]()
-            infer_steps[n]()
     train = alternate(train_steps, args.blocks, args.iters)
+    for v in variants.values():  # the folded inference copies get the trained weights
+        refresh_inference_model(v)
+        for _ in range(args.warmup):
+            infer_steps[v.name]()
     infer = alternate(infer_steps, args.blocks, args.infer_images)
-    train_ratio = [t / d for t, d in zip(train["tv"], train["detkit"])]  # detkit img/s over tv img/s
-    infer_ratio = [d / t for t, d in zip(infer["tv"], infer["detkit"])]  # detkit s/img over tv s/img
     result = {
         "config": args.config, "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "torchvision": torchvision.__version__, "machine": platform.machine(),
+        "torchvision": torchvision.__version__, "machine": platform.machine(), "variants": names,
         "train_img_per_s": {n: 1.0 / statistics.median(v) for n, v in train.items()},
         "infer_s_per_img": {n: statistics.median(v) for n, v in infer.items()},
-        "train_speed_ratio_detkit_over_tv": statistics.median(train_ratio),
-        "infer_time_ratio_detkit_over_tv": statistics.median(infer_ratio),
-        "train_blocks_s_per_img": train, "infer_blocks_s_per_img": infer,
+        "train_blocks_s_per_img": train, "infer_blocks_s_per_img": infer, "ratios": [],
     }
     print(f"BCCD P1, torch {torch.__version__}, torchvision {torchvision.__version__}, "
           f"{torch.get_num_threads()} threads, {args.blocks} blocks")
-    print(f"{'model':8s} {'train img/s':>12s} {'infer s/img':>12s}")
-    for n in models:
-        print(f"{n:8s} {result['train_img_per_s'][n]:12.3f} {result['infer_s_per_img'][n]:12.3f}")
-    print(f"training speed detkit / torchvision: {result['train_speed_ratio_detkit_over_tv']:.2f}x "
-          f"(blocks {min(train_ratio):.2f}..{max(train_ratio):.2f}; target >= 1.1)")
-    print(f"inference time detkit / torchvision: {result['infer_time_ratio_detkit_over_tv']:.2f} "
-          f"(blocks {min(infer_ratio):.2f}..{max(infer_ratio):.2f}; target <= 0.9)")
+    print(f"{'variant':12s} {'train img/s':>12s} {'infer s/img':>12s}")
+    for n in names:
+        print(f"{n:12s} {result['train_img_per_s'][n]:12.3f} {result['infer_s_per_img'][n]:12.3f}")
+    for kind, comparisons, blocks, speed in (("training speed", TRAIN_COMPARISONS, train, True),
+                                             ("inference time", INFER_COMPARISONS, infer, False)):
+        for a, b, target in comparisons:
+            if a not in blocks or b not in blocks:
+                continue
+            ratios = block_ratios(blocks, a, b, speed)
+            median = statistics.median(ratios)
+            met = None if target is None else (median >= target if speed else median <= target)
+            result["ratios"].append({"kind": kind, "a": a, "b": b, "median": median, "min": min(ratios),
+                                     "max": max(ratios), "target": target, "met": met})
+            goal = "" if target is None else f"; target {'>=' if speed else '<='} {target} " \
+                f"{'met' if met else 'NOT met'}"
+            print(f"{kind} {a} / {b}: {median:.2f}{'x' if speed else ''} "
+                  f"(blocks {min(ratios):.2f}..{max(ratios):.2f}{goal})")
+    if args.profile:
+        result["profile"] = {}
+        for v in variants.values():
+            if v.base == "detkit":
+                table = profile_detkit(v, loader, args.profile_steps, lr=1e-3)
+                result["profile"][v.name] = table
+                print(table)
     if args.json:
         write_json_atomic(result, args.json, indent=2)
     return result
