@@ -163,6 +163,8 @@ class SplitConfig:
     VOC, any folder: ``roots: [folder]`` with ``ann_dir`` / ``img_dir`` relative to it, and
     ``split_file`` (a list of ids) or no split at all (``splits: []``: every XML file).
     COCO: ``ann_file`` (JSON) and ``img_dir`` (relative to the first root, or absolute).
+    YOLO: ``roots`` and ``splits`` (``images/<split>`` + ``labels/<split>``, ``<split>/images`` +
+    ``<split>/labels``, or side by side; see detkit/data/yolo.py), or ``split_file`` (image paths).
     """
 
     roots: List[str] = field(default_factory=list)
@@ -202,11 +204,15 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    format: str = field(default="synthetic", metadata=_choices("synthetic", "voc", "coco"))
+    format: str = field(default="synthetic", metadata=_choices("synthetic", "voc", "coco", "yolo"))
     train: SplitConfig = field(default_factory=SplitConfig)
     val: SplitConfig = field(default_factory=SplitConfig)
-    # Class names (without background). null: taken from the data set (VOC: discovered, sorted).
+    # Class names (without background). null: taken from the data set (VOC: discovered, sorted; YOLO:
+    # from names_file, or a data.yaml / classes.txt / obj.names in the training root).
     classes: Optional[List[str]] = None
+    # YOLO: the class names file (Ultralytics data.yaml 'names', or one name per line), relative to the
+    # first root of each split or absolute.
+    names_file: Optional[str] = None
     # VOC 'difficult' objects: ignore (ignore regions, excluded from eval), train, or drop.
     difficult: str = field(default="ignore", metadata=_choices("ignore", "train", "drop"))
     skip_bad_images: bool = False

@@ -1,4 +1,4 @@
-"""Convert a Pascal VOC split (or any folder of VOC XML files) to a COCO JSON file.
+"""Convert a Pascal VOC or YOLO split (or any data set a detkit config reads) to a COCO JSON file.
 
 Usage:
     python tools/voc2coco.py --root ../shared/data/BCCD --split train --out bccd_train.json
@@ -6,11 +6,15 @@ Usage:
                              --img-root /data
     python tools/voc2coco.py --root my_folder --ann-dir xml --img-dir images --out all.json  # every XML
     python tools/voc2coco.py --config configs/bccd_r18_fpn.yaml --config-split val --out val.json
+    python tools/voc2coco.py --format yolo --root my_yolo --split val --out val.json  # names from data.yaml
 
 Boxes: VOC's 1-based inclusive [xmin, ymin, xmax, ymax] becomes COCO [xmin-1, ymin-1, w, h] with
 w = xmax - xmin + 1; degenerate boxes are dropped and out-of-image boxes clipped, as the VOC data
 set does (the fixes are printed); difficult objects follow --difficult (ignore -> iscrowd 1).
 Reading the output with data.format=coco gives exactly the boxes and labels of the VOC data set.
+YOLO (--format yolo, detkit/data/yolo.py): --root and --split find images/<split> + labels/<split>
+(or <split>/images, or files side by side); --names FILE or a data.yaml / classes.txt in the root
+gives the class names; centre-size fractions become COCO pixel boxes.
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ from detkit.config import load_config
 from detkit.data.coco_export import dataset_to_coco
 from detkit.data.loader import build_dataset
 from detkit.data.voc import VOCDataset
+from detkit.data.yolo import YOLODataset
 from detkit.errors import DetkitError
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", action="append", default=[], help="VOC root (repeat to concatenate)")
+    parser.add_argument("--format", choices=("voc", "yolo"), default="voc", help="the layout under --root")
+    parser.add_argument("--root", action="append", default=[], help="data set root (repeat to concatenate)")
+    parser.add_argument("--names", help="YOLO: class names file (data.yaml or one name per line)")
     parser.add_argument("--split", action="append", default=[],
                         help="ImageSets/Main/<split>.txt (one, or one per root); none = every XML file")
     parser.add_argument("--ann-dir", default="Annotations")
@@ -47,6 +54,11 @@ def main(argv=None) -> int:
     try:
         if args.config:
             dataset = build_dataset(load_config(args.config, args.overrides), args.config_split, log_report=False)
+        elif args.root and args.format == "yolo":
+            classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+            dataset = YOLODataset(roots=args.root, splits=args.split, split_file=args.split_file, classes=classes,
+                                  names_file=args.names, skip_bad_images=args.skip_bad_images,
+                                  ignore_unknown_classes=args.ignore_unknown_classes, log_report=False)
         elif args.root:
             classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
             dataset = VOCDataset(roots=args.root, splits=args.split, ann_dir=args.ann_dir, img_dir=args.img_dir,

@@ -23,8 +23,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from detkit.data.dataset import DetectionDataset, ImageRecord
-from detkit.data.image_io import read_image_size, truncation_problem
+from detkit.data.dataset import DetectionDataset, ImageRecord, probe_image
 from detkit.data.report import DataReport
 from detkit.data.sanitize import sanitize_boxes
 from detkit.errors import DataError
@@ -119,19 +118,11 @@ class COCODataset(DetectionDataset):
             report.log()
 
     def _image_size(self, info: dict, path: str, report: DataReport, skip: bool):
-        try:
-            problem = truncation_problem(path)
-            if problem is not None:
-                raise DataError(f"image file '{path}': {problem}")
-            h, w, orientation = read_image_size(path)
-        except DataError as exc:
-            if not skip:
-                raise DataError(f"{exc} (image id {info['id']} of '{self.ann_file}'; set "
-                                f"data.skip_bad_images=true to skip bad images)") from None
-            report.add("bad_image_skipped", example=str(exc))
+        probed = probe_image(path, skip_bad_images=skip, report=report,
+                             context=f"image id {info['id']} of '{self.ann_file}'")
+        if probed is None:
             return None
-        if orientation != 1:
-            report.add("exif_rotated", example=f"{path} (orientation {orientation})")
+        h, w, orientation = probed
         json_size = (info.get("height"), info.get("width"))
         if all(isinstance(v, (int, float)) and v > 0 for v in json_size) and tuple(json_size) != (h, w):
             detail = ("annotated on the unrotated image" if orientation in (5, 6, 7, 8)

@@ -23,11 +23,11 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from torch.utils.data import Dataset
 
-from detkit.data.image_io import read_image
+from detkit.data.image_io import read_image, read_image_size, truncation_problem
 from detkit.data.report import DataReport
 from detkit.errors import DataError
 
-__all__ = ["ImageRecord", "DetectionDataset", "SAMPLE_KEYS", "resolve_path"]
+__all__ = ["ImageRecord", "DetectionDataset", "SAMPLE_KEYS", "resolve_path", "probe_image", "settle_bad_annotations"]
 
 SAMPLE_KEYS = ("image", "boxes", "labels", "ignore_boxes", "ignore_labels", "image_id", "orig_size", "file_name")
 
@@ -128,3 +128,40 @@ def resolve_path(path: str, base: Optional[str] = None) -> str:
     if base is not None and not os.path.isabs(path):
         path = os.path.join(base, path)
     return os.path.normpath(path)
+
+
+def probe_image(path: str, *, skip_bad_images: bool, report: DataReport,
+                context: str = "") -> Optional[Tuple[int, int, int]]:
+    """(h, w, EXIF orientation) of an image file without decoding it, or None when it is missing,
+    truncated or unreadable and ``skip_bad_images`` (counted as bad_image_skipped); an EXIF rotation
+    is counted as exif_rotated.
+
+    Raises:
+        DataError: a bad image without ``skip_bad_images`` (``context`` is added to the message).
+    """
+    try:
+        problem = truncation_problem(path)
+        if problem is not None:
+            raise DataError(f"image file '{path}': {problem}")
+        h, w, orientation = read_image_size(path)
+    except DataError as exc:
+        if not skip_bad_images:
+            raise DataError(f"{exc} ({context + '; ' if context else ''}set data.skip_bad_images=true to skip "
+                            f"bad images)") from None
+        report.add("bad_image_skipped", example=str(exc))
+        return None
+    if orientation != 1:
+        report.add("exif_rotated", example=f"{path} (orientation {orientation})")
+    return h, w, orientation
+
+
+def settle_bad_annotations(bad: Sequence[str], total: int, name: str, *, skip: bool, report: DataReport,
+                           what: str = "annotation files") -> None:
+    """Every unreadable or invalid annotation file of a data set at once: a DataError listing them all
+    (a user fixes them after one run instead of meeting them one at a time), or, with ``skip``
+    (data.skip_bad_annotations), each counted as bad_annotation_skipped."""
+    if bad and not skip:
+        raise DataError(f"{len(bad)} of {total} {what} of {name} cannot be used (fix them, or set "
+                        f"data.skip_bad_annotations=true to skip and count them):\n  " + "\n  ".join(bad))
+    for message in bad:
+        report.add("bad_annotation_skipped", example=message)

@@ -27,6 +27,7 @@ from detkit.data.samplers import GroupedBatchSampler, InferenceBatchSampler, asp
 from detkit.data.synthetic import prepare_synthetic
 from detkit.data.transforms import DetectionTransform, build_transforms, resize_scale, resized_size
 from detkit.data.voc import VOCDataset, discover_voc_classes
+from detkit.data.yolo import YOLODataset
 from detkit.errors import ConfigError
 
 __all__ = ["build_dataset", "build_loader", "collate", "TransformedDataset", "DetectionLoader",
@@ -65,6 +66,13 @@ def build_dataset(cfg: Config, split: str, *, classes: Optional[Sequence[str]] =
                           split_file=s.split_file, classes=classes, difficult=d.difficult,
                           skip_bad_images=d.skip_bad_images, ignore_unknown_classes=d.ignore_unknown_classes,
                           skip_bad_annotations=d.skip_bad_annotations, log_report=log_report)
+    if d.format == "yolo":
+        if classes is None and split == "val" and d.train.roots:  # the training root's names file
+            classes = YOLODataset.find_names(resolve_path(d.train.roots[0]), d.names_file)
+        return YOLODataset(roots=s.roots, splits=s.splits, split_file=s.split_file, classes=classes,
+                           names_file=d.names_file, skip_bad_images=d.skip_bad_images,
+                           ignore_unknown_classes=d.ignore_unknown_classes,
+                           skip_bad_annotations=d.skip_bad_annotations, log_report=log_report)
     base = resolve_path(s.roots[0]) if s.roots else None
     if s.ann_file is None:
         raise ConfigError(f"key 'data.{split}.ann_file' is required when data.format = 'coco'")

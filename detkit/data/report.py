@@ -29,6 +29,8 @@ FIX_DESCRIPTIONS: Dict[str, str] = {
     "missing_annotation_skipped": "split entries without an annotation file, skipped",
     "bad_annotation_skipped": "annotation files unreadable or invalid (data.skip_bad_annotations), skipped",
     "empty_dropped": "images without annotations dropped (data.drop_empty)",
+    "yolo_negative_no_label": "images without a label file, kept as negative images (YOLO)",
+    "malformed_line_dropped": "label lines that are not 'class cx cy w h' or a polygon, dropped (YOLO)",
     "size_mismatch": "images whose annotated size differs from the real image size (the real size is used)",
     "filename_mismatch": "annotations whose <filename> is not the image file found for them",
     "exif_rotated": "images with an EXIF orientation, applied on load (boxes are taken in the rotated frame)",

@@ -38,7 +38,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from detkit.data.dataset import DetectionDataset, ImageRecord, resolve_path
+from detkit.data.dataset import DetectionDataset, ImageRecord, resolve_path, settle_bad_annotations
 from detkit.data.image_io import IMAGE_EXTENSIONS, read_image_size, truncation_problem
 from detkit.data.report import DataReport
 from detkit.data.sanitize import sanitize_boxes
@@ -253,12 +253,7 @@ class VOCDataset(DetectionDataset):
                 parsed.append((root, image_id, parse_voc_xml(ann_path)))
             except DataError as exc:
                 self.bad_annotations.append(str(exc))
-        if self.bad_annotations and not skip_bad_annotations:
-            raise DataError(f"{len(self.bad_annotations)} of {len(entries)} annotation files of {name} cannot be "
-                            f"used (fix them, or set data.skip_bad_annotations=true to skip and count them):\n  "
-                            + "\n  ".join(self.bad_annotations))
-        for message in self.bad_annotations:
-            report.add("bad_annotation_skipped", example=message)
+        settle_bad_annotations(self.bad_annotations, len(entries), name, skip=skip_bad_annotations, report=report)
         if classes is None:
             classes = sorted({o.name for _, _, ann in parsed for o in ann.objects})
         self.difficult = difficult
