@@ -189,6 +189,17 @@ class SyntheticConfig:
 
 
 @dataclass
+class AutoSplitConfig:
+    """Train / val split of a data set that has none (detkit/data/auto_split.py): the data.train source
+    is divided, by image, stratified so that every class appears on both sides when it can. The split
+    is written to the run folder as split.json; ``file`` reuses such a file instead of recomputing."""
+
+    val_fraction: Optional[float] = field(default=None, metadata={"gt": 0.0, "max": 0.9})  # null = off
+    seed: int = 0
+    file: Optional[str] = None  # a split.json (from a run folder) to reuse
+
+
+@dataclass
 class AugmentConfig:
     hflip_prob: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0})
     vflip_prob: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})
@@ -213,6 +224,8 @@ class DataConfig:
     # YOLO: the class names file (Ultralytics data.yaml 'names', or one name per line), relative to the
     # first root of each split or absolute.
     names_file: Optional[str] = None
+    # Automatic train / val split of data.train's source (data.val then stays empty).
+    auto_split: AutoSplitConfig = field(default_factory=AutoSplitConfig)
     # VOC 'difficult' objects: ignore (ignore regions, excluded from eval), train, or drop.
     difficult: str = field(default="ignore", metadata=_choices("ignore", "train", "drop"))
     skip_bad_images: bool = False
@@ -541,6 +554,10 @@ def _check_positive_list(values: Sequence[float], key: str, length: Optional[int
 def validate(cfg: Config) -> None:
     """Reject out-of-range values and inconsistent combinations, naming the key and what is valid."""
     _check_field_ranges(cfg, "")
+    s = cfg.data.auto_split
+    if (s.val_fraction is not None or s.file is not None) and (cfg.data.val.roots or cfg.data.val.ann_file):
+        raise ConfigError("key 'data.auto_split' divides data.train's images into train and val, but data.val is "
+                          "also given; set data.val.roots=[] (and data.val.ann_file=null), or turn the split off")
     m = cfg.model
     for name, head in (("model.rpn", m.rpn), ("model.roi_head", m.roi_head)):
         if head.bg_iou_thresh > head.fg_iou_thresh:

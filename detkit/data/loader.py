@@ -13,6 +13,7 @@ a COCO ``ann_file`` / ``img_dir`` is relative to the split's first root when roo
 
 from __future__ import annotations
 
+import copy
 from typing import List, Optional, Sequence, Tuple
 
 import cv2
@@ -21,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from detkit.config import Config, DataConfig
+from detkit.data.auto_split import auto_split_enabled, split_from_file, stratified_split, subset
 from detkit.data.coco import COCODataset
 from detkit.data.dataset import DetectionDataset, resolve_path
 from detkit.data.samplers import GroupedBatchSampler, InferenceBatchSampler, aspect_ratio_groups
@@ -52,6 +54,8 @@ def build_dataset(cfg: Config, split: str, *, classes: Optional[Sequence[str]] =
     """
     _check_split(split)
     d = cfg.data
+    if auto_split_enabled(d):
+        return _auto_split_part(cfg, split, classes, log_report)
     classes = list(classes) if classes is not None else d.classes
     s = getattr(d, split)
     if d.format == "synthetic":
@@ -80,6 +84,20 @@ def build_dataset(cfg: Config, split: str, *, classes: Optional[Sequence[str]] =
                        classes=classes, skip_bad_images=d.skip_bad_images,
                        ignore_unknown_classes=d.ignore_unknown_classes, drop_empty=d.drop_empty,
                        log_report=log_report)
+
+
+def _auto_split_part(cfg: Config, split: str, classes: Optional[Sequence[str]], log_report: bool) -> DetectionDataset:
+    """One side of data.train's source divided by data.auto_split (detkit/data/auto_split.py)."""
+    whole_cfg = copy.deepcopy(cfg)
+    whole_cfg.data.auto_split.val_fraction = whole_cfg.data.auto_split.file = None
+    # The whole set is read for each side; its report is logged once, with the training side.
+    whole = build_dataset(whole_cfg, "train", classes=classes, log_report=log_report and split == "train")
+    a = cfg.data.auto_split
+    if a.file is not None:
+        train_idx, val_idx = split_from_file(whole, resolve_path(a.file))
+    else:
+        train_idx, val_idx = stratified_split([r.labels for r in whole.records], a.val_fraction, a.seed)
+    return subset(whole, train_idx if split == "train" else val_idx, split)
 
 
 class TransformedDataset(Dataset):

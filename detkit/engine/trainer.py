@@ -20,6 +20,7 @@ import torch
 
 from detkit.anchors import anchor_shapes_for_training
 from detkit.config import Config, config_to_dict, load_config, save_config
+from detkit.data.auto_split import SPLIT_FILE_NAME, auto_split_enabled, write_split
 from detkit.data.loader import build_dataset, build_loader
 from detkit.engine import distributed as dist
 from detkit.engine import hooks as H
@@ -109,6 +110,15 @@ class Trainer:
             check_run_folder(self.out, checkpoint_bytes(self.bare_model, self.optimizer, weight_copies=copies))
         if checkpoint is not None:
             self._restore(checkpoint)
+        if self.ctx.is_main and auto_split_enabled(cfg.data):
+            # The split in the run folder; the saved config points at it, so evaluating or resuming this run
+            # uses exactly these images whatever happens to the folder listing.
+            split_path = os.path.join(self.out, SPLIT_FILE_NAME)
+            write_split(split_path, self.train_set, self.val_set, val_fraction=cfg.data.auto_split.val_fraction,
+                        seed=cfg.data.auto_split.seed)
+            cfg.data.auto_split.file = split_path
+            self.log(f"data: automatic split, {len(self.train_set)} training / {len(self.val_set)} validation "
+                     f"images, written to {split_path}")
         if self.ctx.is_main:
             save_config(cfg, self.paths["config.yaml"])
         self.log(f"batch: {self.ctx.local_batch(cfg.train.batch_size)} per process x {self.ctx.world_size} "
