@@ -229,8 +229,8 @@ class DataConfig:
     # VOC 'difficult' objects: ignore (ignore regions, excluded from eval), train, or drop.
     difficult: str = field(default="ignore", metadata=_choices("ignore", "train", "drop"))
     skip_bad_images: bool = False
-    # Annotation files that cannot be parsed or are invalid (VOC XML): all are listed and training
-    # stops, unless this skips and counts them.
+    # Annotation files that cannot be parsed or are invalid (VOC XML, YOLO label files) and invalid
+    # entries of a COCO JSON: all are listed and training stops, unless this skips and counts them.
     skip_bad_annotations: bool = False
     ignore_unknown_classes: bool = False
     # COCO images with no annotation are kept as negatives unless this is set.

@@ -18,12 +18,12 @@ import contextlib
 import io
 import json
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
 
-from detkit.data.dataset import DetectionDataset, ImageRecord, probe_image
+from detkit.data.dataset import DetectionDataset, ImageRecord, probe_image, settle_bad_annotations
 from detkit.data.report import DataReport
 from detkit.data.sanitize import sanitize_boxes
 from detkit.errors import DataError
@@ -41,8 +41,62 @@ def xyxy_to_coco_box(x1: float, y1: float, x2: float, y2: float) -> List[float]:
     return [x1, y1, x2 - x1, y2 - y1]
 
 
-def load_coco_api(ann_file: str):
-    """pycocotools.coco.COCO for `ann_file`, quietly; DataError when missing or not valid COCO JSON."""
+def _number_list(value, length: int) -> bool:
+    return (isinstance(value, (list, tuple)) and len(value) == length
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+
+
+def invalid_coco_entries(data: dict, ann_file: str) -> Tuple[dict, List[str]]:
+    """(data without its invalid entries, one message per invalid entry), in one pass over the file.
+
+    Invalid: an image without an integer ``id`` or a ``file_name``; an annotation that is not an
+    object, lacks ``id``, ``image_id`` or ``category_id``, points at no image, or whose ``bbox`` is not
+    four numbers; a category without ``id`` or ``name``. Annotations of a dropped image go with it.
+    """
+    problems: List[str] = []
+    where = os.path.basename(ann_file)
+
+    def keep(entries, kind, check):
+        out = []
+        for k, entry in enumerate(entries):
+            reason = check(entry) if isinstance(entry, dict) else "is not a JSON object"
+            if reason:
+                ident = entry.get("id", f"#{k}") if isinstance(entry, dict) else f"#{k}"
+                problems.append(f"{where}: {kind} {ident} {reason}")
+            else:
+                out.append(entry)
+        return out
+
+    images = keep(data["images"], "image",
+                  lambda e: ("has no integer 'id'" if not isinstance(e.get("id"), int) or isinstance(e.get("id"), bool)
+                             else "has no 'file_name'" if not isinstance(e.get("file_name"), str) else None))
+    image_ids = {e["id"] for e in images}
+    categories = keep(data["categories"], "category",
+                      lambda e: "needs an 'id' and a 'name'" if "id" not in e or "name" not in e else None)
+
+    def check_annotation(e):
+        missing = [k for k in ("id", "image_id", "category_id") if k not in e]
+        if missing:
+            return f"has no {', '.join(repr(k) for k in missing)}"
+        if e["image_id"] not in image_ids:
+            return f"refers to image_id {e['image_id']!r}, which is not a (valid) image of the file"
+        if not _number_list(e.get("bbox"), 4):
+            return f"has bbox {e.get('bbox')!r}, expected [x, y, width, height] numbers"
+        return None
+
+    annotations = keep(data["annotations"], "annotation", check_annotation)
+    return {**data, "images": images, "annotations": annotations, "categories": categories}, problems
+
+
+def load_coco_api(ann_file: str, problems: Optional[List[str]] = None):
+    """pycocotools.coco.COCO for `ann_file`, quietly.
+
+    Invalid entries (:func:`invalid_coco_entries`) are all collected: appended to ``problems`` and left
+    out when a list is given, else raised together in one DataError.
+
+    Raises:
+        DataError: the file is missing, not JSON, not COCO-shaped, or (without ``problems``) has invalid entries.
+    """
     from pycocotools.coco import COCO
 
     if not os.path.isfile(ann_file):
@@ -57,6 +111,13 @@ def load_coco_api(ann_file: str):
                         f"expected keys 'images', 'annotations', 'categories'")
     data.setdefault("annotations", [])
     data.setdefault("categories", [])
+    if not isinstance(data["annotations"], list) or not isinstance(data["categories"], list):
+        raise DataError(f"COCO annotation file '{ann_file}': 'annotations' and 'categories' must be lists")
+    data, found = invalid_coco_entries(data, ann_file)
+    if found and problems is None:
+        raise DataError(f"COCO annotation file '{ann_file}' has {len(found)} invalid entries:\n  " + "\n  ".join(found))
+    if problems is not None:
+        problems.extend(found)
     api = COCO()
     api.dataset = data
     try:
@@ -76,6 +137,8 @@ class COCODataset(DetectionDataset):
         classes: class names to use, in label order, matched to category names; None = every
             category of the file in increasing id order.
         skip_bad_images: skip (and count) missing / truncated / unreadable images instead of raising.
+        skip_bad_annotations: leave out (and count) invalid image, annotation and category entries
+            instead of raising; either way they are all found in one pass (``bad_annotations``).
         ignore_unknown_classes: drop (and count) annotations of categories outside `classes`
             (or without a category entry) instead of raising.
         drop_empty: drop images without any (non-crowd) box.
@@ -84,11 +147,15 @@ class COCODataset(DetectionDataset):
 
     def __init__(self, *, ann_file: str, img_dir: str, classes: Optional[Sequence[str]] = None,
                  skip_bad_images: bool = False, ignore_unknown_classes: bool = False,
-                 drop_empty: bool = False, log_report: bool = True) -> None:
+                 drop_empty: bool = False, skip_bad_annotations: bool = False, log_report: bool = True) -> None:
         ann_file, img_dir = os.fspath(ann_file), os.fspath(img_dir)
         name = f"coco {os.path.basename(ann_file)}"
         report = DataReport(name)
-        api = load_coco_api(ann_file)
+        self.bad_annotations: List[str] = []
+        api = load_coco_api(ann_file, self.bad_annotations)
+        total = len(api.dataset["images"]) + len(api.dataset["annotations"]) + len(self.bad_annotations)
+        settle_bad_annotations(self.bad_annotations, total, name, skip=skip_bad_annotations, report=report,
+                               what="entries (images, annotations, categories)")
         cats = sorted(api.dataset["categories"], key=lambda c: c["id"])
         if classes is None:
             classes = [str(c["name"]) for c in cats]
@@ -134,8 +201,6 @@ class COCODataset(DetectionDataset):
     def _make_record(self, api, image_id: int, img_dir: str, report: DataReport,
                      skip: bool) -> Optional[ImageRecord]:
         info = api.imgs[image_id]
-        if "file_name" not in info:
-            raise DataError(f"COCO annotation file '{self.ann_file}': image id {image_id} has no 'file_name'")
         path = os.path.normpath(os.path.join(img_dir, info["file_name"]))
         size = self._image_size(info, path, report, skip)
         if size is None:
@@ -154,12 +219,7 @@ class COCODataset(DetectionDataset):
                 report.add("unknown_class_dropped", example=info["file_name"],
                            detail=self._cat_name.get(ann.get("category_id"), str(ann.get("category_id"))))
                 continue
-            bbox = ann.get("bbox")
-            try:
-                box = coco_box_to_xyxy(*(float(v) for v in bbox))
-            except (TypeError, ValueError):
-                raise DataError(f"COCO annotation file '{self.ann_file}': annotation {ann.get('id')} has "
-                                f"bbox {bbox!r}, expected [x, y, width, height] numbers") from None
+            box = coco_box_to_xyxy(*(float(v) for v in ann["bbox"]))  # checked by invalid_coco_entries
             if ann.get("iscrowd", 0):
                 report.add("crowd_ignored", example=info["file_name"])
                 ignore_boxes.append(box)

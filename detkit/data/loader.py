@@ -83,7 +83,7 @@ def build_dataset(cfg: Config, split: str, *, classes: Optional[Sequence[str]] =
     return COCODataset(ann_file=resolve_path(s.ann_file, base), img_dir=resolve_path(s.img_dir, base),
                        classes=classes, skip_bad_images=d.skip_bad_images,
                        ignore_unknown_classes=d.ignore_unknown_classes, drop_empty=d.drop_empty,
-                       log_report=log_report)
+                       skip_bad_annotations=d.skip_bad_annotations, log_report=log_report)
 
 
 def _auto_split_part(cfg: Config, split: str, classes: Optional[Sequence[str]], log_report: bool) -> DetectionDataset:

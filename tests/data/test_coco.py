@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from data_helpers import write_coco, write_image, write_voc
@@ -122,3 +124,27 @@ def test_voc2coco_round_trip_bccd(bccd_root, tmp_path):
     coco = COCODataset(ann_file=out, img_dir=bccd_root / "JPEGImages", log_report=False)
     _assert_same(voc, coco)
     assert sum(len(coco.get_annotation(i)["boxes"]) for i in range(len(coco))) == 945
+
+
+def test_every_invalid_entry_is_listed_in_one_pass_or_skipped(tmp_path):
+    anns = [_ann(1, 100, 3, [1, 1, 10, 10]),
+            _ann(2, 100, 3, [1, 1, 10]),              # bbox of 3 numbers
+            _ann(3, 999, 3, [1, 1, 10, 10]),          # no such image
+            {"id": 4, "image_id": 101, "bbox": [1, 1, 5, 5]},  # no category_id
+            "not an object",
+            _ann(6, 102, 7, ["a", 1, 2, 3]),          # not numbers
+            _ann(7, 101, 10, [2, 2, 8, 8])]
+    path = _coco_folder(tmp_path, anns)
+    data = json.loads(open(path).read())
+    data["images"].append({"id": 103, "width": 60, "height": 40})  # no file_name
+    write_json_atomic(data, str(path))
+    with pytest.raises(DataError) as info:
+        COCODataset(ann_file=path, img_dir=tmp_path / "img")
+    message = str(info.value)
+    assert "6 of" in message and "skip_bad_annotations" in message
+    for part in ("annotation 2 has bbox", "annotation 3 refers to image_id 999", "annotation 4 has no 'category_id'",
+                 "annotation #4 is not a JSON object", "annotation 6 has bbox", "image 103 has no 'file_name'"):
+        assert part in message, part
+    ds = COCODataset(ann_file=path, img_dir=tmp_path / "img", skip_bad_annotations=True, log_report=False)
+    assert len(ds) == 3 and ds.report["bad_annotation_skipped"] == 6 and len(ds.bad_annotations) == 6
+    assert sum(len(ds.get_annotation(i)["boxes"]) for i in range(3)) == 2  # the two good annotations kept
