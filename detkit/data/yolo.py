@@ -136,7 +136,7 @@ def parse_yolo_labels(path: str) -> Tuple[List[Tuple[int, List[float], int]], Li
         DataError: the file cannot be read as text.
     """
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, "r", encoding="utf-8-sig") as f:  # -sig: a byte-order mark some Windows tools write
             lines = f.read().splitlines()
     except UnicodeDecodeError as exc:
         raise DataError(f"label file '{path}' is not UTF-8 text: {exc}") from None
@@ -175,7 +175,10 @@ def _list_images(folder: str) -> List[str]:
     out = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames.sort()
-        out += [os.path.join(dirpath, f) for f in sorted(filenames) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        # Hidden files are not images, whatever their extension (macOS writes "._name.jpg" metadata files).
+        out += [os.path.join(dirpath, f) for f in sorted(filenames)
+                if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
     return out
 
 

@@ -133,6 +133,14 @@ def test_bad_images_are_skipped_with_the_setting(tmp_path):
     assert len(ds) == 1 and ds.report["bad_image_skipped"] == 1
 
 
+def test_byte_order_mark_and_hidden_files(tmp_path):
+    _image(tmp_path / "x.jpg")
+    (tmp_path / "x.txt").write_bytes("\ufeff0 0.5 0.5 0.2 0.2\r\n".encode("utf-8"))
+    (tmp_path / "._x.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS metadata, not an image
+    ds = YOLODataset(roots=[tmp_path], classes=["a"], log_report=False)
+    assert len(ds) == 1 and len(ds.get_annotation(0)["boxes"]) == 1 and not ds.report
+
+
 def test_split_file_of_image_paths(tmp_path):
     _ultralytics(tmp_path)
     (tmp_path / "train.txt").write_text("images/train/a.jpg\n")
