@@ -11,7 +11,7 @@ import os
 import tempfile
 from typing import Any, Iterator
 
-__all__ = ["atomic_open", "write_json_atomic"]
+__all__ = ["atomic_open", "write_json_atomic", "remove_stale_temp_files"]
 
 
 @contextlib.contextmanager
@@ -54,3 +54,22 @@ def write_json_atomic(data: Any, path: str, indent: int | None = 1) -> None:
     """Write ``data`` as JSON to ``path`` atomically."""
     with atomic_open(path, "w") as f:
         json.dump(data, f, indent=indent)
+
+
+def remove_stale_temp_files(directory: str, names) -> list:
+    """Delete the temporary files :func:`atomic_open` left for ``names`` in ``directory`` when its process
+    was killed mid-write (SIGKILL runs no cleanup): ``.<name>.<random>.tmp``. Returns the paths removed.
+    Call it only where no other process is writing these files."""
+    if not os.path.isdir(directory):
+        return []
+    prefixes = tuple(f".{name}." for name in names)
+    removed = []
+    for entry in os.listdir(directory):
+        if entry.startswith(prefixes) and entry.endswith(".tmp"):
+            path = os.path.join(directory, entry)
+            try:
+                os.unlink(path)
+                removed.append(path)
+            except OSError:
+                pass
+    return removed

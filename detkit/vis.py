@@ -5,7 +5,6 @@ Every plot function writes one PNG and returns its path; none needs a display.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Optional, Sequence
 
@@ -55,14 +54,11 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, labels: Sequence[int],
 
 def read_metrics_log(path: str) -> list[dict]:
     """The records of a metrics.jsonl file (a torn last line from a crash is skipped)."""
-    records = []
-    with open(path, "r", encoding="utf-8") as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
+    from detkit.engine.metrics_log import read_records
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(path)
+    return read_records(path)
 
 
 def _save(fig, path: str) -> str:

@@ -12,7 +12,7 @@ import os
 
 from detkit.atomic_io import atomic_open
 
-__all__ = ["drop_records_after"]
+__all__ = ["drop_records_after", "read_records"]
 
 
 def drop_records_after(path: str, iteration: int) -> int:
@@ -40,3 +40,17 @@ def drop_records_after(path: str, iteration: int) -> int:
     with atomic_open(path, "w") as f:
         f.writelines(kept)
     return len(lines) - len(kept)
+
+
+def read_records(path: str) -> list:
+    """The records of the metrics log at ``path`` (a missing file has none; torn lines are skipped)."""
+    if not os.path.exists(path):
+        return []
+    records = []
+    with open(path, "r", encoding="utf-8") as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records

@@ -19,6 +19,7 @@ from typing import Callable, List, Optional, Union
 import torch
 
 from detkit.anchors import anchor_shapes_for_training
+from detkit.atomic_io import remove_stale_temp_files
 from detkit.config import Config, config_to_dict, load_config, save_config
 from detkit.data.auto_split import SPLIT_FILE_NAME, auto_split_enabled, write_split
 from detkit.data.loader import build_dataset, build_loader
@@ -46,15 +47,18 @@ def build_hooks(trainer: "Trainer") -> List[H.Hook]:
     if cfg.model.anchors.mode == "learned" and cfg.model.anchors.online_warmup:
         hooks.append(H.OnlineAnchorsHook())
     hooks.append(H.ProgressHook(quiet=trainer.quiet))
-    # Precise BN, then last.pt (holding the statistics the evaluation uses), then the evaluation.
-    hooks += [H.PreciseBNHook(cfg.eval.precise_bn_batches), H.LastCheckpointHook(cfg.train.checkpoint_every),
-              H.EvaluationHook(), H.BestCheckpointHook()]
+    # Precise BN (the statistics the evaluation uses and last.pt holds), then the evaluation.
+    hooks += [H.PreciseBNHook(cfg.eval.precise_bn_batches), H.EvaluationHook(), H.BestCheckpointHook()]
     if main:  # the writers exist on rank 0 alone
         hooks.append(H.MetricsLogHook(trainer.paths["metrics.jsonl"], cfg.train.log_every))
         if cfg.output.tensorboard:
             hooks.append(H.TensorBoardHook(trainer.out, cfg.train.log_every))
         if cfg.output.plots:
-            hooks.append(H.PlotsHook())  # last: reads metrics.jsonl and the final evaluation
+            hooks.append(H.PlotsHook())  # reads metrics.jsonl and the final evaluation
+    # last.pt at the very end of an epoch, once its evaluation, best.pt and records are written: a run
+    # killed before it resumes from the previous last.pt and redoes the whole epoch (records after that
+    # checkpoint are dropped), one killed after it has nothing of the epoch left to redo.
+    hooks.append(H.LastCheckpointHook(cfg.train.checkpoint_every))
     return hooks
 
 
@@ -106,6 +110,9 @@ class Trainer:
                  f"memory format {cfg.model.memory_format}")
         self.hooks = build_hooks(self)
         if self.ctx.is_main:  # a read-only or full disk fails now, not at the first checkpoint
+            stale = remove_stale_temp_files(self.out, RUN_FILES + (SPLIT_FILE_NAME,))
+            if stale:
+                self.log(f"removed {len(stale)} temporary file(s) of writes a killed run left unfinished in {self.out}")
             copies = 1 if self.eval_model is self.bare_model else 2
             check_run_folder(self.out, checkpoint_bytes(self.bare_model, self.optimizer, weight_copies=copies))
         if checkpoint is not None:

@@ -45,3 +45,13 @@ def test_full_disk_fails_before_training(tiny_cfg, tmp_path, monkeypatch):
     assert not os.path.exists(tmp_path / "run" / "last.pt")
     monkeypatch.setattr(run_folder.shutil, "disk_usage", shutil.disk_usage)
     check_run_folder(str(tmp_path / "run"), 1)  # with room, the same folder passes
+
+
+def test_temporary_files_of_killed_writes_are_removed(tmp_path):
+    from detkit.atomic_io import remove_stale_temp_files
+
+    for name in (".last.pt.abc123.tmp", ".eval.json.x.tmp", ".notes.txt.y.tmp", "last.pt"):
+        (tmp_path / name).write_bytes(b"x")
+    removed = remove_stale_temp_files(str(tmp_path), ("last.pt", "eval.json"))
+    assert sorted(p.rsplit("/", 1)[-1] for p in removed) == [".eval.json.x.tmp", ".last.pt.abc123.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.txt.y.tmp", "last.pt"]  # others untouched

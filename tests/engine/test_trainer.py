@@ -233,3 +233,13 @@ def test_checkpoints_written_before_the_hooks_still_load_and_resume(tiny_cfg, tm
     model = load_model(str(tmp_path / "old.pt"), overrides=["eval.fold_bn=false"], log=lambda *_: None)
     for key, value in model.model.state_dict().items():
         torch.testing.assert_close(value, old["model"][key], rtol=0, atol=0, msg=key)
+
+
+def test_last_pt_is_written_after_the_epochs_evaluation(tiny_cfg, tmp_path):
+    """A kill between the evaluation and last.pt must not lose the evaluation: last.pt comes last and
+    already holds the best value the evaluation produced."""
+    Trainer(tiny_cfg(**{"train.epochs": 1, "model.roi_head.score_thresh": 0.0}), quiet=True, log=lambda *_: None).run()
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    evals = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["type"] == "eval"]
+    assert len(evals) == 1 and ckpt["best"]["value"] == evals[0]["mAP"]

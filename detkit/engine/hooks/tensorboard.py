@@ -36,7 +36,9 @@ class TensorBoardHook(RecordHook):
     def before_train(self, trainer) -> None:
         from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package: import on use
 
-        self.writer = SummaryWriter(log_dir=self.log_dir, purge_step=self.purge_step)
+        # A fresh start purges from step 0: the events of a run killed in this folder are not kept.
+        self.writer = SummaryWriter(log_dir=self.log_dir,
+                                    purge_step=self.purge_step if self.purge_step is not None else 0)
 
     def write(self, record: dict) -> None:
         group = record["type"]  # train, epoch or eval

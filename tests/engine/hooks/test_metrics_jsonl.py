@@ -36,3 +36,27 @@ def test_resume_drops_the_records_after_the_checkpoint(tmp_path):
     MetricsLogHook(trainer.paths["metrics.jsonl"], log_every=1).load_checkpoint(trainer, {"iteration": 3})
     assert [r["iteration"] for r in _read(trainer.paths["metrics.jsonl"])] == [1, 2, 3]
     assert "dropped 2 record(s)" in trainer.messages[0]
+
+
+def test_a_fresh_start_replaces_a_killed_runs_log(tmp_path):
+    trainer = fake_trainer(tmp_path)
+    old = MetricsLogHook(trainer.paths["metrics.jsonl"], log_every=1)
+    for i in range(1, 4):  # a run killed before its first checkpoint
+        old.after_step(trainer, step(i))
+    fresh = MetricsLogHook(trainer.paths["metrics.jsonl"], log_every=1)
+    fresh.before_train(trainer)
+    fresh.after_step(trainer, step(1))
+    assert [r["iteration"] for r in _read(trainer.paths["metrics.jsonl"])] == [1]
+    assert any("replaced" in m for m in trainer.messages)
+
+
+def test_a_repeated_evaluation_after_resume_is_logged_once(tmp_path):
+    trainer = fake_trainer(tmp_path)
+    hook = MetricsLogHook(trainer.paths["metrics.jsonl"], log_every=1)
+    hook.after_step(trainer, step(8))
+    hook.after_evaluation(trainer, evaluation(8))  # the final evaluation, then the run was killed
+    resumed = MetricsLogHook(trainer.paths["metrics.jsonl"], log_every=1)
+    resumed.load_checkpoint(trainer, {"iteration": 8})
+    resumed.before_train(trainer)  # a resume keeps the log
+    resumed.after_evaluation(trainer, evaluation(8))  # the resumed run evaluates the same weights again
+    assert [(r["type"], r["iteration"]) for r in _read(trainer.paths["metrics.jsonl"])] == [("train", 8), ("eval", 8)]
