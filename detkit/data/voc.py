@@ -38,8 +38,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from detkit.data.dataset import DetectionDataset, ImageRecord, resolve_path, settle_bad_annotations
-from detkit.data.image_io import IMAGE_EXTENSIONS, read_image_size, truncation_problem
+from detkit.data.dataset import DetectionDataset, ImageRecord, probe_image, resolve_path, settle_bad_annotations
+from detkit.data.image_io import IMAGE_EXTENSIONS
 from detkit.data.report import DataReport
 from detkit.data.sanitize import sanitize_boxes
 from detkit.errors import DataError
@@ -275,24 +275,20 @@ class VOCDataset(DetectionDataset):
         """(image path, (h, w)) or None when the image is bad and skip_bad_images is set."""
         folder = resolve_path(img_dir, root)
         path = finder.find(folder, image_id, ann.filename)
-        try:
-            if path is None:
-                raise DataError(f"image of annotation '{ann.path}' not found: no '{ann.filename or image_id}' "
-                                f"and no '{image_id}' with an image extension in '{folder}'")
-            problem = truncation_problem(path)
-            if problem is not None:
-                raise DataError(f"image file '{path}': {problem}")
-            h, w, orientation = read_image_size(path)
-        except DataError as exc:
+        if path is None:
+            missing = (f"image of annotation '{ann.path}' not found: no '{ann.filename or image_id}' "
+                       f"and no '{image_id}' with an image extension in '{folder}'")
             if not self._skip_bad_images:
-                raise DataError(f"{exc} (set data.skip_bad_images=true to skip bad images)") from None
-            report.add("bad_image_skipped", example=str(exc))
+                raise DataError(f"{missing} (set data.skip_bad_images=true to skip bad images)")
+            report.add("bad_image_skipped", example=missing)
             return None
+        probed = probe_image(path, skip_bad_images=self._skip_bad_images, report=report)
+        if probed is None:
+            return None
+        h, w, orientation = probed
         if ann.filename and os.path.basename(path) != os.path.basename(ann.filename):
             report.add("filename_mismatch", example=f"{ann.path}: <filename> {ann.filename!r}, "
                                                     f"used {os.path.basename(path)!r}")
-        if orientation != 1:
-            report.add("exif_rotated", example=f"{path} (orientation {orientation})")
         if ann.size is not None and ann.size != (w, h):
             detail = ("annotated on the unrotated image" if orientation in (5, 6, 7, 8) and ann.size == (h, w)
                       else "different size")
