@@ -11,7 +11,6 @@ A plain name (``detkit``, ``tv``, ``tv_bn``) is the fp32 contiguous model, as in
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from dataclasses import dataclass
 from typing import Callable, Dict, List
@@ -39,7 +38,7 @@ class Variant:
     precision: Precision
 
     def autocast(self):
-        return self.precision.autocast() if self.fast else contextlib.nullcontext()
+        return self.precision.autocast()  # fp32 variants hold Precision("fp32"): no autocast
 
 
 def parse_variant(name: str) -> tuple:

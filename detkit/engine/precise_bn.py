@@ -20,14 +20,14 @@ SyncBatchNorm the batch statistics are already global, and the average leaves th
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, List
+from typing import Callable, Iterable, List, Optional
 
 import torch
 from torch import Tensor, nn
 
 from detkit.config import Config
 from detkit.engine import distributed as dist
-from detkit.engine.precision import autocast_of
+from detkit.engine.precision import Precision, autocast_of
 
 __all__ = ["batch_norm_layers", "recompute_bn_stats", "refresh_detector_bn_stats"]
 
@@ -104,7 +104,8 @@ def recompute_bn_stats(model: nn.Module, forward: Callable[[object], object], ba
 
 
 def refresh_detector_bn_stats(detector: nn.Module, cfg: Config, train_set, device: torch.device, *,
-                              num_batches: int, distributed: bool = False, precision=None) -> int:
+                              num_batches: int, distributed: bool = False,
+                              precision: Optional[Precision] = None) -> int:
     """Precise statistics for a Detector's backbone over its training set, seen as at test time.
 
     The batches are ``cfg.train.batch_size`` training images (the global batch, split over the

@@ -9,7 +9,7 @@
   bf16   torch.autocast(dtype=bfloat16): convolutions and Linear layers in bf16, weights kept in fp32.
   fp16   torch.autocast(dtype=float16) with a gradient scaler; CUDA only.
 
-What autocast leaves in fp32 is listed in detkit/modeling/precision.py (anchors, box coding,
+What autocast leaves in fp32 is listed in detkit/modeling/geometry_dtype.py (anchors, box coding,
 matching, NMS, losses, the Numba kernels' inputs); BatchNorm keeps fp32 statistics and the optimizer
 fp32 master weights because the parameters themselves stay fp32 (autocast casts copies), so a
 checkpoint always holds fp32 weights and evaluates in any precision.

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops.poolers import LevelMapper
 
+from detkit.modeling.geometry_dtype import to_geometry
 from detkit.modeling.norm import GROUP_NORM_GROUPS
-from detkit.modeling.precision import to_geometry
 from detkit.modeling.sampler import SamplingRNG
 from detkit.ops.boxes import clip_boxes, remove_small_boxes
 from detkit.ops.nms import batched_nms

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detkit.modeling.precision import geometry_dtype, to_geometry
+from detkit.modeling.geometry_dtype import geometry_dtype, to_geometry
 from detkit.modeling.sampler import SamplingRNG
 from detkit.ops.boxes import clip_boxes, remove_small_boxes
 from detkit.ops.nms import batched_nms
@@ -135,7 +135,7 @@ class RegionProposalNetwork(nn.Module):
             raise ValueError("RegionProposalNetwork needs targets in training mode")
         logits, deltas = self.head(features)
         feature_sizes = [(int(f.shape[-2]), int(f.shape[-1])) for f in features]
-        # Anchors, decoding, the top-k and the losses in float32 even under autocast (detkit.modeling.precision).
+        # Anchors, decoding, the top-k and the losses in float32 even under autocast (detkit.modeling.geometry_dtype).
         anchors, num_per_level = self.anchors(feature_sizes, geometry_dtype(features[0].dtype), features[0].device)
         logits, deltas = flatten_head_outputs(logits, deltas)  # (B, N), (B, N, 4)
         logits, deltas = to_geometry(logits), to_geometry(deltas)

@@ -139,3 +139,16 @@ def test_infer_precision_and_unfolded_batch_norm_give_the_same_detections(traine
     assert infer_tool.main(["--checkpoint", str(trained_run / "best.pt"), str(images), "--quiet",
                             "--output-dir", str(tmp_path / "x"), "--set", "eval.precision=fp8"]) == 1
     assert "eval.precision" in capsys.readouterr().err
+
+
+def test_eval_tool_precision_flag(trained_run, tmp_path, capsys):
+    a, b = tmp_path / "fp32", tmp_path / "unfolded"
+    assert eval_tool.main(["--checkpoint", str(trained_run / "last.pt"), "--output-dir", str(a), "--quiet",
+                           "--precision", "fp32"]) == 0
+    assert eval_tool.main(["--checkpoint", str(trained_run / "last.pt"), "--output-dir", str(b), "--quiet",
+                           "--precision", "fp32", "eval.fold_bn=false"]) == 0
+    folded, unfolded = (json.loads((d / "eval.json").read_text())["coco"] for d in (a, b))
+    assert folded == pytest.approx(unfolded, abs=1e-3)  # folding BatchNorm changes float rounding only
+    with pytest.raises(SystemExit):
+        eval_tool.main(["--checkpoint", str(trained_run / "last.pt"), "--precision", "fp8"])
+    assert "fp8" in capsys.readouterr().err

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from detkit.modeling.detector import build_detector
-from detkit.modeling.precision import geometry_dtype, to_geometry
+from detkit.modeling.geometry_dtype import geometry_dtype, to_geometry
 
 from .test_detector import K, light_config, synthetic_images
 
