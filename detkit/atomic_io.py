@@ -11,7 +11,7 @@ import os
 import tempfile
 from typing import Any, Iterator
 
-__all__ = ["atomic_open", "write_json_atomic", "remove_stale_temp_files"]
+__all__ = ["atomic_open", "write_json_atomic", "remove_stale_temp_files", "check_writable_folder"]
 
 
 @contextlib.contextmanager
@@ -73,3 +73,11 @@ def remove_stale_temp_files(directory: str, names) -> list:
             except OSError:
                 pass
     return removed
+
+
+def check_writable_folder(path: str) -> None:
+    """Create the folder ``path`` if needed and write (then delete) a file in it; raises OSError when
+    that fails, so that a long job learns it before it starts, not when it saves."""
+    os.makedirs(path, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+        pass

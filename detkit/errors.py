@@ -19,3 +19,8 @@ class CheckpointError(DetkitError):
 
 class TrainingError(DetkitError):
     """Training cannot go on (a NaN or infinite loss, a failed process): the message says where it stopped."""
+
+
+class ExportError(DetkitError):
+    """A model cannot be exported or served as asked (format, opset, a missing export dependency, an
+    unreadable exported file, or exported outputs that differ from the eager model's)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import glob
 import os
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from detkit.config import Config
 from detkit.data.image_io import IMAGE_EXTENSIONS, read_image
 from detkit.data.transforms import build_transforms
 from detkit.engine.evaluator import write_json
+from detkit.engine.exported_model import ExportedModel
 from detkit.engine.precision import Precision, autocast_of
 from detkit.errors import DataError
 from detkit.vis import draw_detections
@@ -60,25 +61,40 @@ def image_to_input(image: np.ndarray, transform, file_name: str = "") -> torch.T
 
 
 def _load(path: str, transform) -> dict:
+    """The image (RGB uint8) and, when ``transform`` is given, the detector's input tensor."""
     image = read_image(path)
-    return {"tensor": image_to_input(image, transform, os.path.basename(path)),
-            "orig_size": tuple(int(v) for v in image.shape[:2]), "image": image}
+    tensor = None if transform is None else image_to_input(image, transform, os.path.basename(path))
+    return {"tensor": tensor, "orig_size": tuple(int(v) for v in image.shape[:2]), "image": image}
+
+
+def _detect(model, batch: list, device: str, precision: Optional[Precision]) -> list:
+    """Detections of a batch of loaded images, by a Detector or an exported model (one image at a time)."""
+    if isinstance(model, ExportedModel):
+        return [model.detect(item["image"]) for _, item in batch]
+    with autocast_of(precision):
+        return model([item["tensor"].to(device) for _, item in batch],
+                     orig_sizes=[item["orig_size"] for _, item in batch])
 
 
 @torch.inference_mode()
-def predict_files(model: torch.nn.Module, cfg: Config, classes: Sequence[str], category_ids: Sequence[int],
-                  paths: Sequence[str], *, output_dir: str, batch_size: int = 1, device: str = "cpu",
-                  progress: bool = True, log: Callable[[str], None] = print,
-                  precision: Optional[Precision] = None) -> dict:
+def predict_files(model: Union[torch.nn.Module, ExportedModel], cfg: Optional[Config], classes: Sequence[str],
+                  category_ids: Sequence[int], paths: Sequence[str], *, output_dir: str, batch_size: int = 1,
+                  device: str = "cpu", progress: bool = True, log: Callable[[str], None] = print,
+                  precision: Optional[Precision] = None, score_threshold: Optional[float] = None) -> dict:
     """Detect on each file, save ``<output_dir>/<name>`` with boxes drawn and ``detections.json``.
 
-    ``precision``: the autocast the detector runs under (None = fp32).
+    ``model``: a Detector (with its checkpoint's ``cfg`` for the test resize) or an
+    :class:`~detkit.engine.exported_model.ExportedModel` (``cfg`` unused: the resize is in its graph).
+    ``precision``: the autocast the detector runs under (None = fp32). ``score_threshold``: drop
+    detections scoring below it (for an exported model, whose own threshold is baked in).
 
     Returns ``{"processed": n, "failed": [(path, reason), ...], "detections": n}``.
     """
     os.makedirs(output_dir, exist_ok=True)
-    transform = build_transforms(cfg.data, train=False, seed=0)
-    model = model.to(device).eval()
+    exported = isinstance(model, ExportedModel)
+    transform = None if exported else build_transforms(cfg.data, train=False, seed=0)
+    if not exported:
+        model = model.to(device).eval()
     results, failed, processed, used_names = [], [], 0, set()
     bar = tqdm(total=len(paths), desc="infer", leave=False, disable=not progress or not sys.stderr.isatty())
     for start in range(0, len(paths), batch_size):
@@ -90,10 +106,10 @@ def predict_files(model: torch.nn.Module, cfg: Config, classes: Sequence[str], c
                 failed.append((path, str(exc)))
                 log(f"skipped: {exc}")
         if batch:
-            with autocast_of(precision):
-                outputs = model([item["tensor"].to(device) for _, item in batch],
-                                orig_sizes=[item["orig_size"] for _, item in batch])
-            for (path, item), out in zip(batch, outputs):
+            for (path, item), out in zip(batch, _detect(model, batch, device, precision)):
+                if score_threshold is not None:
+                    keep = out["scores"] >= score_threshold
+                    out = {k: v[keep] for k, v in out.items()}
                 results.extend(_to_results(out, path, category_ids))
                 drawn = draw_detections(item["image"], out["boxes"].cpu().numpy(), out["labels"].cpu().tolist(),
                                         out["scores"].cpu().tolist(), classes)

@@ -4,12 +4,11 @@ after the first epoch (or, worse, in the middle of a checkpoint write)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 
 import torch
 
+from detkit.atomic_io import check_writable_folder
 from detkit.errors import ConfigError
 
 __all__ = ["checkpoint_bytes", "check_run_folder"]
@@ -34,9 +33,7 @@ def check_run_folder(path: str, needed_bytes: int) -> None:
         ConfigError: naming output.dir, the folder and what is wrong.
     """
     try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
-            pass
+        check_writable_folder(path)
     except OSError as exc:
         raise ConfigError(f"output.dir '{path}' cannot be written ({exc.strerror or exc}); choose a writable "
                           f"folder with --output-dir or output.dir=...") from None

@@ -1,0 +1,291 @@
+"""The deployable form of a trained Detector: one image in, detections in its pixels out, all in one graph.
+
+Shape shorthand: H/W the input image's size, h/w its resized size, Hp/Wp the padded size, L levels,
+A anchors per location, C channels, S pooled side, T candidate proposals, R proposals, K classes
+without background, D detections.
+
+``ExportableDetector(detector, min_size=S, max_size=M)`` holds the trained modules of a
+:class:`detkit.modeling.detector.Detector` (backbone, FPN, RPN head, box head, predictor) and redoes
+everything around them with operators that ONNX and TorchScript know, with the eager model's
+semantics:
+
+- resize: torchvision's rule (scale = min(S / shorter, M / longer), size floor(side * scale), in
+  float64 as the eager transform computes it in Python), then cv2.INTER_LINEAR's own fixed-point
+  arithmetic on the uint8 pixels (:func:`cv2_linear_resize`), because the eager pipeline resizes with
+  cv2: a float bilinear resize differs by one intensity level on about one pixel in ten, and a model
+  trained from scratch can move a low score by 0.2 for that;
+- normalisation and zero padding to a multiple of ``size_divisible`` (F.pad);
+- anchors tiled in the graph for the feature sizes of the input (float64, as
+  :class:`detkit.modeling.anchors.AnchorGenerator`), whatever mode chose their shapes: the shapes are
+  baked in as constants;
+- proposals: per level top-k, decoding, clipping, min-size and score filters as boolean masks, then
+  ``torchvision.ops.nms`` with the coordinate-offset trick per level (exportable), top post-NMS;
+- RoIAlign per level with ``torchvision.ops.roi_align`` (the Numba kernel's sampling is
+  torchvision's) and torchvision's level mapping; the proposals are grouped by level so that the
+  pooled rows need no scatter;
+- the RoI head's softmax, class-specific decoding, clipping, score threshold, per-class NMS (the
+  offset trick again), top ``detections_per_img``, and the rescale to the input image's pixels.
+
+The only data-dependent sizes (the number of proposals and detections) come out of NMS and masks,
+which export as such; every other size is computed from the input's shape in tensors, so the traced
+graph works at any image size. Single images only: the batch dimension is not part of the graph.
+"""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import nms as tv_nms
+from torchvision.ops import roi_align as tv_roi_align
+
+__all__ = ["ExportableDetector", "OUTPUT_NAMES", "cv2_linear_resize", "required_opset"]
+
+OUTPUT_NAMES = ("boxes", "scores", "labels")
+
+
+# cv2.INTER_LINEAR on 8-bit images works in fixed point: tap weights are rounded to 11 bits
+# (INTER_RESIZE_COEF_BITS), the horizontal pass sums integer products, and the vertical pass
+# rescales with shifts (OpenCV's VResizeLinear for uchar). Reproducing it keeps the exported
+# model's input identical to the eager pipeline's.
+_COEF_SCALE = 2048  # 1 << INTER_RESIZE_COEF_BITS
+
+
+def _linear_taps(src: Tensor, dst: Tensor, edge_weights: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Taps of cv2's linear resize along one axis from ``src`` to ``dst`` samples (int64[1] each):
+    (first index int64[dst], second index int64[dst], weights int32[dst] of each, summing to ~2048).
+
+    OpenCV treats the borders differently along the two axes: horizontally a position before the
+    first or after the last pixel takes that pixel with its full weight (``edge_weights=True``);
+    vertically only the row indices are clamped and the fractional weights stay, so both taps read
+    the edge row and their separately rounded products are summed.
+
+    Sizes stay 1-element tensors, never 0-d: the ONNX exporter computes 0-d arithmetic in float32,
+    and the positions must be computed in float64, as OpenCV does, to round the same way."""
+    scale = src.to(torch.float64) / dst.to(torch.float64)  # (1,)
+    steps = torch.arange(dst[0], dtype=torch.int64).to(torch.float64)  # (dst,)
+    pos = ((steps + 0.5) * scale - 0.5).to(torch.float32)  # float, as cv2
+    floor = torch.floor(pos)
+    frac = pos - floor
+    first = floor.to(torch.int64)
+    last = src - 1  # (1,)
+    zero = torch.zeros_like(first)
+    if edge_weights:
+        before, after = first < 0, first >= last
+        frac = torch.where(before | after, torch.zeros_like(frac), frac)
+        first = torch.where(before, zero, first)
+        first = torch.where(after, last.expand_as(first), first)
+        second = torch.minimum(first + 1, last)
+    else:
+        second = torch.minimum(torch.maximum(first + 1, zero), last)
+        first = torch.minimum(torch.maximum(first, zero), last)
+    w_first = torch.round((1.0 - frac) * _COEF_SCALE).to(torch.int32)
+    w_second = torch.round(frac * _COEF_SCALE).to(torch.int32)
+    return first, second, w_first, w_second
+
+
+def cv2_linear_resize(image: Tensor, height: Tensor, width: Tensor) -> Tensor:
+    """``cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)`` in torch operators.
+
+    image: uint8[H, W, 3]; height, width: int64[1] -> float32[1, 3, height, width] holding the
+    resized integer intensities (0..255), as OpenCV computes them for 8-bit images.
+    """
+    orig = torch._shape_as_tensor(image)
+    x0, x1, wx0, wx1 = _linear_taps(orig[1:2], width, edge_weights=True)
+    y0, y1, wy0, wy1 = _linear_taps(orig[0:1], height, edge_weights=False)
+    pixels = image.to(torch.int32)
+    # horizontal pass: (H, W, 3) -> (H, width, 3), weights summing to 2048
+    rows = pixels.index_select(1, x0) * wx0[None, :, None] + pixels.index_select(1, x1) * wx1[None, :, None]
+    rows = torch.div(rows, 16, rounding_mode="floor")  # >> 4
+    # vertical pass: (H, width, 3) -> (height, width, 3); (a >> 16) + (b >> 16) + 2 >> 2, as OpenCV
+    top = torch.div(rows.index_select(0, y0) * wy0[:, None, None], 65536, rounding_mode="floor")
+    bottom = torch.div(rows.index_select(0, y1) * wy1[:, None, None], 65536, rounding_mode="floor")
+    out = torch.div(top + bottom + 2, 4, rounding_mode="floor").clamp(0, 255)
+    return out.permute(2, 0, 1).unsqueeze(0).to(torch.float32)  # (h, w, 3) -> (1, 3, h, w)
+
+
+def _offset_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
+    """NMS within each group (torchvision's coordinate-offset trick, which exports as one op).
+
+    boxes: Tensor[N, 4], scores: Tensor[N], groups: int64[N] -> kept indices int64[K] by decreasing
+    score. A zero is appended before taking the maximum so that an empty input has one too.
+    """
+    max_coordinate = torch.cat((boxes.reshape(-1), boxes.new_zeros(1))).max()
+    offsets = groups.to(boxes.dtype) * (max_coordinate + 1)
+    return tv_nms(boxes + offsets[:, None], scores, iou_threshold)
+
+
+def _clip(boxes: Tensor, height: Tensor, width: Tensor) -> Tensor:
+    """Clip Tensor[N, 4] xyxy to [0, width] x [0, height] (0-d float tensors), as detkit.ops.clip_boxes."""
+    x1 = torch.minimum(boxes[:, 0].clamp(min=0), width)
+    y1 = torch.minimum(boxes[:, 1].clamp(min=0), height)
+    x2 = torch.minimum(boxes[:, 2].clamp(min=0), width)
+    y2 = torch.minimum(boxes[:, 3].clamp(min=0), height)
+    return torch.stack((x1, y1, x2, y2), dim=1)
+
+
+def _large_enough(boxes: Tensor, min_size: float) -> Tensor:
+    """Bool[N]: width and height both >= min_size (detkit.ops.remove_small_boxes as a mask)."""
+    return ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
+
+
+class ExportableDetector(nn.Module):
+    """A trained Detector as a single-image graph: ``forward(image uint8[H, W, 3] RGB)`` ->
+    ``(boxes float32[D, 4] xyxy in the image's pixels, scores float32[D], labels int64[D] in 1..K)``.
+
+    Args:
+        detector: a trained detkit Detector in eval mode (its modules are shared, not copied; fold its
+            BatchNorm first for a leaner graph).
+        min_size, max_size: the test-time resize (``data.test_min_size`` or the last ``data.min_size``,
+            and ``data.max_size``).
+    """
+
+    def __init__(self, detector: nn.Module, *, min_size: int, max_size: int) -> None:
+        super().__init__()
+        rpn, roi = detector.rpn, detector.roi_head
+        self.backbone = detector.backbone
+        self.rpn_head = rpn.head
+        self.box_head = roi.box_head
+        self.predictor = roi.predictor
+        self.level_mapper = roi.roi_pool.mapper
+        self.min_size, self.max_size = float(min_size), float(max_size)
+        self.size_divisible = int(detector.size_divisible)
+        self.register_buffer("pixel_scale", detector.pixel_scale.detach().clone().view(1, 3, 1, 1) / 255.0)
+        self.register_buffer("pixel_shift", detector.pixel_shift.detach().clone().view(1, 3, 1, 1))
+        generator = rpn.anchor_generator
+        self.anchor_strides = list(generator.strides)
+        self.anchor_offset = float(generator.offset)
+        for level in range(generator.num_levels):  # (A, 4) float64 zero-centred anchors per level
+            self.register_buffer(f"base_anchors_{level}", generator.base_anchors(level, torch.float64))
+        self.num_anchors = generator.num_anchors_per_location
+        self.rpn_coder, self.roi_coder = rpn.box_coder, roi.box_coder
+        self.pre_nms_top_n, self.post_nms_top_n = int(rpn.pre_nms_top_n[1]), int(rpn.post_nms_top_n[1])
+        self.rpn_nms_thresh, self.rpn_score_thresh = rpn.nms_thresh, rpn.score_thresh
+        self.rpn_min_size = rpn.min_size
+        pool = roi.roi_pool
+        self.pool_levels = [detector.backbone.feature_names.index(n) for n in pool.featmap_names]
+        self.pool_scales = list(pool.scales)
+        self.pool_output_size = pool.output_size
+        self.sampling_ratio, self.aligned = pool.sampling_ratio, pool.aligned
+        self.score_thresh, self.nms_thresh = roi.score_thresh, roi.nms_thresh
+        self.detections_per_img, self.roi_min_size = roi.detections_per_img, roi.min_size
+
+    # ------------------------------------------------------------------ input
+    def resize_and_normalise(self, image: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """image uint8[H, W, 3] -> (normalised zero-padded Tensor[1, 3, Hp, Wp], resized size
+        int64[2] (h, w), original size int64[2] (H, W))."""
+        orig = torch._shape_as_tensor(image)[:2]  # (H, W), traced from the input, not a constant
+        # float64 as the eager transform's Python floats; no 0-d tensors (see _linear_taps)
+        side = orig.to(torch.float64)
+        # tensor / tensor: ``float / tensor`` is computed as float * reciprocal(tensor), which rounds
+        # differently (443 * (320 / 443) would give 319.99999999999994 and a 319-pixel side)
+        limits = torch.tensor([self.min_size, self.max_size], dtype=torch.float64)
+        ratios = limits / torch.cat((side.amin(0, keepdim=True), side.amax(0, keepdim=True)))  # (2,)
+        scale = ratios.amin(0, keepdim=True)  # (1,)
+        new = torch.floor(side * scale).clamp(min=1).to(torch.int64)  # (h, w)
+        x = cv2_linear_resize(image, new[0:1], new[1:2]) * self.pixel_scale + self.pixel_shift  # (1, 3, h, w)
+        d = self.size_divisible
+        pad = torch.div(new + (d - 1), d, rounding_mode="floor") * d - new  # (pad_h, pad_w)
+        return F.pad(x, (0, pad[1], 0, pad[0])), new, orig
+
+    # ------------------------------------------------------------------ first stage
+    def level_anchors(self, level: int, feature: Tensor) -> Tensor:
+        """Anchors of one level over feature Tensor[1, C, H_l, W_l]: Tensor[H_l*W_l*A, 4] float32,
+        in the AnchorGenerator's order (row-major positions, then the A shapes)."""
+        size = torch._shape_as_tensor(feature)[2:]
+        stride = float(self.anchor_strides[level])
+        # integer ranges cast to float64 (a float Range would be exported in float32)
+        shifts_y = (torch.arange(size[0]).to(torch.float64) + self.anchor_offset) * stride  # (H_l,)
+        shifts_x = (torch.arange(size[1]).to(torch.float64) + self.anchor_offset) * stride  # (W_l,)
+        grid_x = (shifts_x[None, :] + shifts_y[:, None] * 0).reshape(-1)  # (H_l, W_l) -> (H_l*W_l,)
+        grid_y = (shifts_y[:, None] + shifts_x[None, :] * 0).reshape(-1)  # (H_l, W_l) -> (H_l*W_l,)
+        shifts = torch.stack((grid_x, grid_y, grid_x, grid_y), dim=1)  # (H_l*W_l, 4)
+        base = getattr(self, f"base_anchors_{level}")  # (A, 4)
+        # (H_l*W_l, 1, 4) + (1, A, 4) -> (H_l*W_l, A, 4) -> (H_l*W_l*A, 4)
+        return (shifts[:, None, :] + base[None, :, :]).reshape(-1, 4).to(torch.float32)
+
+    def propose(self, features: List[Tensor], height: Tensor, width: Tensor) -> Tuple[Tensor, Tensor]:
+        """features: L x Tensor[1, C, H_l, W_l] -> (proposals Tensor[R, 4], their level int64[R]),
+        sorted by decreasing objectness within each level's NMS output."""
+        logits, deltas = self.rpn_head(features)
+        boxes, scores, levels = [], [], []
+        for level, (lg, dl) in enumerate(zip(logits, deltas)):
+            a = self.num_anchors
+            lg = lg.permute(0, 2, 3, 1).reshape(-1).float()  # (1, A, H, W) -> (H*W*A,)
+            # (1, A*4, H, W) -> (A, 4, H, W) -> (H, W, A, 4) -> (H*W*A, 4)
+            dl = dl.reshape(a, 4, dl.shape[-2], dl.shape[-1]).permute(2, 3, 0, 1).reshape(-1, 4).float()
+            k = torch.minimum(torch._shape_as_tensor(lg)[0], torch.tensor(self.pre_nms_top_n))
+            top_logits, top = lg.topk(k)
+            anchors = self.level_anchors(level, features[level])
+            boxes.append(self.rpn_coder.decode(dl[top], anchors[top]))
+            scores.append(top_logits.sigmoid())
+            levels.append(torch.full_like(top, level))
+        b = _clip(torch.cat(boxes), height, width)
+        s, lv = torch.cat(scores), torch.cat(levels)
+        keep = _large_enough(b, self.rpn_min_size) & torch.isfinite(s) & torch.isfinite(b).all(dim=1)
+        if self.rpn_score_thresh > 0:
+            keep = keep & (s >= self.rpn_score_thresh)
+        idx = torch.where(keep)[0]
+        b, s, lv = b[idx], s[idx], lv[idx]
+        kept = _offset_nms(b, s, lv, self.rpn_nms_thresh)[: self.post_nms_top_n]
+        return b[kept], lv[kept]
+
+    # ------------------------------------------------------------------ second stage
+    def pool(self, features: List[Tensor], proposals: Tensor) -> Tuple[Tensor, Tensor]:
+        """RoIAlign of each proposal on its level: -> (Tensor[R, C, S, S], the proposals Tensor[R, 4]
+        regrouped by level in the same order as the pooled rows)."""
+        maps = [features[i] for i in self.pool_levels]
+        if self.level_mapper is None:
+            targets = torch.zeros_like(proposals[:, 0], dtype=torch.int64)
+        else:
+            targets = self.level_mapper([proposals])  # (R,) in [0, len(maps))
+        pooled, grouped = [], []
+        for level, feature in enumerate(maps):
+            rows = torch.where(targets == level)[0]
+            rois = torch.cat((torch.zeros_like(proposals[rows, :1]), proposals[rows]), dim=1)  # (R_l, 5)
+            pooled.append(tv_roi_align(feature, rois, self.pool_output_size, self.pool_scales[level],
+                                       self.sampling_ratio, self.aligned))
+            grouped.append(proposals[rows])
+        return torch.cat(pooled), torch.cat(grouped)
+
+    def detect(self, logits: Tensor, deltas: Tensor, proposals: Tensor, height: Tensor,
+               width: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """logits: Tensor[R, K+1], deltas: Tensor[R, 4K or 4], proposals: Tensor[R, 4] -> D boxes,
+        scores, labels in the resized image's pixels (RoIHead.postprocess's steps)."""
+        num_classes = logits.shape[1] - 1
+        scores = F.softmax(logits.float(), dim=-1)[:, 1:]  # (R, K+1) -> (R, K)
+        deltas = deltas.float().reshape(deltas.shape[0], -1, 4)  # (R, 4K) -> (R, K, 4)  (or (R, 1, 4))
+        rows, cols = torch.where(scores > self.score_thresh)  # row-major, as torchvision flattens (R, K)
+        s = scores[rows, cols]
+        d = deltas[rows, cols] if deltas.shape[1] == num_classes else deltas[rows, torch.zeros_like(cols)]
+        boxes = _clip(self.roi_coder.decode(d, proposals[rows]), height, width)
+        idx = torch.where(_large_enough(boxes, self.roi_min_size))[0]
+        boxes, s, labels = boxes[idx], s[idx], cols[idx] + 1
+        kept = _offset_nms(boxes, s, labels, self.nms_thresh)[: self.detections_per_img]
+        return boxes[kept], s[kept], labels[kept]
+
+    def forward(self, image: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """image: uint8[H, W, 3] RGB -> (boxes float32[D, 4] xyxy in the image's pixels, scores float32[D]
+        by decreasing score, labels int64[D] in 1..K)."""
+        x, new, orig = self.resize_and_normalise(image)
+        height, width = new[0].to(torch.float32), new[1].to(torch.float32)
+        features = list(self.backbone(x).values())
+        proposals, _ = self.propose(features, height, width)
+        pooled, proposals = self.pool(features, proposals)
+        logits, deltas = self.predictor(self.box_head(pooled))
+        boxes, scores, labels = self.detect(logits, deltas, proposals, height, width)
+        # Detector.rescale: the ratio computed in double, applied in float32, then clipped to the image.
+        ratio = (orig.to(torch.float64) / new.to(torch.float64)).to(torch.float32)  # (H / h, W / w)
+        boxes = boxes * torch.stack((ratio[1], ratio[0], ratio[1], ratio[0]))
+        boxes = _clip(boxes, orig[0].to(torch.float32), orig[1].to(torch.float32))
+        return boxes, scores, labels
+
+
+def required_opset(aligned: bool) -> Tuple[int, str]:
+    """The lowest ONNX opset that exports a graph with RoIAlign ``aligned`` = this, and why."""
+    if aligned:
+        return 16, "model.roi_head.aligned = true needs RoiAlign's coordinate_transformation_mode (opset 16)"
+    return 11, "NonMaxSuppression and Resize with output sizes need opset 11"
+
