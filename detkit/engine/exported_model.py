@@ -93,6 +93,8 @@ class ExportedModel:
     def detect(self, image: np.ndarray) -> Dict[str, torch.Tensor]:
         """image: RGB uint8 (H, W, 3) -> dict(boxes float32 (D, 4), scores float32 (D,), labels int64 (D,))."""
         image = np.ascontiguousarray(image)
+        if not image.flags.writeable:  # torch.from_numpy wants a writable buffer (files read as read-only)
+            image = image.copy()
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ExportError(f"exported model '{self.path}' takes an RGB uint8 image (H, W, 3), got an array of "
                               f"shape {image.shape} and dtype {image.dtype}")

@@ -227,3 +227,17 @@ def test_onnx_file_carries_dynamic_axes_and_metadata(trained, tmp_path):
     meta = json.loads({p.key: p.value for p in proto.metadata_props}["detkit"])
     assert meta["classes"] == ["circle", "square", "triangle"] and meta["opset"] == 11
     assert not (tmp_path / "model.onnx.verify.json").exists()
+
+
+@pytest.mark.slow
+def test_bench_export_runs_every_model_on_bccd(tmp_path):
+    from tests.data.tools_runner import REPO, run_tool
+
+    if not (REPO.parent / "shared" / "data" / "BCCD").is_dir():
+        pytest.skip("BCCD is not at ../shared/data/BCCD")
+    out = tmp_path / "bench.json"
+    result = run_tool("bench_export.py", "--images", "1", "--blocks", "1", "--warmup", "0", "--json", str(out),
+                      folder="benchmarks")
+    assert set(result["seconds_per_image"]) == {"tv_eager", "detkit_fp32", "detkit_auto", "detkit_ts", "detkit_onnx"}
+    assert all(v > 0 for v in result["seconds_per_image"].values())
+    assert json.loads(out.read_text())["ratio_to_tv_eager"]["tv_eager"] == 1.0
