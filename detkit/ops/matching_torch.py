@@ -29,6 +29,9 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from detkit.ops.boxes import _intersection as _inter  # torchvision's operations, pairwise (P, Q)
+from detkit.ops.boxes import box_area as _area
+
 __all__ = ["DEFAULT_MAX_PAIRS", "match_max_iou_torch", "max_iou_stats_torch", "max_iof_torch"]
 
 # Pairs (anchor, ground truth) per chunk: 2**22 float32 values are 16 MiB per intermediate.
@@ -37,19 +40,6 @@ DEFAULT_MAX_PAIRS = 1 << 22
 
 def _compute_dtype(t: Tensor) -> Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
-
-
-def _area(boxes: Tensor) -> Tensor:
-    """(N, 4) -> (N,), torchvision's box_area."""
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-
-
-def _inter(a: Tensor, b: Tensor) -> Tensor:
-    """Pairwise intersection areas, torchvision's operations. a: (P, 4), b: (Q, 4) -> (P, Q)."""
-    lt = torch.max(a[:, None, :2], b[None, :, :2])  # (P, Q, 2)
-    rb = torch.min(a[:, None, 2:], b[None, :, 2:])  # (P, Q, 2)
-    wh = (rb - lt).clamp(min=0)  # (P, Q, 2)
-    return wh[..., 0] * wh[..., 1]
 
 
 def _iou(gt: Tensor, gt_area: Tensor, anchors: Tensor) -> Tensor:
