@@ -17,6 +17,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from detkit.engine.device import resolve_device  # noqa: E402
 from detkit.engine.inference import load_trained_model, prepare_inference  # noqa: E402
 from detkit.engine.precision import PRECISIONS  # noqa: E402
 from detkit.engine.predict import expand_inputs, predict_files  # noqa: E402
@@ -48,6 +49,7 @@ def main(argv=None) -> int:
         overrides.append(f"eval.precision={args.precision}")
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     try:
+        resolve_device(args.device, key="--device")
         model, cfg, ckpt = load_trained_model(args.checkpoint, overrides=overrides)
         precision = prepare_inference(model, cfg, torch.device(args.device), log=log)
         paths, problems = expand_inputs(args.inputs)
