@@ -30,6 +30,7 @@ from detkit.engine.device import apply_cuda_settings, resolve_device
 from detkit.engine.optim import build_optimizer, build_scheduler
 from detkit.engine.precision import resolve_precision
 from detkit.engine.run_folder import check_run_folder, checkpoint_bytes
+from detkit.errors import ConfigError
 from detkit.modeling.detector import build_detector
 
 __all__ = ["Trainer", "build_hooks", "train"]
@@ -77,6 +78,9 @@ class Trainer:
         # Checked before anything runs: no GPU for train.device = cuda is one error, not a traceback later.
         self.device = resolve_device(cfg.train.device, key="train.device",
                                      local_rank=self.ctx.local_rank if self.ctx.distributed else None)
+        if self.ctx.distributed and cfg.model.backbone.norm == "sync_bn" and self.device.type != "cuda":
+            raise ConfigError("key 'model.backbone.norm' = 'sync_bn' synchronises BatchNorm over GPUs (torch's "
+                              "SyncBatchNorm has no CPU version); on the CPU use 'bn' (per process) or 'frozen_bn'")
         self.iteration = self.start_epoch = self.epoch = 0
         self.best_value: Optional[float] = None
         self.last_good_checkpoint: Optional[str] = None

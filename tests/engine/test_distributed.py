@@ -109,3 +109,26 @@ def test_two_process_precise_bn_averages_the_shards_of_both_ranks(tmp_path):
     assert keys
     for key in keys:
         torch.testing.assert_close(saved[key], recomputed[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_torchrun_one_process_joins_a_group_and_wraps_ddp(tmp_path):
+    """--nproc_per_node 1 still runs in a process group (gloo here; nccl with SyncBatchNorm on CUDA:
+    tests/test_cuda.py), with DistributedDataParallel, as a larger run does."""
+    settings = {**DDP_SETTINGS, "model.backbone.norm": "bn", "train.max_iters": 2, "eval.precise_bn_batches": 0,
+                "data.synthetic.cache_dir": str(tmp_path / "synthetic"), "output.dir": str(tmp_path / "one")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+           str(REPO / "tools" / "train.py"), "--quiet", *tiny_overrides(tmp_path, **settings)]
+    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "4 per process x 1 process(es) = 4 global" in proc.stdout
+    ckpt = load_checkpoint(tmp_path / "one" / "last.pt")
+    assert ckpt["iteration"] == 2 and not any(k.startswith("module.") for k in ckpt["model"])
+
+
+def test_sync_bn_in_a_cpu_process_group_is_a_config_error(tiny_cfg, monkeypatch):
+    from detkit.engine import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module.dist, "get_context", lambda: DistContext(in_group=True))
+    with pytest.raises(ConfigError, match="'model.backbone.norm' = 'sync_bn'.*no CPU version"):
+        Trainer(tiny_cfg(**{"model.backbone.norm": "sync_bn"}), quiet=True, log=lambda *_: None)
