@@ -4,7 +4,8 @@ Models (random weights, nothing downloaded):
   detkit  build_detector on configs/coco_r50_fpn.yaml's model (ResNet-50 FPN, trainable BatchNorm,
           torchvision's RPN / RoI settings, channels_last as configured), 80 classes.
   tv      torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None,
-          num_classes=91): with no pretrained backbone torchvision trains every stage with BatchNorm.
+          num_classes=81, the same 80 classes + background): with no pretrained backbone torchvision
+          trains every stage with BatchNorm.
 
 Input: synthetic COCO-like batches (noise with painted rectangles, about 7 boxes per image, classes
 1..80) already at the network size (shorter side 800, longer side up to 1333), the same tensors for

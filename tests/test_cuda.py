@@ -109,7 +109,8 @@ def test_detector_eval_outputs_parity_on_the_same_weights(tmp_path):
     with torch.inference_mode():
         cpu_features = model.backbone(model.preprocess(images)[0])
         cpu_dets = model(images)
-        model.to(CUDA)
+    model.to(CUDA)  # outside inference mode: the parameters stay ordinary tensors
+    with torch.inference_mode():
         cuda_features = model.backbone(model.preprocess([im.to(CUDA) for im in images])[0])
         cuda_dets = model([im.to(CUDA) for im in images])
     for name in cpu_features:
