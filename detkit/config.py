@@ -273,7 +273,12 @@ class TrainConfig:
     # where the CPU or GPU computes it natively (else fp16 on CUDA, fp32 on the CPU), printed at start.
     precision: str = field(default="auto", metadata=_choices("auto", "fp32", "bf16", "fp16"))
     seed: int = 0
+    # cpu, cuda or cuda:N (under torchrun, plain cuda means each process's cuda:LOCAL_RANK). Asking for
+    # CUDA where there is none stops at start with an error naming this key (detkit/engine/device.py).
     device: str = "cpu"
+    # CUDA only: torch.backends.cudnn.benchmark (cuDNN times its algorithms per input shape). Faster when
+    # the padded batch shapes repeat; slower with multi-scale training, where most shapes are new.
+    cudnn_benchmark: bool = False
     log_every: int = field(default=20, metadata={"gt": 0})
     eval_every: int = field(default=1, metadata={"min": 0})  # epochs; 0 = only at the end
     checkpoint_every: int = field(default=1, metadata={"gt": 0})  # epochs

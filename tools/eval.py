@@ -16,6 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from detkit.engine.device import resolve_device  # noqa: E402
 from detkit.engine.inference import evaluate_checkpoint  # noqa: E402
 from detkit.engine.precision import PRECISIONS  # noqa: E402
 from detkit.errors import DetkitError  # noqa: E402
@@ -52,6 +53,7 @@ def main(argv=None) -> int:
         overrides.append(f"eval.precision={args.precision}")
     output_dir = args.output_dir or os.path.dirname(os.path.abspath(args.checkpoint))
     try:
+        resolve_device(args.device, key="--device")
         evaluate_checkpoint(args.checkpoint, config_path=args.config, overrides=overrides, split=args.split,
                             output_dir=output_dir, device=args.device, precise_bn_batches=args.precise_bn,
                             progress=not args.quiet, weights="train_model" if args.trained_weights else "model")

@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from detkit.engine.device import resolve_device  # noqa: E402
 from detkit.engine.exported_model import load_exported  # noqa: E402
 from detkit.engine.inference import load_trained_model, prepare_inference  # noqa: E402
 from detkit.engine.precision import PRECISIONS  # noqa: E402
@@ -63,6 +64,7 @@ def main(argv=None) -> int:
             model, cfg, precision = load_exported(args.model), None, None
             classes, category_ids, threshold = model.classes, model.category_ids, args.score_threshold
         else:
+            resolve_device(args.device, key="--device")
             model, cfg, ckpt = load_trained_model(args.checkpoint, overrides=overrides)
             precision = prepare_inference(model, cfg, torch.device(args.device), log=log)
             classes, threshold = ckpt["classes"], None

@@ -14,6 +14,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detkit.config import load_config  # noqa: E402
+from detkit.engine.device import resolve_device  # noqa: E402
 from detkit.engine.trainer import train  # noqa: E402
 from detkit.errors import DetkitError  # noqa: E402
 
@@ -41,6 +42,8 @@ def main(argv=None) -> int:
         if flag is not None:
             overrides.append(f"{key}={flag}")
     try:
+        if args.device is not None:  # named as the option given (train() checks train.device of the config)
+            resolve_device(args.device, key="--device")
         train(load_config(args.config, overrides), resume=args.resume, quiet=args.quiet)
     except DetkitError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -2,8 +2,9 @@
 
 A process started by ``torchrun`` finds RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT in
 its environment; :func:`init_from_env` joins the process group from them (``env://``) with gloo on
-the CPU and nccl on CUDA. Without those variables everything here is a single-process no-op, so the
-same code path trains with one process or many.
+the CPU and nccl on CUDA, also for ``--nproc_per_node 1`` (one process in a group: DDP, SyncBatchNorm
+and nccl are then exercised as in a larger run). Without those variables everything here is a
+single-process no-op, so the same code path trains with one process or many.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    in_group: bool = False  # a torch.distributed process group is initialised (torchrun, any size)
 
     @property
     def is_main(self) -> bool:
@@ -33,7 +35,7 @@ class DistContext:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.in_group
 
     def local_batch(self, global_batch: int) -> int:
         """Images per process for a global batch; the world size must divide it."""
@@ -46,14 +48,16 @@ class DistContext:
 def get_context() -> DistContext:
     """The current process's place in the process group (rank 0 of 1 when not distributed)."""
     if torch_dist.is_available() and torch_dist.is_initialized():
-        return DistContext(torch_dist.get_rank(), torch_dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+        return DistContext(torch_dist.get_rank(), torch_dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)),
+                           in_group=True)
     return DistContext()
 
 
 def init_from_env(device: str = "cpu") -> DistContext:
     """Join the process group that torchrun describes in the environment; a no-op without torchrun."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1 or (torch_dist.is_available() and torch_dist.is_initialized()):
+    launched = "RANK" in os.environ and "MASTER_ADDR" in os.environ  # torchrun sets both, for any size
+    if (world_size <= 1 and not launched) or (torch_dist.is_available() and torch_dist.is_initialized()):
         return get_context()
     backend = "nccl" if device.startswith("cuda") else "gloo"
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from detkit.config import Config, config_from_dict
 from detkit.engine.checkpoint import load_checkpoint, load_weights
+from detkit.engine.device import resolve_device
 from detkit.engine.evaluator import evaluate_detections
 from detkit.engine.precision import Precision, autocast_of, resolve_precision
 from detkit.errors import CheckpointError, ConfigError
@@ -34,19 +35,21 @@ def run_evaluation(model: torch.nn.Module, dataset, cfg: Config, device: torch.d
 
     was_training = model.training
     model.eval()
-    loader = build_loader(cfg, "val", dataset=dataset, batch_size=cfg.eval.batch_size, shuffle=False)
+    loader = build_loader(cfg, "val", dataset=dataset, batch_size=cfg.eval.batch_size, shuffle=False,
+                          pin_memory=device.type == "cuda")
     detections, ids, loss_sums, batches = {}, [], {}, 0
     bar = tqdm(loader, desc="eval", leave=False, disable=not progress or not sys.stderr.isatty())
     for images, targets in bar:
-        images = [img.to(device) for img in images]
-        moved = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+        images = [img.to(device, non_blocking=True) for img in images]
+        moved = [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()}
+                 for t in targets]
         with autocast_of(precision):
             outputs, losses = model(images, moved, orig_sizes=[tuple(t["orig_size"]) for t in targets])
         for target, out in zip(targets, outputs):
             detections[int(target["image_id"])] = {k: v.cpu() for k, v in out.items()}
             ids.append(int(target["image_id"]))
-        for k, v in losses.items():
-            loss_sums[k] = loss_sums.get(k, 0.0) + float(v)
+        for k, v in losses.items():  # summed on the device in float64 (read once, at the end)
+            loss_sums[k] = v.detach().double() + loss_sums.get(k, 0.0)
         batches += 1
     model.train(was_training)
     annotations = [dataset.get_annotation(i) for i in range(len(dataset))]
@@ -54,7 +57,7 @@ def run_evaluation(model: torch.nn.Module, dataset, cfg: Config, device: torch.d
     aligned = [detections[i] for i in order]
     metrics, results = evaluate_detections(annotations, aligned, dataset.classes, dataset.category_ids)
     if batches:
-        val_loss = {k: v / batches for k, v in loss_sums.items()}
+        val_loss = {k: float(v) / batches for k, v in loss_sums.items()}
         val_loss["loss"] = sum(val_loss.values())
         metrics["val_loss"] = val_loss
     return metrics, results
@@ -118,6 +121,7 @@ def evaluate_checkpoint(checkpoint_path: str, *, config_path: Optional[str] = No
     from detkit.data.loader import build_dataset
     from detkit.engine.evaluator import format_coco_table, format_per_class_table, write_json
 
+    resolve_device(device, key="device")  # before the checkpoint is read and the data set is scanned
     overrides = list(overrides)
     if split not in (None, "train", "val"):
         overrides.append(f"data.val.splits=[{split}]")

@@ -14,6 +14,7 @@ import torch
 
 from detkit.data.image_io import read_image
 from detkit.data.transforms import build_transforms
+from detkit.engine.device import resolve_device
 from detkit.engine.inference import load_trained_model, prepare_inference
 from detkit.engine.precision import Precision, autocast_of
 from detkit.engine.predict import image_to_input
@@ -85,6 +86,7 @@ def load_model(checkpoint_path: str, *, device: str = "cpu", overrides: Sequence
     ``overrides`` (``dotted.key=value``) change inference settings, e.g. ``model.roi_head.score_thresh=0.3``,
     ``eval.precision=fp32`` or ``eval.fold_bn=false`` (BatchNorm is folded into the convolutions by default).
     """
+    resolve_device(device, key="device")  # a clear error before the checkpoint is read
     model, cfg, ckpt = load_trained_model(checkpoint_path, torch.device(device), list(overrides))
     precision = prepare_inference(model, cfg, torch.device(device), log=log)
     return Predictor(model, cfg, ckpt["classes"], torch.device(device), precision)

@@ -26,9 +26,11 @@ from detkit.data.loader import build_dataset, build_loader
 from detkit.engine import distributed as dist
 from detkit.engine import hooks as H
 from detkit.engine.checkpoint import load_weights, read_resume_checkpoint, restore_rng_states, rng_states
+from detkit.engine.device import apply_cuda_settings, resolve_device
 from detkit.engine.optim import build_optimizer, build_scheduler
 from detkit.engine.precision import resolve_precision
 from detkit.engine.run_folder import check_run_folder, checkpoint_bytes
+from detkit.errors import ConfigError
 from detkit.modeling.detector import build_detector
 
 __all__ = ["Trainer", "build_hooks", "train"]
@@ -39,7 +41,8 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "eval.json", 
 def build_hooks(trainer: "Trainer") -> List[H.Hook]:
     """The run's side jobs, in the order they are called at every point of the loop."""
     cfg, main = trainer.cfg, trainer.ctx.is_main
-    hooks: List[H.Hook] = [H.NaNGuardHook()]  # first: no other hook sees a non-finite step
+    # First: no other hook sees a non-finite step. GPU losses are read every log_every steps only.
+    hooks: List[H.Hook] = [H.NaNGuardHook(check_every=cfg.train.log_every)]
     if cfg.train.ema_decay is not None:
         ema = H.EMAHook(trainer.bare_model, cfg.train.ema_decay, cfg.train.ema_tau)
         trainer.eval_model = ema.model  # the average is what is evaluated and saved as "model"
@@ -72,7 +75,12 @@ class Trainer:
         self.log = log if self.ctx.is_main else (lambda *_: None)
         self.out = cfg.output.dir
         self.paths = {name: os.path.join(self.out, name) for name in RUN_FILES}
-        self.device = torch.device(cfg.train.device)
+        # Checked before anything runs: no GPU for train.device = cuda is one error, not a traceback later.
+        self.device = resolve_device(cfg.train.device, key="train.device",
+                                     local_rank=self.ctx.local_rank if self.ctx.distributed else None)
+        if self.ctx.distributed and cfg.model.backbone.norm == "sync_bn" and self.device.type != "cuda":
+            raise ConfigError("key 'model.backbone.norm' = 'sync_bn' synchronises BatchNorm over GPUs (torch's "
+                              "SyncBatchNorm has no CPU version); on the CPU use 'bn' (per process) or 'frozen_bn'")
         self.iteration = self.start_epoch = self.epoch = 0
         self.best_value: Optional[float] = None
         self.last_good_checkpoint: Optional[str] = None
@@ -87,6 +95,7 @@ class Trainer:
     def setup(self) -> None:
         cfg = self.cfg
         torch.manual_seed(cfg.train.seed)
+        apply_cuda_settings(self.device, cudnn_benchmark=cfg.train.cudnn_benchmark)
         self.precision = resolve_precision(cfg.train.precision, self.device, key="train.precision", log=self.log)
         self.eval_precision = resolve_precision(cfg.eval.precision, self.device, key="eval.precision",
                                                 log=self.log)
@@ -101,7 +110,9 @@ class Trainer:
                                         cfg, self.device)
         self.eval_model = self.bare_model
         self.optimizer = build_optimizer(self.model, cfg.train)
-        self.train_loader = build_loader(cfg, "train", dataset=self.train_set, distributed=self.ctx.distributed)
+        # Pinned batches on CUDA: the copies to the GPU in _step are then asynchronous.
+        self.train_loader = build_loader(cfg, "train", dataset=self.train_set, distributed=self.ctx.distributed,
+                                         pin_memory=self.device.type == "cuda")
         self.iters_per_epoch = len(self.train_loader)
         self.total_iters = cfg.train.epochs * self.iters_per_epoch
         self.scheduler = build_scheduler(self.optimizer, cfg.train, self.total_iters)
@@ -215,18 +226,23 @@ class Trainer:
                                                                  (epoch + 1) % cfg.train.eval_every == 0)),
                           last=last, seconds=seconds, img_per_s=seen / max(seconds, 1e-9))
 
-    def _step(self, images: list, targets: list) -> dict:
-        """One optimizer step; returns every loss (mean over processes) and their sum ``loss``."""
+    def _step(self, images: list, targets: list) -> H.StepLosses:
+        """One optimizer step; returns every loss (mean over processes) and their sum ``loss``, read lazily.
+
+        On CUDA nothing here waits for the GPU except what the model's data-dependent shapes need
+        (listed in README.md, "Training on a GPU") and, with fp16, the gradient scaler's inf check;
+        the loss values stay on the device until a hook reads them (every train.log_every steps).
+        """
         images = [img.to(self.device, non_blocking=True) for img in images]
-        targets = [{k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+        targets = [{k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()}
+                   for t in targets]
         self.broadcast("before_step", images, targets)
         with self.precision.autocast():  # weights, gradients and optimizer state stay fp32
             loss_dict = self.model(images, targets)
         loss = sum(loss_dict.values())
         names = sorted(loss_dict)
-        reduced = dist.mean_over_processes(torch.stack([loss_dict[k].detach().float() for k in names]))
-        values = {k: float(v) for k, v in zip(names, reduced)}
-        values["loss"] = sum(values.values())
+        values = H.StepLosses(names, dist.mean_over_processes(torch.stack([loss_dict[k].detach().float()
+                                                                            for k in names])))
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg.train.grad_clip is not None:
@@ -244,6 +260,7 @@ def train(cfg: Union[Config, str], *, resume: bool = False, quiet: bool = False,
     returns the final evaluation metrics (eval.json's content)."""
     if not isinstance(cfg, Config):
         cfg = load_config(cfg)
+    resolve_device(cfg.train.device, key="train.device")  # before the process group, data report and anchors
     dist.init_from_env(cfg.train.device)
     try:
         return Trainer(cfg, resume=resume, quiet=quiet, log=log).run()

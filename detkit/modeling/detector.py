@@ -125,6 +125,16 @@ class Detector(nn.Module):
             if labels.shape != (boxes.shape[0],):
                 raise ValueError(f"targets[{i}]['labels'] must have shape ({boxes.shape[0]},), "
                                  f"got {tuple(labels.shape)}")
+        # The label range of the whole batch in one read (one host synchronisation for CUDA labels).
+        present = [t["labels"] for t in targets if t["labels"].numel()]
+        if not present:
+            return
+        every = torch.cat([labels.to(present[0].device) for labels in present])
+        low, high = torch.stack((every.min(), every.max())).tolist()
+        if low >= 1 and high <= num_classes:
+            return
+        for i, t in enumerate(targets):
+            labels = t["labels"]
             if labels.numel() and (int(labels.min()) < 1 or int(labels.max()) > num_classes):
                 raise ValueError(f"targets[{i}]['labels'] must lie in 1..{num_classes} (0 is background), "
                                  f"got {labels.tolist()}")

@@ -198,7 +198,8 @@ class RoIHead(nn.Module):
         """
         losses: Dict[str, Tensor] = {}
         if targets is not None:
-            generator = self.rng.generator if self.training else self.rng.fresh()
+            device = proposals[0].device if len(proposals) else features[self.roi_pool.featmap_names[0]].device
+            generator = self.rng.on(device) if self.training else self.rng.fresh(device)
             rois, labels, pos_rows, reg_targets = self.sample_targets(proposals, targets, generator)
             logits, deltas = self.predictor(self.box_head(self.roi_pool(features, rois)))
             losses = self.loss(logits, deltas, labels, pos_rows, reg_targets)

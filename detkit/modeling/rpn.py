@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from detkit.modeling.geometry_dtype import geometry_dtype, to_geometry
 from detkit.modeling.sampler import SamplingRNG
-from detkit.ops.boxes import clip_boxes, remove_small_boxes
+from detkit.ops.boxes import clip_boxes
 from detkit.ops.nms import batched_nms
 
 if TYPE_CHECKING:  # only for annotations: the components are passed in by build_detector
@@ -143,7 +143,8 @@ class RegionProposalNetwork(nn.Module):
             proposals = self.propose(logits.detach(), deltas.detach(), anchors, num_per_level, image_sizes)
         losses: Dict[str, Tensor] = {}
         if targets is not None:
-            generator = self.rng.generator if self.training else self.rng.fresh()
+            device = logits.device  # sampling draws on the model's device (no index crosses to the host)
+            generator = self.rng.on(device) if self.training else self.rng.fresh(device)
             losses = self.loss(logits, deltas, anchors, targets, generator)
         return proposals, losses
 
@@ -170,12 +171,15 @@ class RegionProposalNetwork(nn.Module):
         proposals = []
         for i in range(num_images):
             b = clip_boxes(boxes[i], image_sizes[i])
-            keep = remove_small_boxes(b, self.min_size)
             s, lv = top_scores[i], level_ids
-            if not bool(torch.isfinite(s).all()):  # a diverged model: leave the NaN to the loss, not to NMS
-                keep = keep[torch.isfinite(s[keep]) & torch.isfinite(b[keep]).all(dim=1)]
-            if self.score_thresh > 0:  # torchvision keeps scores >= score_thresh
-                keep = keep[s[keep] >= self.score_thresh]
+            # One mask, so one host synchronisation (the torch.where) per image: boxes under min_size
+            # (remove_small_boxes' test; a NaN coordinate, which clipping leaves as it is, fails it),
+            # non-finite scores of a diverged model (left to the loss, not to NMS), and torchvision's
+            # score threshold (scores >= score_thresh).
+            valid = (b[:, 2] - b[:, 0] >= self.min_size) & (b[:, 3] - b[:, 1] >= self.min_size) & torch.isfinite(s)
+            if self.score_thresh > 0:
+                valid &= s >= self.score_thresh
+            keep = torch.where(valid)[0]
             b, s, lv = b[keep], s[keep], lv[keep]
             keep = batched_nms(b, s, lv, self.nms_thresh)[:post_n]
             proposals.append(b[keep])

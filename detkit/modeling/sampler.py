@@ -5,7 +5,9 @@ Shape shorthand: N anchors or proposals, P sampled positives, Q sampled negative
 Same counts as torchvision's ``BalancedPositiveNegativeSampler``: up to
 ``int(batch_size_per_image * positive_fraction)`` positives, and negatives fill the rest of the
 batch; when there are too few of either, the batch is smaller. Labels -1 (ignored) are never
-sampled. The random choice uses only the given torch.Generator, so a seed fixes the result.
+sampled. The random choice uses only the given torch.Generator, so a seed fixes the result; it is
+drawn on the generator's device (a CUDA generator for labels on the GPU, so that no index travels
+between host and device; CPU and CUDA streams differ, so the same seed picks other anchors there).
 
 :class:`SamplingRNG` is the seeded generator a sampling module (the RPN, the RoI head) owns and
 hands to the sampler: one stream per module, a per-image generator when the data pipeline gives
@@ -47,7 +49,8 @@ class BalancedSampler:
 
         Args:
             labels: Tensor[N] int8 (or any integer dtype) in {-1, 0, 1}.
-            generator: CPU torch.Generator for the random choice; None uses torch's default one.
+            generator: torch.Generator for the random choice, best on labels' device (another
+                device's choice is copied over); None uses torch's default one on labels' device.
         Returns:
             (pos_idx Tensor[P] int64, neg_idx Tensor[Q] int64), each sorted increasingly, on
             labels' device; P <= int(batch * fraction), P + Q <= batch.
@@ -58,24 +61,30 @@ class BalancedSampler:
         negative = torch.where(labels == 0)[0]
         num_pos = min(positive.numel(), int(self.batch_size_per_image * self.positive_fraction))
         num_neg = min(negative.numel(), self.batch_size_per_image - num_pos)
-        pos_idx = positive[_choose(positive.numel(), num_pos, generator).to(positive.device)]
-        neg_idx = negative[_choose(negative.numel(), num_neg, generator).to(negative.device)]
+        pos_idx = positive[_choose(positive.numel(), num_pos, generator, labels.device).to(positive.device)]
+        neg_idx = negative[_choose(negative.numel(), num_neg, generator, labels.device).to(negative.device)]
         return pos_idx.sort()[0], neg_idx.sort()[0]
 
 
-def _choose(n: int, k: int, generator: Optional[torch.Generator]) -> Tensor:
-    """k distinct positions out of n, uniformly at random (CPU, int64)."""
+def _choose(n: int, k: int, generator: Optional[torch.Generator], device: torch.device) -> Tensor:
+    """k distinct positions out of n, uniformly at random (int64, on the generator's device)."""
+    device = generator.device if generator is not None else device
     if k >= n:
-        return torch.arange(n)
-    return torch.randperm(n, generator=generator)[:k]
+        return torch.arange(n, device=device)
+    return torch.randperm(n, generator=generator, device=device)[:k]
 
 
 class SamplingRNG:
-    """The seeded CPU torch.Generator a sampling module owns (BalancedSampler draws on the CPU).
+    """The seeded torch.Generator a sampling module owns, on the device the module samples on.
 
-    ``state_dict()`` / ``load_state_dict()`` let a checkpoint resume the exact sampling sequence.
-    ``fresh()`` gives a new generator seeded identically on every call (used for validation losses
-    in eval mode, so evaluation neither consumes nor depends on the training stream).
+    The stream starts on the CPU; :meth:`on` moves it to the device of the labels (a CUDA generator
+    for a model on the GPU: BalancedSampler then draws there). Moving to another kind of device
+    restarts the stream from the seed (CPU and CUDA generators have different states; a model moves
+    before its first step, so nothing is lost then). ``state_dict()`` / ``load_state_dict()`` let a
+    checkpoint resume the exact sampling sequence on the same kind of device; a CUDA state loaded
+    where no GPU is restarts from the seed. ``fresh()`` gives a new generator seeded identically on
+    every call (used for validation losses in eval mode, so evaluation neither consumes nor depends
+    on the training stream).
     """
 
     def __init__(self, seed: int, stream: int = 0) -> None:
@@ -83,11 +92,18 @@ class SamplingRNG:
         self.stream = int(stream)  # tells apart modules that share a seed (RPN 0, RoI head 1)
         self.generator = torch.Generator().manual_seed(self.seed)
 
-    def fresh(self) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed)
+    def on(self, device: torch.device) -> torch.Generator:
+        """The module's stream on ``device`` (created there from the seed when it lives elsewhere)."""
+        device = torch.device(device)
+        if not _same_device(self.generator.device, device):
+            self.generator = torch.Generator(device=device).manual_seed(self.seed)
+        return self.generator
+
+    def fresh(self, device: torch.device = torch.device("cpu")) -> torch.Generator:
+        return torch.Generator(device=device).manual_seed(self.seed)
 
     def for_image(self, target: Dict[str, Tensor], default: torch.Generator) -> torch.Generator:
-        """The generator for one image's sampling.
+        """The generator for one image's sampling, on ``default``'s device.
 
         When the data pipeline gives the image a ``sample_seed`` (a function of seed, epoch and
         index), the choice depends on that image alone, not on which images came before it in
@@ -98,11 +114,26 @@ class SamplingRNG:
         if sample_seed is None:
             return default
         mixed = (int(sample_seed) * 6364136223846793005 + self.seed * 1442695040888963407 + self.stream) % (1 << 63)
-        return torch.Generator().manual_seed(mixed)
+        return torch.Generator(device=default.device).manual_seed(mixed)
 
-    def state_dict(self) -> Dict[str, Tensor]:
-        return {"seed": torch.tensor(self.seed), "state": self.generator.get_state()}
+    def state_dict(self) -> Dict[str, object]:
+        return {"seed": torch.tensor(self.seed), "state": self.generator.get_state(),
+                "device": self.generator.device.type}
 
-    def load_state_dict(self, state: Dict[str, Tensor]) -> None:
+    def load_state_dict(self, state: Dict[str, object]) -> None:
         self.seed = int(state["seed"])
+        kind = state.get("device", "cpu")
+        if kind != "cpu" and not (kind == "cuda" and torch.cuda.is_available()):
+            self.generator = torch.Generator().manual_seed(self.seed)  # no such device here: restart
+            return
+        self.generator = torch.Generator(device=kind)
         self.generator.set_state(state["state"])
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return True
+    current = torch.cuda.current_device()
+    return (a.index if a.index is not None else current) == (b.index if b.index is not None else current)

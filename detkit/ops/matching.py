@@ -27,6 +27,9 @@ gives torch.max's first-index tie rule. Pairs without a positive intersection ha
 which is what makes the pruning exact; when an anchor or ground truth has a zero, negative or
 infinite area a dense A x M loop (still O(A + M) memory) reproduces torch's NaN semantics instead.
 The kernels are single-threaded; their results do not depend on any thread setting.
+
+CUDA (any non-CPU) tensors never go to these kernels: they take the torch implementation in
+:mod:`detkit.ops.matching_torch` (same answers, chunked over the anchors, on the tensors' device).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import torch
 from torch import Tensor
 
 from detkit.ops.grid_cells import grid_cell, size_level
+from detkit.ops.matching_torch import match_max_iou_torch, max_iof_torch, max_iou_stats_torch
 
 __all__ = ["match_max_iou", "max_iou_stats", "max_iof"]
 
@@ -355,14 +359,19 @@ def max_iof_kernel(boxes, regions):
 
 
 # --------------------------------------------------------------------------- torch wrappers
-def _as_array(boxes: Tensor, name: str, like: np.ndarray | None = None) -> np.ndarray:
-    """(N, 4) float tensor -> contiguous float32/float64 array (float16 -> float32, or like's dtype)."""
+def _check_boxes(boxes: Tensor, name: str) -> None:
+    """A floating Tensor[N, 4], or TypeError / ValueError naming ``name`` (no value is read)."""
     if not isinstance(boxes, Tensor):
         raise TypeError(f"{name} must be a torch Tensor, got {type(boxes).__name__}")
     if boxes.dim() != 2 or boxes.shape[1] != 4:
         raise ValueError(f"{name} must have shape (N, 4), got {tuple(boxes.shape)}")
     if not boxes.is_floating_point():
         raise ValueError(f"{name} must be a floating tensor, got {boxes.dtype}")
+
+
+def _as_array(boxes: Tensor, name: str, like: np.ndarray | None = None) -> np.ndarray:
+    """(N, 4) float tensor -> contiguous float32/float64 array (float16 -> float32, or like's dtype)."""
+    _check_boxes(boxes, name)
     t = boxes.detach()
     if like is not None:
         t = t.to(torch.float32 if like.dtype == np.float32 else torch.float64)
@@ -390,7 +399,7 @@ def max_iou_stats(anchors: Tensor, gt_boxes: Tensor) -> tuple[Tensor, Tensor, Te
     """Each anchor's best ground truth and IoU, and each ground truth's best IoU, in one pass.
 
     Args:
-        anchors: Tensor[N, 4]; gt_boxes: Tensor[M, 4] (N, M >= 1), float, CPU (CUDA is copied).
+        anchors: Tensor[N, 4]; gt_boxes: Tensor[M, 4] (N, M >= 1), float; CPU (Numba) or CUDA (torch).
     Returns:
         (best_gt Tensor[N] int64, best_iou Tensor[N], gt_best_iou Tensor[M]), equal to
         ``iou = box_iou(gt_boxes, anchors); iou.max(0)`` and ``iou.max(1).values``.
@@ -398,6 +407,10 @@ def max_iou_stats(anchors: Tensor, gt_boxes: Tensor) -> tuple[Tensor, Tensor, Te
     if anchors.shape[0] == 0 or gt_boxes.shape[0] == 0:
         raise ValueError(f"max_iou_stats needs N, M >= 1, got anchors {tuple(anchors.shape)} and "
                          f"gt_boxes {tuple(gt_boxes.shape)}")
+    if anchors.device.type != "cpu":
+        _check_boxes(anchors, "anchors")
+        _check_boxes(gt_boxes, "gt_boxes")
+        return max_iou_stats_torch(anchors, gt_boxes)
     best_gt, best_iou, gt_best, _ = _match(anchors, gt_boxes, 1.0, 0.0, False)
     device = anchors.device
     return (torch.from_numpy(best_gt).to(device), torch.from_numpy(best_iou).to(device),
@@ -410,7 +423,8 @@ def match_max_iou(anchors: Tensor, gt_boxes: Tensor, fg_iou_thresh: float, bg_io
     """Max-IoU assignment of anchors to ground truth with torchvision's Matcher semantics.
 
     Args:
-        anchors: Tensor[N, 4]; gt_boxes: Tensor[M, 4] (xyxy, float, CPU; CUDA is copied).
+        anchors: Tensor[N, 4]; gt_boxes: Tensor[M, 4] (xyxy, float; CPU tensors go to the Numba kernel,
+            CUDA tensors to detkit.ops.matching_torch, with no host round trip and no N x M matrix).
         fg_iou_thresh: IoU >= this -> positive. bg_iou_thresh: IoU < this -> negative
             (must not exceed fg_iou_thresh). allow_low_quality_matches: torchvision's rule.
         ignore_boxes: Tensor[K, 4] regions (crowd, difficult) and ignore_iof_thresh: an anchor
@@ -426,6 +440,12 @@ def match_max_iou(anchors: Tensor, gt_boxes: Tensor, fg_iou_thresh: float, bg_io
     if (ignore_boxes is None) != (ignore_iof_thresh is None) and ignore_boxes is not None:
         raise ValueError("ignore_boxes needs ignore_iof_thresh (the intersection-over-anchor threshold)")
     device = anchors.device
+    if device.type != "cpu":
+        for boxes, name in ((anchors, "anchors"), (gt_boxes, "gt_boxes"), (ignore_boxes, "ignore_boxes")):
+            if boxes is not None:
+                _check_boxes(boxes, name)
+        return match_max_iou_torch(anchors, gt_boxes, fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches,
+                                   ignore_boxes=ignore_boxes, ignore_iof_thresh=ignore_iof_thresh)
     if anchors.dim() == 2 and anchors.shape[0] == 0:
         _as_array(gt_boxes, "gt_boxes")
         return torch.zeros(0, dtype=torch.int64, device=device), torch.zeros(0, dtype=torch.int8, device=device)
@@ -443,6 +463,10 @@ def max_iof(boxes: Tensor, regions: Tensor) -> Tensor:
         Tensor[N] in [0, 1]: equal to ``box_iof(boxes, regions).max(1).values`` (0 when K == 0 or
         the box has no area).
     """
+    if boxes.device.type != "cpu":
+        _check_boxes(boxes, "boxes")
+        _check_boxes(regions, "regions")
+        return max_iof_torch(boxes, regions)
     b = _as_array(boxes, "boxes")
     r = _as_array(regions, "regions", like=b)
     return torch.from_numpy(max_iof_kernel(b, r)).to(boxes.device)

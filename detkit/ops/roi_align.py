@@ -17,7 +17,8 @@ Sampling follows torchvision's kernel exactly (float32 coordinates, ``aligned`` 
 RoIs forced to at least 1 x 1 when not aligned, sampling_ratio <= 0 meaning ceil(roi_side / S)
 samples per bin side, samples outside [-1, H] x [-1, W] contributing zero, edge clamping); only the
 summation order differs (results agree to float32 rounding). CUDA tensors and float64 inputs go to
-torchvision's kernel.
+torchvision's kernel (:func:`torchvision_multilevel_roi_align`: one kernel per level, one host
+synchronisation for the per-level counts).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import roi_align as tv_roi_align
 
-__all__ = ["roi_align", "multilevel_roi_align"]
+__all__ = ["roi_align", "multilevel_roi_align", "torchvision_multilevel_roi_align"]
 
 _F32 = np.float32
 
@@ -297,10 +298,33 @@ def multilevel_roi_align(features: Sequence[Tensor], rois: Tensor, levels: Tenso
     if len(spatial_scales) != len(features):
         raise ValueError(f"{len(features)} feature maps but {len(spatial_scales)} spatial scales")
     if not _use_numba(features, rois):
-        out = features[0].new_zeros((rois.shape[0], features[0].shape[1]) + output_size)
-        for level, (feature, scale) in enumerate(zip(features, spatial_scales)):
-            idx = torch.where(levels == level)[0]
-            out[idx] = tv_roi_align(feature, rois[idx], output_size, scale, sampling_ratio, aligned).to(out.dtype)
-        return out
+        return torchvision_multilevel_roi_align(features, rois, levels, output_size, spatial_scales,
+                                                sampling_ratio, aligned)
     return _MultiLevelRoIAlign.apply(rois, levels, output_size, tuple(float(s) for s in spatial_scales),
                                      int(sampling_ratio), bool(aligned), *features)
+
+
+def torchvision_multilevel_roi_align(features: Sequence[Tensor], rois: Tensor, levels: Tensor,
+                                     output_size: Union[int, Sequence[int]], spatial_scales: Sequence[float],
+                                     sampling_ratio: int = -1, aligned: bool = False) -> Tensor:
+    """:func:`multilevel_roi_align` with torchvision's kernel per level, on any device (the CUDA path).
+
+    The RoIs are grouped by level with a stable sort, each group is pooled from its level, and the rows
+    are put back in the RoIs' order by a gather (differentiable, no index_put of a mask). The one host
+    synchronisation is the read of the per-level counts (torchvision's MultiScaleRoIAlign has one
+    ``torch.where`` per level).
+
+    Args / Returns: as :func:`multilevel_roi_align` (levels: int64[K] in [0, L)).
+    """
+    output_size = _output_size(output_size)
+    channels = features[0].shape[1]
+    if rois.shape[0] == 0:
+        return features[0].new_zeros((0, channels) + output_size)
+    levels = levels.to(torch.int64)
+    counts = torch.bincount(levels, minlength=len(features)).tolist()  # the host synchronisation
+    order = torch.argsort(levels, stable=True)
+    groups = rois[order].split(counts)  # (K, 5) -> L x (K_l, 5), level by level
+    pooled = [tv_roi_align(f, r, output_size, s, sampling_ratio, aligned)
+              for f, r, s, n in zip(features, groups, spatial_scales, counts) if n > 0]
+    out = torch.cat([p.to(pooled[0].dtype) for p in pooled])  # (K, C, S_h, S_w) in level order
+    return out.index_select(0, torch.argsort(order))  # back to the RoIs' order

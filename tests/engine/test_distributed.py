@@ -42,6 +42,16 @@ DDP_SETTINGS = {
 }
 
 
+def torchrun(nproc: int, overrides, timeout: int = 900) -> subprocess.CompletedProcess:
+    """tools/train.py under torchrun --standalone with nproc processes; asserts it exits 0."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+           str(REPO / "tools" / "train.py"), "--quiet", *overrides]
+    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 def test_local_batch_must_divide_global_batch():
     assert DistContext(rank=1, world_size=2).local_batch(4) == 2
     with pytest.raises(ConfigError, match="train.batch_size"):
@@ -62,12 +72,7 @@ def test_two_process_gloo_run_equals_single_process_run(tmp_path, extra):
     single = load_config(None, tiny_overrides(tmp_path, **settings, **{"output.dir": str(single_dir)}))
     Trainer(single, quiet=True, log=lambda *_: None).run()
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(REPO / "tools" / "train.py"), "--quiet",
-           *tiny_overrides(tmp_path, **settings, **{"output.dir": str(ddp_dir)})]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = torchrun(2, tiny_overrides(tmp_path, **settings, **{"output.dir": str(ddp_dir)}))
     assert proc.stdout.count("2 per process x 2 process(es) = 4 global") == 1  # rank 0 alone prints
 
     records = [json.loads(line) for line in (ddp_dir / "metrics.jsonl").read_text().splitlines()]
@@ -93,11 +98,7 @@ def test_two_process_precise_bn_averages_the_shards_of_both_ranks(tmp_path):
 
     settings = {**DDP_SETTINGS, "model.backbone.norm": "bn", "eval.precise_bn_batches": 2,
                 "data.synthetic.cache_dir": str(tmp_path / "synthetic"), "output.dir": str(tmp_path / "ddp")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(REPO / "tools" / "train.py"), "--quiet", *tiny_overrides(tmp_path, **settings)]
-    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                          text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = torchrun(2, tiny_overrides(tmp_path, **settings))
     assert "BatchNorm statistics re-estimated over 2 training batches" in proc.stdout
 
     saved = load_checkpoint(tmp_path / "ddp" / "last.pt")["model"]
@@ -109,3 +110,22 @@ def test_two_process_precise_bn_averages_the_shards_of_both_ranks(tmp_path):
     assert keys
     for key in keys:
         torch.testing.assert_close(saved[key], recomputed[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_torchrun_one_process_joins_a_group_and_wraps_ddp(tmp_path):
+    """--nproc_per_node 1 still runs in a process group (gloo here; nccl with SyncBatchNorm on CUDA:
+    tests/test_cuda.py), with DistributedDataParallel, as a larger run does."""
+    settings = {**DDP_SETTINGS, "model.backbone.norm": "bn", "train.max_iters": 2, "eval.precise_bn_batches": 0,
+                "data.synthetic.cache_dir": str(tmp_path / "synthetic"), "output.dir": str(tmp_path / "one")}
+    proc = torchrun(1, tiny_overrides(tmp_path, **settings), timeout=600)
+    assert "4 per process x 1 process(es) = 4 global" in proc.stdout
+    ckpt = load_checkpoint(tmp_path / "one" / "last.pt")
+    assert ckpt["iteration"] == 2 and not any(k.startswith("module.") for k in ckpt["model"])
+
+
+def test_sync_bn_in_a_cpu_process_group_is_a_config_error(tiny_cfg, monkeypatch):
+    from detkit.engine import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module.dist, "get_context", lambda: DistContext(in_group=True))
+    with pytest.raises(ConfigError, match="'model.backbone.norm' = 'sync_bn'.*no CPU version"):
+        Trainer(tiny_cfg(**{"model.backbone.norm": "sync_bn"}), quiet=True, log=lambda *_: None)

@@ -61,3 +61,32 @@ def test_invalid_arguments():
         BalancedSampler(batch_size_per_image=8, positive_fraction=1.5)
     with pytest.raises(ValueError, match=r"\(2, 3\)"):
         BalancedSampler(batch_size_per_image=8, positive_fraction=0.5).sample(torch.zeros((2, 3), dtype=torch.int8))
+
+
+def test_sampling_rng_stays_on_its_device_and_round_trips():
+    from detkit.modeling.sampler import SamplingRNG
+
+    rng = SamplingRNG(5)
+    first = rng.on(torch.device("cpu"))
+    assert first is rng.generator and rng.on(torch.device("cpu")) is first  # same stream, not restarted
+    torch.randperm(10, generator=first)
+    state = rng.state_dict()
+    assert state["device"] == "cpu"
+    expected = torch.randperm(10, generator=first)
+    other = SamplingRNG(0)
+    other.load_state_dict(state)
+    assert other.seed == 5 and torch.equal(torch.randperm(10, generator=other.generator), expected)
+    # per-image and validation generators are made on the stream's device
+    assert rng.for_image({"sample_seed": 3}, first).device.type == "cpu"
+    assert rng.fresh(torch.device("cpu")).device.type == "cpu"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the restart where no GPU is")
+def test_cuda_sampling_state_restarts_from_the_seed_without_a_gpu():
+    from detkit.modeling.sampler import SamplingRNG
+
+    rng = SamplingRNG(7)
+    rng.load_state_dict({"seed": torch.tensor(7), "state": torch.zeros(16, dtype=torch.uint8), "device": "cuda"})
+    assert rng.generator.device.type == "cpu"
+    assert torch.equal(rng.generator.get_state(), torch.Generator().manual_seed(7).get_state())
+

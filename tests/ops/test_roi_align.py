@@ -141,3 +141,28 @@ def test_reduced_precision_maps_pool_in_float32(dtype, channels_last):
     for m, e in zip(maps, exact):
         assert m.grad.dtype == dtype
         torch.testing.assert_close(m.grad, e.grad.to(dtype), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_torchvision_multilevel_path_equals_numba_values_and_gradients(aligned):
+    """The CUDA path (torchvision's kernel per level), run here on the CPU against the Numba pass."""
+    from detkit.ops.roi_align import multilevel_roi_align, torchvision_multilevel_roi_align
+
+    gen = torch.Generator().manual_seed(5)
+    sizes, scales = [(40, 48), (20, 24), (10, 12), (5, 6)], [0.25, 0.125, 0.0625, 0.03125]
+    feats = [torch.randn(2, 8, h, w, generator=gen, requires_grad=True) for h, w in sizes]
+    rois = make_rois(5, 300, 2, 160, 192, 1.0, max_side=150.0)
+    levels = torch.from_numpy(np.random.default_rng(5).integers(0, 4, 300))
+    levels[:40] = 2  # one level crowded, keep the others in any order
+    levels[levels == 1] = 3  # and one level empty
+    ours = torchvision_multilevel_roi_align(feats, rois, levels, 7, scales, 2, aligned)
+    numba = multilevel_roi_align(feats, rois, levels, 7, scales, 2, aligned)
+    torch.testing.assert_close(ours, numba)
+    grad = torch.randn(ours.shape, generator=gen)
+    got = torch.autograd.grad(ours, feats, grad, allow_unused=True)
+    want = torch.autograd.grad(numba, feats, grad)
+    assert got[1] is None and float(want[1].abs().sum()) == 0.0  # the empty level is not pooled from
+    for g_ours, g_numba in zip(got[:1] + got[2:], want[:1] + want[2:]):
+        torch.testing.assert_close(g_ours, g_numba)
+    empty = torchvision_multilevel_roi_align(feats, rois[:0], levels[:0], 7, scales, 2, aligned)
+    assert empty.shape == (0, 8, 7, 7)

@@ -16,7 +16,7 @@ Which hooks a run has, and in what order, is decided in one place:
 :func:`detkit.engine.trainer.build_hooks`.
 """
 
-from detkit.engine.hooks.base import EpochEnd, Evaluation, Hook, StepInfo
+from detkit.engine.hooks.base import EpochEnd, Evaluation, Hook, StepInfo, StepLosses
 from detkit.engine.hooks.checkpoints import BestCheckpointHook, LastCheckpointHook
 from detkit.engine.hooks.ema import EMAHook
 from detkit.engine.hooks.evaluation import EvaluationHook, PreciseBNHook
@@ -28,7 +28,8 @@ from detkit.engine.hooks.progress import ProgressHook
 from detkit.engine.hooks.tensorboard import TensorBoardHook
 
 __all__ = [
-    "Hook", "StepInfo", "EpochEnd", "Evaluation", "NaNGuardHook", "EMAHook", "OnlineAnchorsHook", "ProgressHook",
+    "Hook", "StepInfo", "StepLosses", "EpochEnd", "Evaluation", "NaNGuardHook", "EMAHook", "OnlineAnchorsHook",
+    "ProgressHook",
     "PreciseBNHook", "EvaluationHook", "LastCheckpointHook", "BestCheckpointHook", "MetricsLogHook",
     "TensorBoardHook", "PlotsHook",
 ]

@@ -19,22 +19,66 @@ docstring says.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, List
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence
+
+import torch
 
 if TYPE_CHECKING:  # the trainer imports the hooks, not the other way round
     from detkit.engine.trainer import Trainer
 
-__all__ = ["Hook", "StepInfo", "EpochEnd", "Evaluation"]
+__all__ = ["Hook", "StepInfo", "StepLosses", "EpochEnd", "Evaluation"]
+
+
+class StepLosses(Mapping):
+    """The losses of one step as a read-only ``{name: float}`` mapping, plus ``loss`` (their sum),
+    read from the device once, when a hook first looks at them.
+
+    On the GPU a step's losses are still being computed when the step returns; turning them into
+    floats waits for the GPU (a host synchronisation). Hooks that need the numbers only every
+    ``train.log_every`` iterations (records, the progress bar) therefore cost nothing in the other
+    steps; :attr:`on_host` says whether reading is free (CPU tensors, or already read).
+
+    Args:
+        names: the loss keys, in the order of ``values``.
+        values: Tensor[len(names)] float32, on any device.
+    """
+
+    def __init__(self, names: Sequence[str], values: torch.Tensor) -> None:
+        self.names = list(names)
+        self.values = values
+        self._floats: Optional[Dict[str, float]] = None
+
+    @property
+    def on_host(self) -> bool:
+        return self._floats is not None or self.values.device.type == "cpu"
+
+    def _read(self) -> Dict[str, float]:
+        if self._floats is None:
+            floats = dict(zip(self.names, self.values.tolist()))  # the one synchronisation
+            floats["loss"] = sum(floats.values())
+            self._floats = floats
+        return self._floats
+
+    def __getitem__(self, key: str) -> float:
+        return self._read()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names + ["loss"])
+
+    def __len__(self) -> int:
+        return len(self.names) + 1
 
 
 @dataclass
 class StepInfo:
-    """One finished iteration: ``losses`` holds every loss key (mean over processes) and ``loss``."""
+    """One finished iteration: ``losses`` holds every loss key (mean over processes) and ``loss``
+    (a :class:`StepLosses` in training: read lazily)."""
 
     epoch: int  # 1-based
     iteration: int  # iterations done so far, this one included
-    losses: Dict[str, float]
+    losses: Mapping
     lr: float
     img_per_s: float  # since the start of the epoch, all processes together
 

@@ -24,7 +24,12 @@ class ProgressHook(Hook):
 
     def after_step(self, trainer, step: StepInfo) -> None:
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{step.losses['loss']:.3f}", lr=f"{step.lr:.4g}", img_s=f"{step.img_per_s:.2f}")
+        if self.bar.disable:
+            return
+        # Losses still on a GPU are read (a synchronisation) only when the records read them too.
+        if getattr(step.losses, "on_host", True) or step.iteration % trainer.cfg.train.log_every == 0:
+            self.bar.set_postfix(loss=f"{step.losses['loss']:.3f}", lr=f"{step.lr:.4g}",
+                                 img_s=f"{step.img_per_s:.2f}")
 
     def after_epoch(self, trainer, end: EpochEnd) -> None:
         self.bar.close()
