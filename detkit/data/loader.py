@@ -96,7 +96,8 @@ def _auto_split_part(cfg: Config, split: str, classes: Optional[Sequence[str]], 
     if a.file is not None:
         train_idx, val_idx = split_from_file(whole, resolve_path(a.file))
     else:
-        train_idx, val_idx = stratified_split([r.labels for r in whole.records], a.val_fraction, a.seed)
+        train_idx, val_idx = stratified_split([whole.index.labels[whole.index.box_slice(i)] for i in range(len(whole))],
+                                              a.val_fraction, a.seed)
     return subset(whole, train_idx if split == "train" else val_idx, split)
 
 
