@@ -3,7 +3,8 @@
 A data set is the annotations of its images, read once at construction (annotation files parsed,
 boxes converted and sanitised, image sizes known) and held as one compact
 :class:`~detkit.data.index.AnnotationIndex` (flat arrays, so DataLoader workers share them without
-copying), plus the image files, decoded only in ``__getitem__``. Every data set returns the same sample (see :data:`SAMPLE_KEYS`)::
+copying), plus the image files, decoded only in ``__getitem__``. Every data set returns the same
+sample (see :data:`SAMPLE_KEYS`)::
 
     {"image": np.ndarray (H, W, 3) uint8 RGB,
      "boxes": np.float32 (N, 4) x1, y1, x2, y2 absolute pixels (continuous coordinates),
@@ -18,9 +19,9 @@ copying), plus the image files, decoded only in ``__getitem__``. Every data set 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from collections.abc import Sequence
-from typing import List, Optional, Tuple
+from dataclasses import dataclass
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -30,7 +31,8 @@ from detkit.data.index import AnnotationIndex
 from detkit.data.report import DataReport
 from detkit.errors import DataError
 
-__all__ = ["ImageRecord", "DetectionDataset", "RecordsView", "SAMPLE_KEYS", "resolve_path", "probe_image", "settle_bad_annotations"]
+__all__ = ["ImageRecord", "DetectionDataset", "RecordsView", "SAMPLE_KEYS", "resolve_path", "probe_image",
+           "read_image_header", "settle_bad_annotations"]
 
 SAMPLE_KEYS = ("image", "boxes", "labels", "ignore_boxes", "ignore_labels", "image_id", "orig_size", "file_name")
 
@@ -164,26 +166,40 @@ def resolve_path(path: str, base: Optional[str] = None) -> str:
     return os.path.normpath(path)
 
 
-def probe_image(path: str, *, skip_bad_images: bool, report: DataReport,
-                context: str = "") -> Optional[Tuple[int, int, int]]:
-    """(h, w, EXIF orientation) of an image file without decoding it, or None when it is missing,
-    truncated or unreadable and ``skip_bad_images`` (counted as bad_image_skipped); an EXIF rotation
-    is counted as exif_rotated.
-
-    Raises:
-        DataError: a bad image without ``skip_bad_images`` (``context`` is added to the message).
-    """
+def read_image_header(path: str) -> Union[Tuple[int, int, int], str]:
+    """(h, w, EXIF orientation) from an image file's header (after the cheap truncation check), or the
+    message saying why the file is missing, truncated or unreadable. Reads no pixels."""
     try:
         problem = truncation_problem(path)
         if problem is not None:
             raise DataError(f"image file '{path}': {problem}")
-        h, w, orientation = read_image_size(path)
+        return read_image_size(path)
     except DataError as exc:
+        return str(exc)
+
+
+def probe_image(path: str, *, skip_bad_images: bool, report: DataReport,
+                context: str = "", header: Union[Tuple[int, int, int], str, None] = None
+                ) -> Optional[Tuple[int, int, int]]:
+    """(h, w, EXIF orientation) of an image file without decoding it, or None when it is missing,
+    truncated or unreadable and ``skip_bad_images`` (counted as bad_image_skipped); an EXIF rotation
+    is counted as exif_rotated.
+
+    Args:
+        header: what :func:`read_image_header` returned for `path` (read in parallel or cached by the
+            caller); None reads it here.
+
+    Raises:
+        DataError: a bad image without ``skip_bad_images`` (``context`` is added to the message).
+    """
+    header = read_image_header(path) if header is None else header
+    if isinstance(header, str):
         if not skip_bad_images:
-            raise DataError(f"{exc} ({context + '; ' if context else ''}set data.skip_bad_images=true to skip "
-                            f"bad images)") from None
-        report.add("bad_image_skipped", example=str(exc))
+            raise DataError(f"{header} ({context + '; ' if context else ''}set data.skip_bad_images=true to skip "
+                            f"bad images)")
+        report.add("bad_image_skipped", example=header)
         return None
+    h, w, orientation = header
     if orientation != 1:
         report.add("exif_rotated", example=f"{path} (orientation {orientation})")
     return h, w, orientation
