@@ -302,6 +302,10 @@ class EvalConfig:
     # Inference outside training (tools/eval.py, tools/infer.py, detkit.load_model) folds every frozen
     # BatchNorm into the convolution before it (detkit/modeling/fold_bn.py): same outputs, fewer ops.
     fold_bn: bool = True
+    # The COCOeval implementation: pycocotools (the reference) or faster (faster-coco-eval: the same
+    # 12 numbers and per-class AP, its matching and accumulation in C++; several times faster on
+    # COCO-sized sets). Held identical to pycocotools by tests/engine/test_eval_backends.py.
+    backend: str = field(default="faster", metadata=_choices("pycocotools", "faster"))
 
 
 @dataclass
