@@ -98,7 +98,7 @@ def split_from_file(dataset: DetectionDataset, path: str) -> Tuple[List[int], Li
 
 def subset(dataset: DetectionDataset, indices: Sequence[int], side: str) -> DetectionDataset:
     """The images ``indices`` of ``dataset`` as a data set of their own (same classes, ids and report)."""
-    part = DetectionDataset(records=[dataset.records[i] for i in indices], classes=dataset.classes,
+    part = DetectionDataset(index=dataset.index.take(list(indices)), classes=dataset.classes,
                             category_ids=dataset.category_ids, report=dataset.report,
                             name=f"{dataset.name} [auto {side}]")
     part.bad_annotations = list(getattr(dataset, "bad_annotations", []))

@@ -1,8 +1,10 @@
-"""DetectionDataset: the base every detkit data set shares (records in memory, images decoded lazily).
+"""DetectionDataset: the base every detkit data set shares (annotations in memory, images decoded lazily).
 
-A data set is a list of per-image records read once at construction (annotation files parsed,
-boxes converted and sanitised, image sizes known) plus the image files, decoded only in
-``__getitem__``. Every data set returns the same sample (see :data:`SAMPLE_KEYS`)::
+A data set is the annotations of its images, read once at construction (annotation files parsed,
+boxes converted and sanitised, image sizes known) and held as one compact
+:class:`~detkit.data.index.AnnotationIndex` (flat arrays, so DataLoader workers share them without
+copying), plus the image files, decoded only in ``__getitem__``. Every data set returns the same
+sample (see :data:`SAMPLE_KEYS`)::
 
     {"image": np.ndarray (H, W, 3) uint8 RGB,
      "boxes": np.float32 (N, 4) x1, y1, x2, y2 absolute pixels (continuous coordinates),
@@ -17,17 +19,20 @@ boxes converted and sanitised, image sizes known) plus the image files, decoded 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from detkit.data.image_io import read_image, read_image_size, truncation_problem
+from detkit.data.index import AnnotationIndex
 from detkit.data.report import DataReport
 from detkit.errors import DataError
 
-__all__ = ["ImageRecord", "DetectionDataset", "SAMPLE_KEYS", "resolve_path", "probe_image", "settle_bad_annotations"]
+__all__ = ["ImageRecord", "DetectionDataset", "RecordsView", "SAMPLE_KEYS", "resolve_path", "probe_image",
+           "read_image_header", "settle_bad_annotations"]
 
 SAMPLE_KEYS = ("image", "boxes", "labels", "ignore_boxes", "ignore_labels", "image_id", "orig_size", "file_name")
 
@@ -54,20 +59,44 @@ class ImageRecord:
     ignore_labels: np.ndarray
 
 
+class RecordsView(Sequence):
+    """The images of an :class:`AnnotationIndex` as a read-only sequence of :class:`ImageRecord`
+    (each built on access; ``view + other`` gives a list)."""
+
+    def __init__(self, index: AnnotationIndex) -> None:
+        self._index = index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._index.record(k) for k in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"record {i} out of range for {len(self)} images")
+        return self._index.record(i % len(self))
+
+    def __add__(self, other) -> List[ImageRecord]:
+        return list(self) + list(other)
+
+
 class DetectionDataset(Dataset):
-    """Records + class list + report; decodes images on access.
+    """Annotations (a compact index) + class list + report; decodes images on access.
 
     Attributes:
         classes: class names, label i is ``classes[i - 1]`` (no background entry).
         category_ids: label i -> category id ``category_ids[i - 1]`` (for COCO results).
         report: the fixes applied while reading (see :class:`DataReport`).
-        records: one :class:`ImageRecord` per image.
+        index: the :class:`~detkit.data.index.AnnotationIndex` of all images.
+        records: the same as a read-only sequence of :class:`ImageRecord` (built on access).
     """
 
-    def __init__(self, *, records: Sequence[ImageRecord], classes: Sequence[str],
+    def __init__(self, *, records: Optional[Sequence[ImageRecord]] = None, classes: Sequence[str],
                  category_ids: Optional[Sequence[int]] = None, report: Optional[DataReport] = None,
-                 name: str = "") -> None:
-        self.records: List[ImageRecord] = list(records)
+                 name: str = "", index: Optional[AnnotationIndex] = None) -> None:
+        if (records is None) == (index is None):
+            raise ValueError("give exactly one of records and index")
+        self.index = index if index is not None else AnnotationIndex.from_records(records)
         self.classes: List[str] = list(classes)
         self.category_ids: List[int] = (list(category_ids) if category_ids is not None
                                         else list(range(1, len(self.classes) + 1)))
@@ -76,50 +105,57 @@ class DetectionDataset(Dataset):
         self.report = report if report is not None else DataReport(name)
         self.name = name
 
+    @property
+    def records(self) -> RecordsView:
+        return RecordsView(self.index)
+
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.index)
 
     @property
     def image_sizes(self) -> List[Tuple[int, int]]:
         """(h, w) of every image, without decoding any."""
-        return [r.size for r in self.records]
+        return [(int(h), int(w)) for h, w in self.index.sizes]
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
     def image_path(self, index: int) -> str:
-        return self.records[index].path
+        return self.index.paths.get(index)
 
     def get_annotation(self, index: int) -> dict:
         """The sample of image `index` without "image" (copies; nothing is decoded)."""
-        r = self.records[index]
+        ix = self.index
+        b, g = ix.box_slice(index), ix.ignore_slice(index)
         return {
-            "boxes": r.boxes.copy(),
-            "labels": r.labels.copy(),
-            "ignore_boxes": r.ignore_boxes.copy(),
-            "ignore_labels": r.ignore_labels.copy(),
-            "image_id": int(r.image_id),
-            "orig_size": tuple(r.size),
-            "file_name": r.file_name,
+            "boxes": ix.boxes[b].copy(),
+            "labels": ix.labels[b].copy(),
+            "ignore_boxes": ix.ignore_boxes[g].copy(),
+            "ignore_labels": ix.ignore_labels[g].copy(),
+            "image_id": int(ix.image_ids[index]),
+            "orig_size": (int(ix.sizes[index, 0]), int(ix.sizes[index, 1])),
+            "file_name": ix.file_names.get(index),
         }
 
     def __getitem__(self, index: int) -> dict:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for a data set of {len(self)} images")
+        index = index % len(self)
         sample = self.get_annotation(index)
-        image = read_image(self.records[index].path)
-        if image.shape[:2] != tuple(self.records[index].size):
+        path, size = self.image_path(index), sample["orig_size"]
+        image = read_image(path)
+        if image.shape[:2] != size:
             raise DataError(
-                f"image file '{self.records[index].path}' decodes to {image.shape[1]}x{image.shape[0]} "
-                f"(w x h) but its annotation says {self.records[index].size[1]}x{self.records[index].size[0]}; "
+                f"image file '{path}' decodes to {image.shape[1]}x{image.shape[0]} "
+                f"(w x h) but its annotation says {size[1]}x{size[0]}; "
                 f"boxes cannot be placed reliably (run tools/lint_data.py to list such images)")
         sample["image"] = image
         return sample
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.name!r}: {len(self)} images, "
-                f"{sum(len(r.boxes) for r in self.records)} boxes, classes={self.classes})")
+                f"{self.index.num_boxes} boxes, classes={self.classes})")
 
 
 def resolve_path(path: str, base: Optional[str] = None) -> str:
@@ -130,26 +166,40 @@ def resolve_path(path: str, base: Optional[str] = None) -> str:
     return os.path.normpath(path)
 
 
-def probe_image(path: str, *, skip_bad_images: bool, report: DataReport,
-                context: str = "") -> Optional[Tuple[int, int, int]]:
-    """(h, w, EXIF orientation) of an image file without decoding it, or None when it is missing,
-    truncated or unreadable and ``skip_bad_images`` (counted as bad_image_skipped); an EXIF rotation
-    is counted as exif_rotated.
-
-    Raises:
-        DataError: a bad image without ``skip_bad_images`` (``context`` is added to the message).
-    """
+def read_image_header(path: str) -> Union[Tuple[int, int, int], str]:
+    """(h, w, EXIF orientation) from an image file's header (after the cheap truncation check), or the
+    message saying why the file is missing, truncated or unreadable. Reads no pixels."""
     try:
         problem = truncation_problem(path)
         if problem is not None:
             raise DataError(f"image file '{path}': {problem}")
-        h, w, orientation = read_image_size(path)
+        return read_image_size(path)
     except DataError as exc:
+        return str(exc)
+
+
+def probe_image(path: str, *, skip_bad_images: bool, report: DataReport,
+                context: str = "", header: Union[Tuple[int, int, int], str, None] = None
+                ) -> Optional[Tuple[int, int, int]]:
+    """(h, w, EXIF orientation) of an image file without decoding it, or None when it is missing,
+    truncated or unreadable and ``skip_bad_images`` (counted as bad_image_skipped); an EXIF rotation
+    is counted as exif_rotated.
+
+    Args:
+        header: what :func:`read_image_header` returned for `path` (read in parallel or cached by the
+            caller); None reads it here.
+
+    Raises:
+        DataError: a bad image without ``skip_bad_images`` (``context`` is added to the message).
+    """
+    header = read_image_header(path) if header is None else header
+    if isinstance(header, str):
         if not skip_bad_images:
-            raise DataError(f"{exc} ({context + '; ' if context else ''}set data.skip_bad_images=true to skip "
-                            f"bad images)") from None
-        report.add("bad_image_skipped", example=str(exc))
+            raise DataError(f"{header} ({context + '; ' if context else ''}set data.skip_bad_images=true to skip "
+                            f"bad images)")
+        report.add("bad_image_skipped", example=header)
         return None
+    h, w, orientation = header
     if orientation != 1:
         report.add("exif_rotated", example=f"{path} (orientation {orientation})")
     return h, w, orientation

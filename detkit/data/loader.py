@@ -61,7 +61,7 @@ def build_dataset(cfg: Config, split: str, *, classes: Optional[Sequence[str]] =
     if d.format == "synthetic":
         json_path, img_dir = prepare_synthetic(d.synthetic, classes)[split]
         return COCODataset(ann_file=json_path, img_dir=img_dir, classes=classes, drop_empty=d.drop_empty,
-                           log_report=log_report)
+                           log_report=log_report, index_cache=d.index_cache, cache_dir=d.index_cache_dir)
     if d.format == "voc":
         if classes is None and split == "val":
             t = d.train
@@ -83,7 +83,8 @@ def build_dataset(cfg: Config, split: str, *, classes: Optional[Sequence[str]] =
     return COCODataset(ann_file=resolve_path(s.ann_file, base), img_dir=resolve_path(s.img_dir, base),
                        classes=classes, skip_bad_images=d.skip_bad_images,
                        ignore_unknown_classes=d.ignore_unknown_classes, drop_empty=d.drop_empty,
-                       skip_bad_annotations=d.skip_bad_annotations, log_report=log_report)
+                       skip_bad_annotations=d.skip_bad_annotations, log_report=log_report,
+                       index_cache=d.index_cache, cache_dir=d.index_cache_dir)
 
 
 def _auto_split_part(cfg: Config, split: str, classes: Optional[Sequence[str]], log_report: bool) -> DetectionDataset:
@@ -96,7 +97,8 @@ def _auto_split_part(cfg: Config, split: str, classes: Optional[Sequence[str]], 
     if a.file is not None:
         train_idx, val_idx = split_from_file(whole, resolve_path(a.file))
     else:
-        train_idx, val_idx = stratified_split([r.labels for r in whole.records], a.val_fraction, a.seed)
+        train_idx, val_idx = stratified_split([whole.index.labels[whole.index.box_slice(i)] for i in range(len(whole))],
+                                              a.val_fraction, a.seed)
     return subset(whole, train_idx if split == "train" else val_idx, split)
 
 

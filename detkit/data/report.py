@@ -68,6 +68,20 @@ class DataReport:
         if detail is not None:
             self.details.setdefault(kind, Counter())[detail] += n
 
+    def add_counted(self, kind: str, n: int, *, examples=(), details: Optional[Dict[str, int]] = None) -> None:
+        """Count `n` occurrences of `kind` at once: the same as `n` calls of :meth:`add` whose first
+        examples are `examples` (in order) and whose details sum to `details`."""
+        if kind not in FIX_DESCRIPTIONS:
+            raise KeyError(f"unknown report kind {kind!r}; known: {sorted(FIX_DESCRIPTIONS)}")
+        if n <= 0:
+            return
+        self.counts[kind] += n
+        if len(examples):
+            bucket = self.examples.setdefault(kind, [])
+            bucket.extend(list(examples)[: max(0, self.max_examples - len(bucket))])
+        for detail, k in (details or {}).items():
+            self.details.setdefault(kind, Counter())[detail] += k
+
     def __getitem__(self, kind: str) -> int:
         return self.counts.get(kind, 0)
 

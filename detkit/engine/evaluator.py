@@ -26,8 +26,11 @@ from detkit.ops.boxes import box_iou
 __all__ = [
     "COCO_METRIC_NAMES", "build_coco_ground_truth", "detections_to_coco_results", "coco_evaluate",
     "voc_evaluate", "confusion_matrix", "evaluate_detections", "format_coco_table", "format_per_class_table",
-    "write_json",
+    "write_json", "EVAL_BACKENDS",
 ]
+
+# COCOeval implementations: pycocotools (the reference) and faster-coco-eval (eval.backend: faster).
+EVAL_BACKENDS = ("pycocotools", "faster")
 
 COCO_METRIC_NAMES = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -90,11 +93,14 @@ def detections_to_coco_results(detections: Sequence[dict], image_ids: Sequence[i
         boxes = _xyxy_to_xywh(_numpy(det["boxes"]))
         scores = _numpy(det["scores"]).reshape(-1)
         labels = _numpy(det["labels"]).reshape(-1)
-        for box, score, label in zip(boxes, scores, labels):
-            entry = {"image_id": int(image_id), "category_id": int(category_ids[int(label) - 1]),
-                     "bbox": [round(float(v), 3) for v in box], "score": round(float(score), 5)}
-            if file_names is not None:
-                entry["file_name"] = str(file_names[i])
+        image_id = int(image_id)
+        name = str(file_names[i]) if file_names is not None else None
+        # tolist(): Python floats of the same values, rounded by Python's round() as before
+        for box, score, label in zip(boxes.tolist(), scores.astype(np.float64).tolist(), labels.tolist()):
+            entry = {"image_id": image_id, "category_id": int(category_ids[int(label) - 1]),
+                     "bbox": [round(v, 3) for v in box], "score": round(score, 5)}
+            if name is not None:
+                entry["file_name"] = name
             results.append(entry)
     return results
 
@@ -105,22 +111,48 @@ def _numpy(value) -> np.ndarray:
     return np.asarray(value)
 
 
-def coco_evaluate(coco_gt: COCO, results: list, classes: Sequence[str]) -> dict:
-    """Run COCOeval (bbox). Returns ``{"coco": {12 named numbers}, "per_class": {name: {"AP", "AP50"}}}``."""
+def _run_cocoeval(coco_gt: COCO, results: list, backend: str):
+    """(stats (12,), precision (T, R, K, A, M)) of COCOeval on `results`, by the chosen backend."""
+    if backend == "pycocotools":
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_dt = coco_gt.loadRes(results)
+            evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+        return evaluator.stats, evaluator.eval["precision"]
+    if backend == "faster":
+        # faster-coco-eval: pycocotools' algorithm with the per-image matching and the accumulation
+        # in C++ (the same numbers; tests/engine/test_eval_backends.py holds it to pycocotools).
+        from faster_coco_eval import COCO as FasterCOCO
+        from faster_coco_eval import COCOeval_faster
+
+        gt = FasterCOCO(coco_gt.dataset)
+        with contextlib.redirect_stdout(io.StringIO()):
+            evaluator = COCOeval_faster(gt, gt.loadRes(results), "bbox", print_function=lambda *args: None)
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+        return evaluator.stats, evaluator.eval["precision"]
+    raise ValueError(f"evaluation backend {backend!r} is not valid; choose one of {EVAL_BACKENDS}")
+
+
+def coco_evaluate(coco_gt: COCO, results: list, classes: Sequence[str], backend: str = "pycocotools") -> dict:
+    """Run COCOeval (bbox). Returns ``{"coco": {12 named numbers}, "per_class": {name: {"AP", "AP50"}}}``.
+
+    ``backend``: ``pycocotools`` (the reference) or ``faster`` (faster-coco-eval, same numbers).
+    """
+    if backend not in EVAL_BACKENDS:
+        raise ValueError(f"evaluation backend {backend!r} is not valid; choose one of {EVAL_BACKENDS}")
     zeros = {"coco": {name: 0.0 for name in COCO_METRIC_NAMES},
              "per_class": {name: {"AP": 0.0, "AP50": 0.0} for name in classes},
              "pr_curves": {name: [0.0] * 101 for name in classes}}
     if not results:
         return zeros
     results = [{k: v for k, v in r.items() if k != "file_name"} for r in results]
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = coco_gt.loadRes(results)
-        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    stats = [max(float(s), 0.0) for s in evaluator.stats]  # -1 means "no ground truth": report 0
-    precision = evaluator.eval["precision"]  # (T IoUs, R recalls, K classes, A areas, M max-dets)
+    raw_stats, precision = _run_cocoeval(coco_gt, results, backend)
+    stats = [max(float(s), 0.0) for s in raw_stats]  # -1 means "no ground truth": report 0
+    # precision: (T IoUs, R recalls, K classes, A areas, M max-dets)
     per_class, pr_curves = {}, {}
     for k, name in enumerate(classes):
         # precision at the 101 recall points at IoU 0.5, all areas, 100 detections (-1: no ground truth)
@@ -143,6 +175,43 @@ def _voc_ap(recall: np.ndarray, precision: np.ndarray, eleven_point: bool) -> fl
     return float(np.sum((mrec[changes + 1] - mrec[changes]) * mpre[changes + 1]))
 
 
+def _best_voc_candidates(annotations: Sequence[dict], detections: Sequence[dict]) -> dict:
+    """For every detection (image by image, in order): its best-IoU candidate among the ground truth
+    of its class followed by the ignore regions of its class (or all ignore regions without
+    ``ignore_labels``), as the VOC matcher meets them. Returns flat arrays: image, label, score,
+    best IoU (NaN when there is no candidate), whether the best is an ignore region, and the best
+    ground truth's index into all ground-truth boxes (-1 for none or an ignore region)."""
+    out = {k: [] for k in ("label", "score", "iou", "has", "ignore", "gt")}
+    gt_base = 0
+    for ann, det in zip(annotations, detections):
+        gt = np.asarray(ann["boxes"], dtype=np.float32).reshape(-1, 4)
+        gt_labels = np.asarray(ann["labels"]).reshape(-1)
+        ignore = np.asarray(ann.get("ignore_boxes", np.zeros((0, 4))), dtype=np.float32).reshape(-1, 4)
+        ignore_labels = ann.get("ignore_labels")
+        labels = _numpy(det["labels"]).reshape(-1)
+        boxes = np.asarray(_numpy(det["boxes"]), dtype=np.float32).reshape(-1, 4)
+        candidates = np.concatenate([gt, ignore])
+        iou = (box_iou(torch.from_numpy(boxes), torch.from_numpy(candidates)).numpy()
+               if len(boxes) and len(candidates) else np.zeros((len(boxes), len(candidates)), np.float32))
+        cand_labels = np.concatenate([gt_labels, np.asarray(ignore_labels).reshape(-1) if ignore_labels is not None
+                                      else np.full(len(ignore), -1)])
+        allowed = (cand_labels[None, :] == labels[:, None]) | (cand_labels[None, :] == -1) & (
+            np.arange(len(candidates)) >= len(gt))[None, :]  # (D, C)
+        masked = np.where(allowed, iou, -np.inf)
+        best = masked.argmax(axis=1) if len(candidates) else np.zeros(len(boxes), np.int64)
+        has = allowed.any(axis=1)
+        best_iou = np.where(has, masked[np.arange(len(boxes)), best] if len(candidates) else np.nan, np.nan)
+        out["label"].append(labels.astype(np.int64))
+        out["score"].append(_numpy(det["scores"]).reshape(-1).astype(np.float64))
+        out["iou"].append(best_iou.astype(np.float64))
+        out["has"].append(has)
+        out["ignore"].append(has & (best >= len(gt)))
+        out["gt"].append(np.where(has & (best < len(gt)), gt_base + best, -1))
+        gt_base += len(gt)
+    return {k: np.concatenate(v) if v else np.zeros(0, bool if k in ("has", "ignore") else np.float64)
+            for k, v in out.items()}
+
+
 def voc_evaluate(annotations: Sequence[dict], detections: Sequence[dict], classes: Sequence[str],
                  iou_threshold: float = 0.5) -> dict:
     """VOC mAP at one IoU threshold, 11-point (VOC2007) and area under the curve (VOC2010+).
@@ -150,21 +219,31 @@ def voc_evaluate(annotations: Sequence[dict], detections: Sequence[dict], classe
     ``annotations`` and ``detections`` are aligned per image (same order). Returns
     ``{"mAP50_11pt", "mAP50_area", "per_class": {name: {"AP50_11pt", "AP50_area"}}}``; classes without
     ground truth are left out of the means.
+
+    Matching: the detections of a class by decreasing score (equal scores in image order), each to
+    its best-IoU candidate (ground truth of its class, then ignore regions); at or above the threshold
+    an ignore region makes it neither true nor false, an unclaimed ground truth a true positive, a
+    claimed one a false positive; below it, or with no candidate, a false positive.
     """
     per_class, ap11, ap_area = {}, [], []
+    cand = _best_voc_candidates(annotations, detections)
+    all_labels = (np.concatenate([np.asarray(a["labels"]).reshape(-1) for a in annotations])
+                  if len(annotations) else np.zeros(0, np.int64))
     for k, name in enumerate(classes, start=1):
-        records, num_pos = [], 0
-        for img, (ann, det) in enumerate(zip(annotations, detections)):
-            labels = np.asarray(ann["labels"]).reshape(-1)
-            num_pos += int((labels == k).sum())
-            det_labels = _numpy(det["labels"]).reshape(-1)
-            for score, box in zip(_numpy(det["scores"]).reshape(-1)[det_labels == k],
-                                  _numpy(det["boxes"]).reshape(-1, 4)[det_labels == k]):
-                records.append((float(score), img, box))
+        num_pos = int((all_labels == k).sum())
         if num_pos == 0:
             continue
-        records.sort(key=lambda r: -r[0])  # stable: equal scores keep image order
-        tp, fp = _match_voc(records, annotations, k, iou_threshold)
+        sel = np.flatnonzero(cand["label"] == k)
+        order = sel[np.argsort(-cand["score"][sel], kind="stable")]  # stable: equal scores keep image order
+        above = cand["has"][order] & ~(cand["iou"][order] < iou_threshold)
+        counted = ~(above & cand["ignore"][order])  # an ignore region's match counts neither way
+        claims = above & ~cand["ignore"][order]
+        tp = np.zeros(len(order))
+        gt_of = cand["gt"][order]
+        claim_pos = np.flatnonzero(claims)
+        _, first = np.unique(gt_of[claim_pos], return_index=True)  # the first claim of each ground truth
+        tp[claim_pos[first]] = 1
+        fp = counted.astype(np.float64) - tp
         tp_cum, fp_cum = np.cumsum(tp), np.cumsum(fp)
         recall = tp_cum / num_pos
         precision = tp_cum / np.maximum(tp_cum + fp_cum, np.finfo(np.float64).eps)
@@ -174,36 +253,6 @@ def voc_evaluate(annotations: Sequence[dict], detections: Sequence[dict], classe
         ap_area.append(aa)
     return {"mAP50_11pt": float(np.mean(ap11)) if ap11 else 0.0,
             "mAP50_area": float(np.mean(ap_area)) if ap_area else 0.0, "per_class": per_class}
-
-
-def _match_voc(records: list, annotations: Sequence[dict], label: int, iou_threshold: float):
-    """Greedy VOC matching of score-sorted detections of one class; returns tp, fp arrays (0/1)."""
-    used = {}
-    tp = np.zeros(len(records))
-    fp = np.zeros(len(records))
-    for d, (_, img, box) in enumerate(records):
-        ann = annotations[img]
-        gt = np.asarray(ann["boxes"], dtype=np.float32).reshape(-1, 4)[np.asarray(ann["labels"]).reshape(-1) == label]
-        ignore = np.asarray(ann.get("ignore_boxes", np.zeros((0, 4))), dtype=np.float32).reshape(-1, 4)
-        ignore_labels = ann.get("ignore_labels")
-        if ignore_labels is not None:
-            ignore = ignore[np.asarray(ignore_labels).reshape(-1) == label]
-        candidates = torch.from_numpy(np.concatenate([gt, ignore]))
-        if len(candidates) == 0:
-            fp[d] = 1
-            continue
-        ious = box_iou(torch.from_numpy(np.asarray(box, dtype=np.float32)[None]), candidates)[0]
-        best = int(ious.argmax())
-        if float(ious[best]) < iou_threshold:
-            fp[d] = 1
-        elif best >= len(gt):
-            continue  # matched an ignore region (VOC 'difficult'): neither true nor false positive
-        elif best in used.setdefault(img, set()):
-            fp[d] = 1
-        else:
-            used[img].add(best)
-            tp[d] = 1
-    return tp, fp
 
 
 def confusion_matrix(annotations: Sequence[dict], detections: Sequence[dict], num_classes: int,
@@ -225,35 +274,34 @@ def confusion_matrix(annotations: Sequence[dict], detections: Sequence[dict], nu
         order = order[scores[order] >= score_threshold]
         boxes = torch.as_tensor(_numpy(det["boxes"]).reshape(-1, 4)[order], dtype=torch.float32)
         labels = _numpy(det["labels"]).reshape(-1)[order]
-        ious = box_iou(boxes, gt) if len(gt) and len(boxes) else torch.zeros(len(boxes), len(gt))
-        ignore_iou = box_iou(boxes, ignore) if len(ignore) and len(boxes) else torch.zeros(len(boxes), 0)
+        ious = box_iou(boxes, gt).numpy() if len(gt) and len(boxes) else np.zeros((len(boxes), len(gt)), np.float32)
+        on_ignore = (box_iou(boxes, ignore).numpy().max(axis=1) >= iou_threshold if len(ignore) and len(boxes)
+                     else np.zeros(len(boxes), dtype=bool))
         matched = np.zeros(len(gt), dtype=bool)
-        for d in range(len(boxes)):
-            row = ious[d].clone()
-            row[torch.from_numpy(matched)] = -1
+        for d in range(len(boxes)):  # greedy: each detection's best ground truth among those still unmatched
+            row = np.where(matched, np.float32(-1), ious[d])
             best = int(row.argmax()) if len(gt) else -1
             if best >= 0 and float(row[best]) >= iou_threshold:
                 matched[best] = True
                 matrix[int(gt_labels[best]), int(labels[d])] += 1
-            elif ignore_iou.shape[1] and float(ignore_iou[d].max()) >= iou_threshold:
-                continue
-            else:
+            elif not on_ignore[d]:
                 matrix[0, int(labels[d])] += 1
-        for g in np.where(~matched)[0]:
-            matrix[int(gt_labels[g]), 0] += 1
+        np.add.at(matrix, (gt_labels[~matched].astype(np.int64), 0), 1)
     return matrix
 
 
 def evaluate_detections(annotations: Sequence[dict], detections: Sequence[dict], classes: Sequence[str],
-                        category_ids: Sequence[int]) -> tuple[dict, list]:
+                        category_ids: Sequence[int], backend: str = "pycocotools") -> tuple[dict, list]:
     """COCO and VOC metrics for per-image detections aligned with ``annotations``.
+
+    ``backend``: the COCOeval implementation (see :func:`coco_evaluate`; eval.backend).
 
     Returns (metrics dict for eval.json, COCO results list for detections.json).
     """
     coco_gt = build_coco_ground_truth(annotations, classes, category_ids)
     results = detections_to_coco_results(detections, [a["image_id"] for a in annotations], category_ids,
                                          [a.get("file_name", "") for a in annotations])
-    metrics = coco_evaluate(coco_gt, results, classes)
+    metrics = coco_evaluate(coco_gt, results, classes, backend=backend)
     metrics["voc"] = voc_evaluate(annotations, detections, classes)
     metrics["confusion_matrix"] = confusion_matrix(annotations, detections, len(classes)).tolist()
     metrics["num_images"] = len(annotations)

@@ -55,7 +55,8 @@ def run_evaluation(model: torch.nn.Module, dataset, cfg: Config, device: torch.d
     annotations = [dataset.get_annotation(i) for i in range(len(dataset))]
     order = [int(a["image_id"]) for a in annotations]
     aligned = [detections[i] for i in order]
-    metrics, results = evaluate_detections(annotations, aligned, dataset.classes, dataset.category_ids)
+    metrics, results = evaluate_detections(annotations, aligned, dataset.classes, dataset.category_ids,
+                                           backend=cfg.eval.backend)
     if batches:
         val_loss = {k: float(v) / batches for k, v in loss_sums.items()}
         val_loss["loss"] = sum(val_loss.values())
