@@ -15,7 +15,7 @@
 # An offline GPU machine lacks some of detkit's dependencies (pycocotools, albumentations and theirs).
 # WHEEL_DIR (default: $DETKIT_WHEELS, else ./wheels) may hold their wheels; prepare it on a machine
 # with internet access, for the GPU machine's Python (3.12 here):
-#     pip download --no-deps --python-version 3.12 --only-binary=:all: pycocotools albumentations \
+#     pip download --no-deps --python-version 3.12 --only-binary=:all: pycocotools faster-coco-eval albumentations \
 #         albucore simsimd stringzilla pydantic pydantic-core annotated-types typing-inspection -d WHEEL_DIR
 # The script then runs  pip install --no-deps --no-index WHEEL_DIR/*.whl  and
 # pip install --no-deps --no-index --no-build-isolation -e .  (no build isolation: offline, the build

@@ -21,6 +21,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detkit.atomic_io import write_json_atomic
+from detkit.errors import ConfigError
 from detkit.ops.boxes import box_iou
 
 __all__ = [
@@ -124,8 +125,12 @@ def _run_cocoeval(coco_gt: COCO, results: list, backend: str):
     if backend == "faster":
         # faster-coco-eval: pycocotools' algorithm with the per-image matching and the accumulation
         # in C++ (the same numbers; tests/engine/test_eval_backends.py holds it to pycocotools).
-        from faster_coco_eval import COCO as FasterCOCO
-        from faster_coco_eval import COCOeval_faster
+        try:
+            from faster_coco_eval import COCO as FasterCOCO
+            from faster_coco_eval import COCOeval_faster
+        except ImportError:
+            raise ConfigError("eval.backend = 'faster' needs the package faster-coco-eval (pip install "
+                              "faster-coco-eval, a dependency of detkit), or set eval.backend=pycocotools") from None
 
         gt = FasterCOCO(coco_gt.dataset)
         with contextlib.redirect_stdout(io.StringIO()):
