@@ -193,10 +193,13 @@ def _verify(predictor, exported, verify_images, verify_split, tol: Tolerances, l
     head = predictor.model.roi_head
     eager = lambda image: _as_tensors(predictor.predict(image))  # noqa: E731
 
+    def compare(name, eager_found, exported_found):
+        return compare_detections(name, eager_found, exported_found, tol=tol, score_thresh=head.score_thresh,
+                                  detections_per_img=head.detections_per_img)
+
     comparisons = []
     for name, image in verification_images(verify_images, predictor, log):
-        c = compare_detections(name, eager(image), exported.detect(image), tol=tol, score_thresh=head.score_thresh,
-                               detections_per_img=head.detections_per_img)
+        c = compare(name, eager(image), exported.detect(image))
         comparisons.append(c)
         log(f"  {'ok  ' if c.passed else 'FAIL'} {name} {image.shape[0]}x{image.shape[1]}: {c.eager} eager / "
             f"{c.exported} exported detections, {c.matched} matched, box diff {c.max_box_diff:.2e} px, "
@@ -211,15 +214,20 @@ def _verify(predictor, exported, verify_images, verify_split, tol: Tolerances, l
 
         dataset = build_dataset(predictor.cfg, verify_split, classes=predictor.classes, log_report=False)
         log(f"  COCO mAP over the {verify_split} split ({len(dataset)} images), eager and exported ...")
-        result = split_map(dataset, eager, exported.detect, read_image)
+        result = split_map(dataset, eager, exported.detect, read_image, compare=compare)
         result["split"] = verify_split
-        ok = abs(result["delta"]["mAP"]) <= tol.map
-        log(f"  {'ok  ' if ok else 'FAIL'} mAP eager {result['eager']['mAP']:.4f}, exported "
+        per_image = result["summary"]
+        map_ok = abs(result["delta"]["mAP"]) <= tol.map
+        log(f"  {'ok  ' if per_image['passed'] else 'FAIL'} per image on the split: {per_image['matched']} of "
+            f"{per_image['detections_eager']} eager detections matched ({per_image['detections_exported']} "
+            f"exported), box diff {per_image['max_box_diff']:.2e} px, score diff {per_image['max_score_diff']:.2e}, "
+            f"{per_image['borderline']} borderline; failed: {per_image['failed_images'] or 'none'}")
+        log(f"  {'ok  ' if map_ok else 'FAIL'} mAP eager {result['eager']['mAP']:.4f}, exported "
             f"{result['exported']['mAP']:.4f} (delta {result['delta']['mAP']:+.4f}, tolerance {tol.map}); "
             f"AP50 {result['eager']['AP50']:.4f} / {result['exported']['AP50']:.4f}, "
             f"AP75 {result['eager']['AP75']:.4f} / {result['exported']['AP75']:.4f}")
         out["split"] = result
-        out["passed"] = out["passed"] and ok
+        out["passed"] = out["passed"] and map_ok and per_image["passed"]
     log(f"verification {'passed' if out['passed'] else 'FAILED'}: {summary['matched']} of "
         f"{summary['detections_eager']} eager detections matched on {summary['images']} images, largest box "
         f"difference {summary['max_box_diff']:.2e} px, score {summary['max_score_diff']:.2e}, "

@@ -110,16 +110,21 @@ def summarise(comparisons: Sequence[ImageComparison]) -> dict:
 
 
 def split_map(dataset, detect_eager: Callable[[np.ndarray], dict], detect_exported: Callable[[np.ndarray], dict],
-              read: Callable[[str], np.ndarray], *, progress: Optional[Callable[[int, int], None]] = None) -> dict:
-    """COCO metrics of both models on every image of ``dataset``: {"eager": {...}, "exported": {...}, "delta"}."""
+              read: Callable[[str], np.ndarray], *,
+              compare: Optional[Callable[[str, dict, dict], ImageComparison]] = None,
+              progress: Optional[Callable[[int, int], None]] = None) -> dict:
+    """COCO metrics of both models on every image of ``dataset``: {"eager": {...}, "exported": {...}, "delta"},
+    and with ``compare`` (name, eager, exported -> ImageComparison) the per-image check's ``summary`` too."""
     from detkit.engine.evaluator import evaluate_detections
 
-    annotations, eager, exported = [], [], []
+    annotations, eager, exported, comparisons = [], [], [], []
     for i in range(len(dataset)):
         image = read(dataset.image_path(i))
         annotations.append(dataset.get_annotation(i))
         eager.append({k: v.cpu() for k, v in detect_eager(image).items()})
         exported.append({k: v.cpu() for k, v in detect_exported(image).items()})
+        if compare is not None:
+            comparisons.append(compare(dataset.image_path(i), eager[-1], exported[-1]))
         if progress is not None:
             progress(i + 1, len(dataset))
     out = {}
@@ -128,4 +133,6 @@ def split_map(dataset, detect_eager: Callable[[np.ndarray], dict], detect_export
         out[name] = {k: float(metrics["coco"][k]) for k in ("mAP", "AP50", "AP75")}
     out["delta"] = {k: out["exported"][k] - out["eager"][k] for k in ("mAP", "AP50", "AP75")}
     out["images"] = len(dataset)
+    if compare is not None:
+        out["summary"] = summarise(comparisons)
     return out

@@ -111,6 +111,15 @@ def test_exported_model_with_no_detections(trained, fmt, tmp_path):
     assert found["boxes"].shape == (0, 4) and found["scores"].shape == (0,) and found["labels"].shape == (0,)
 
 
+def test_split_verification_reports_map_and_every_image(trained, tmp_path):
+    report = export_checkpoint(str(trained("fpn_kmeans")), "onnx", str(tmp_path / "m.onnx"), verify_split="val",
+                               log=lambda *_: None)
+    split = report["split"]
+    assert report["passed"] and split["images"] == 4 and split["summary"]["images"] == 4
+    assert split["delta"]["mAP"] == pytest.approx(0.0, abs=1e-6)
+    assert split["eager"]["mAP"] == pytest.approx(split["exported"]["mAP"], abs=1e-6)
+
+
 @pytest.mark.parametrize("size", [(480, 640), (443, 589), (301, 199), (17, 33), (1000, 3), (320, 427), (64, 64)])
 def test_graph_resize_equals_the_eager_transform(size):
     """Same output size as detkit.data.transforms (float64 rule) and the same pixels as cv2.INTER_LINEAR."""
