@@ -14,8 +14,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from detkit.anchors.kernels import best_ious
+
 __all__ = [
     "MIN_FIT_SIDE", "assign_levels", "kmeans_shapes", "hill_climb", "fit_kmeans", "anchor_fitness",
+    "best_ious_reference",
     "fit_score", "improves", "decide", "FitResult",
 ]
 
@@ -145,34 +148,51 @@ def anchor_fitness(box_wh: np.ndarray, offsets: Optional[np.ndarray], recall_thr
     With `offsets` (N, L, 2): centred mBIoU + grid mean best IoU + grid share of boxes at
     `recall_threshold`, so the hill climb keeps the centred fit while it raises what the RPN sees.
     Without: centred mBIoU + centred share at `recall_threshold`. Evaluated in float32 (it only
-    ranks candidates; the reported metrics are float64).
+    ranks candidates; the reported metrics are float64). The per-box best IoUs come from the Numba
+    kernel :func:`detkit.anchors.kernels.best_ious`, bitwise equal to :func:`best_ious_reference`;
+    the means are NumPy's, so the fitness is the same number either way.
     """
     wh = np.asarray(box_wh, dtype=np.float32).reshape(-1, 2)
-    gw, gh = wh[:, 0, None, None], wh[:, 1, None, None]  # (N, 1, 1) each
-    g_area = gw * gh
-    if offsets is not None:
-        off = np.asarray(offsets, dtype=np.float32)
-        dx, dy = off[:, :, 0, None], off[:, :, 1, None]  # (N, L, 1) each
+    gw, gh = np.ascontiguousarray(wh[:, 0]), np.ascontiguousarray(wh[:, 1])  # (N,) each
+    use_offsets = offsets is not None
+    off = np.asarray(offsets, dtype=np.float32) if use_offsets else np.zeros((len(wh), 0, 2), np.float32)
+    dx, dy = np.ascontiguousarray(off[..., 0].T), np.ascontiguousarray(off[..., 1].T)  # (N, L) -> (L, N) each
 
     def fitness(shapes: np.ndarray) -> float:
-        shapes = np.asarray(shapes, dtype=np.float32)
-        aw, ah = shapes[None, :, :, 0], shapes[None, :, :, 1]  # (1, L, A) each
-        ow, oh = np.minimum(gw, aw), np.minimum(gh, ah)  # (N, L, A)
-        total = g_area + aw * ah
-        inter = ow * oh
-        flat = (len(wh), shapes.shape[0] * shapes.shape[1])
-        centred = (inter / (total - inter)).reshape(flat).max(axis=1)  # (N, L, A) -> (N, L*A) -> (N,)
         if len(wh) == 0:
             return 0.0
-        if offsets is None:
+        centred, grid = best_ious(gw, gh, dx, dy, np.ascontiguousarray(shapes, dtype=np.float32), use_offsets)
+        if not use_offsets:
             return float(centred.mean() + (centred >= recall_threshold).mean())
-        ow = np.minimum(ow, np.maximum((gw + aw) * 0.5 - dx, 0.0))
-        oh = np.minimum(oh, np.maximum((gh + ah) * 0.5 - dy, 0.0))
-        inter = ow * oh
-        grid = (inter / (total - inter)).reshape(flat).max(axis=1)  # (N, L, A) -> (N,)
         return float(centred.mean() + grid.mean() + (grid >= recall_threshold).mean())
 
     return fitness
+
+
+def best_ious_reference(box_wh: np.ndarray, offsets: Optional[np.ndarray], shapes: np.ndarray) -> tuple:
+    """The array formula :func:`detkit.anchors.kernels.best_ious` implements, in float32.
+
+    box_wh (N, 2), offsets (N, L, 2) or None, shapes (L, A, 2) -> (centred (N,), grid (N,)); grid is
+    centred when `offsets` is None. Kept as the kernel's reference (tests) and for reading.
+    """
+    wh = np.asarray(box_wh, dtype=np.float32).reshape(-1, 2)
+    shapes = np.asarray(shapes, dtype=np.float32)
+    gw, gh = wh[:, 0, None, None], wh[:, 1, None, None]  # (N, 1, 1) each
+    aw, ah = shapes[None, :, :, 0], shapes[None, :, :, 1]  # (1, L, A) each
+    ow, oh = np.minimum(gw, aw), np.minimum(gh, ah)  # (N, L, A)
+    total = gw * gh + aw * ah
+    inter = ow * oh
+    flat = (len(wh), shapes.shape[0] * shapes.shape[1])
+    centred = (inter / (total - inter)).reshape(flat).max(axis=1)  # (N, L, A) -> (N, L*A) -> (N,)
+    if offsets is None:
+        return centred, centred
+    off = np.asarray(offsets, dtype=np.float32)
+    dx, dy = off[:, :, 0, None], off[:, :, 1, None]  # (N, L, 1) each
+    ow = np.minimum(ow, np.maximum((gw + aw) * 0.5 - dx, 0.0))
+    oh = np.minimum(oh, np.maximum((gh + ah) * 0.5 - dy, 0.0))
+    inter = ow * oh
+    grid = (inter / (total - inter)).reshape(flat).max(axis=1)  # (N, L, A) -> (N,)
+    return centred, grid
 
 
 def hill_climb(shapes: np.ndarray, fitness: Callable[[np.ndarray], float], *, steps: int, seed: int,

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from detkit.anchors.fit import MIN_FIT_SIDE, FitResult, anchor_fitness, assign_levels, decide
+from detkit.anchors.kernels import box_objective
 from detkit.anchors.metrics import offset_iou
 from detkit.ops.boxes import centred_iou
 
@@ -43,6 +44,8 @@ __all__ = ["LearnedAnchors", "fit_learned", "MAX_ASPECT"]
 
 # h / w of a learned anchor stays within [1 / MAX_ASPECT, MAX_ASPECT].
 MAX_ASPECT = 8.0
+# Boxes per partial sum of the fused objective kernel (fixes its summation order; not a limit).
+_BLOCK = 4096
 
 
 @contextlib.contextmanager
@@ -60,6 +63,28 @@ def _as_float(x: np.ndarray | Tensor) -> Tensor:
     """Boxes and offsets as float32: the per-box work dominates and float32 halves it; the
     parameters, their projection and the anchor-pair terms stay float64."""
     return x.detach().float() if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x, dtype=np.float32))
+
+
+class _BoxObjective(torch.autograd.Function):
+    """:meth:`LearnedAnchors.box_objective_torch` on CPU float32 boxes by the Numba kernel: the
+    gradient comes out of the same pass as the value and is only scaled in backward."""
+
+    @staticmethod
+    def forward(ctx, shapes: Tensor, box_wh: Tensor, offsets: Optional[Tensor], model: "LearnedAnchors") -> Tensor:
+        wh = np.ascontiguousarray(box_wh.detach().numpy())
+        use_offsets = offsets is not None
+        off = (np.ascontiguousarray(offsets.detach().float().numpy()) if use_offsets
+               else np.zeros((0, 0, 2), np.float32))
+        value, grad = box_objective(wh, off, np.ascontiguousarray(shapes.detach().numpy()), use_offsets,
+                                    model.temperature, model.recall_threshold, model.recall_sharpness,
+                                    model.recall_weight, _BLOCK)
+        ctx.save_for_backward(torch.from_numpy(grad).to(shapes.dtype))
+        return shapes.new_tensor(value)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad_output * grad, None, None, None
 
 
 class LearnedAnchors:
@@ -126,8 +151,19 @@ class LearnedAnchors:
             self.log_wh.copy_(torch.where(self.trainable[:, None, None], projected, self.log_wh))
 
     def loss(self, box_wh: Tensor, offsets: Optional[Tensor]) -> Tensor:
-        """-(smooth best IoU + weighted soft recall) + collapse penalty. box_wh (N, 2), offsets (N, L, 2) or None."""
+        """-(smooth best IoU + weighted soft recall) + collapse penalty. box_wh (N, 2), offsets (N, L, 2) or None.
+
+        CPU float32 boxes take the fused Numba kernel (detkit.anchors.kernels.box_objective, forward and
+        gradient in one pass over the boxes); other tensors take :meth:`box_objective_torch`, its reference.
+        """
         shapes = self.log_wh.exp()  # (L, A, 2) float64
+        fused = box_wh.device.type == "cpu" and box_wh.dtype == torch.float32 and len(box_wh) > 0
+        objective = (_BoxObjective.apply(shapes, box_wh, offsets, self) if fused
+                     else self.box_objective_torch(box_wh, offsets, shapes))
+        return -objective + self.collapse_weight * self._collapse_penalty(shapes)
+
+    def box_objective_torch(self, box_wh: Tensor, offsets: Optional[Tensor], shapes: Tensor) -> Tensor:
+        """mean(smooth best IoU) + recall_weight * mean(soft recall) with torch autograd. shapes (L, A, 2)."""
         iou = offset_iou(box_wh, offsets, shapes.to(box_wh.dtype)).flatten(1)  # (N, L, A) -> (N, L*A)
         # Softmax weights are constants of the step: every box pulls each anchor towards itself in
         # proportion to its weight (with the weights differentiated too, the weighted mean would
@@ -135,8 +171,7 @@ class LearnedAnchors:
         weight = torch.softmax(iou.detach() / self.temperature, dim=1)
         smooth_best = (weight * iou).sum(dim=1)  # (N,)
         recall = torch.sigmoid((smooth_best - self.recall_threshold) / self.recall_sharpness)
-        objective = smooth_best.mean() + self.recall_weight * recall.mean()
-        return -objective + self.collapse_weight * self._collapse_penalty(shapes)
+        return smooth_best.mean() + self.recall_weight * recall.mean()
 
     def _collapse_penalty(self, shapes: Tensor) -> Tensor:
         """Sum over levels and anchor pairs of relu(IoU_c - collapse_iou)^2."""

@@ -103,6 +103,14 @@ def feature_sizes(image_size: Tuple[int, int], strides: Sequence[int],
     return [(math.ceil(h / s), math.ceil(w / s)) for s in strides]
 
 
+def _image_grids(image_sizes: np.ndarray, strides: Sequence[int], size_divisible: int) -> np.ndarray:
+    """:func:`feature_sizes` of every image, int64 (I, L, 2) as (H_l, W_l), computed once per distinct size."""
+    sizes = np.asarray(image_sizes, dtype=np.int64).reshape(-1, 2)
+    distinct, inverse = np.unique(sizes, axis=0, return_inverse=True)
+    grids = np.array([feature_sizes(tuple(sz), strides, size_divisible) for sz in distinct], dtype=np.int64)
+    return grids.reshape(len(distinct), len(strides), 2)[inverse.reshape(-1)]
+
+
 def grid_offsets(boxes: BoxSet, strides: Sequence[int], *, offset: float = 0.0, size_divisible: int = 32) -> np.ndarray:
     """|dx|, |dy| from each box centre to the nearest anchor centre of every level.
 
@@ -113,8 +121,7 @@ def grid_offsets(boxes: BoxSet, strides: Sequence[int], *, offset: float = 0.0, 
     out = np.zeros((n, len(strides), 2))
     if n == 0:
         return out
-    grids = np.array([[fs for fs in feature_sizes(tuple(sz), strides, size_divisible)] for sz in boxes.image_sizes])
-    grid = grids[boxes.image_index]  # (I, L, 2) -> (N, L, 2) as (H_l, W_l)
+    grid = _image_grids(boxes.image_sizes, strides, size_divisible)[boxes.image_index]  # (I, L, 2) -> (N, L, 2)
     centre = (boxes.boxes[:, :2] + boxes.boxes[:, 2:]) / 2  # (N, 2) as (cx, cy)
     stride = np.asarray(strides, dtype=np.float64)[None, :, None]  # (1, L, 1)
     cxy = centre[:, None, :]  # (N, 2) -> (N, 1, 2)
@@ -202,7 +209,7 @@ def grid_positive_counts(boxes: BoxSet, shapes: np.ndarray, strides: Sequence[in
     counts = np.zeros(len(boxes), dtype=np.int64)
     if len(boxes) == 0:
         return counts
-    grids = np.array([feature_sizes(tuple(sz), strides, size_divisible) for sz in boxes.image_sizes])  # (I, L, 2)
+    grids = _image_grids(boxes.image_sizes, strides, size_divisible)  # (I, L, 2)
     grid = grids[boxes.image_index]  # (N, L, 2) as (H_l, W_l)
     for level, stride in enumerate(strides):
         step = max(1, chunk_elements // (shapes.shape[1] * int(grid[:, level, 1].max())))
