@@ -28,9 +28,10 @@ from detkit.atomic_io import check_writable_folder, write_json_atomic
 from detkit.engine.export_verify import Tolerances, compare_detections, split_map, summarise
 from detkit.engine.exported_model import METADATA_KEY, TORCHSCRIPT_EXTRA, load_exported, require_onnx
 from detkit.errors import DetkitError, ExportError
-from detkit.modeling.export_graph import OUTPUT_NAMES, ExportableDetector, required_opset
+from detkit.modeling.export_graph import OUTPUT_NAMES, ExportableDetector
 
-__all__ = ["export_checkpoint", "FORMATS", "DEFAULT_OPSET", "MAX_OPSET", "verification_images", "build_export_model"]
+__all__ = ["export_checkpoint", "FORMATS", "DEFAULT_OPSET", "MAX_OPSET", "verification_images", "build_export_model",
+           "required_opset"]
 
 FORMATS = ("onnx", "torchscript")
 DEFAULT_OPSET = 17
@@ -49,13 +50,20 @@ def _check_output_path(output: str) -> str:
     return output
 
 
+def required_opset(aligned: bool) -> Tuple[int, str]:
+    """The lowest ONNX opset that exports a graph with RoIAlign ``aligned`` = this, and why."""
+    if aligned:
+        return 16, "model.roi_head.aligned = true needs RoiAlign's coordinate_transformation_mode (opset 16)"
+    return 11, "NonMaxSuppression and Resize with output sizes need opset 11"
+
+
 def _check_opset(opset: int, aligned: bool) -> None:
     needed, why = required_opset(aligned)
-    if not isinstance(opset, int) or opset < needed or opset > MAX_OPSET:
-        if isinstance(opset, int) and opset < needed:
-            raise ExportError(f"--opset {opset} is too low for this model: {why}; use --opset {needed} or higher "
-                              f"(up to {MAX_OPSET})")
-        raise ExportError(f"--opset {opset!r} is not valid: choose an integer from {needed} to {MAX_OPSET}")
+    if opset < needed:
+        raise ExportError(f"--opset {opset} is too low for this model: {why}; use --opset {needed} or higher "
+                          f"(up to {MAX_OPSET})")
+    if opset > MAX_OPSET:
+        raise ExportError(f"--opset {opset} is not valid: torch's exporter writes opsets {needed} to {MAX_OPSET}")
 
 
 def build_export_model(checkpoint: str, overrides: Sequence[str] = (),

@@ -41,7 +41,9 @@ from torch import Tensor, nn
 from torchvision.ops import nms as tv_nms
 from torchvision.ops import roi_align as tv_roi_align
 
-__all__ = ["ExportableDetector", "OUTPUT_NAMES", "cv2_linear_resize", "required_opset"]
+from detkit.ops.boxes import clip_boxes, remove_small_boxes
+
+__all__ = ["ExportableDetector", "OUTPUT_NAMES", "cv2_linear_resize", "resize_for_detector"]
 
 OUTPUT_NAMES = ("boxes", "scores", "labels")
 
@@ -106,6 +108,24 @@ def cv2_linear_resize(image: Tensor, height: Tensor, width: Tensor) -> Tensor:
     return out.permute(2, 0, 1).unsqueeze(0).to(torch.float32)  # (h, w, 3) -> (1, 3, h, w)
 
 
+def resize_for_detector(image: Tensor, min_size: float, max_size: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """The eager test transform in the graph: image uint8[H, W, 3] -> (float32[1, 3, h, w] with the
+    resized intensities 0..255, resized size int64[2] (h, w), original size int64[2] (H, W)).
+
+    torchvision's rule (scale = min(min_size / shorter, max_size / longer), sides floor(side * scale),
+    at least 1), computed in float64 as :func:`detkit.data.transforms.resize_scale` does in Python,
+    then :func:`cv2_linear_resize` as the eager pipeline's cv2.resize."""
+    orig = torch._shape_as_tensor(image)[:2]  # (H, W), traced from the input, not a constant
+    side = orig.to(torch.float64)  # no 0-d tensors (see _linear_taps)
+    # tensor / tensor: ``float / tensor`` is computed as float * reciprocal(tensor), which rounds
+    # differently (443 * (320 / 443) would give 319.99999999999994 and a 319-pixel side)
+    limits = torch.tensor([float(min_size), float(max_size)], dtype=torch.float64)
+    ratios = limits / torch.cat((side.amin(0, keepdim=True), side.amax(0, keepdim=True)))  # (2,)
+    scale = ratios.amin(0, keepdim=True)  # (1,)
+    new = torch.floor(side * scale).clamp(min=1).to(torch.int64)  # (h, w)
+    return cv2_linear_resize(image, new[0:1], new[1:2]), new, orig
+
+
 def _offset_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
     """NMS within each group (torchvision's coordinate-offset trick, which exports as one op).
 
@@ -115,20 +135,6 @@ def _offset_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: fl
     max_coordinate = torch.cat((boxes.reshape(-1), boxes.new_zeros(1))).max()
     offsets = groups.to(boxes.dtype) * (max_coordinate + 1)
     return tv_nms(boxes + offsets[:, None], scores, iou_threshold)
-
-
-def _clip(boxes: Tensor, height: Tensor, width: Tensor) -> Tensor:
-    """Clip Tensor[N, 4] xyxy to [0, width] x [0, height] (0-d float tensors), as detkit.ops.clip_boxes."""
-    x1 = torch.minimum(boxes[:, 0].clamp(min=0), width)
-    y1 = torch.minimum(boxes[:, 1].clamp(min=0), height)
-    x2 = torch.minimum(boxes[:, 2].clamp(min=0), width)
-    y2 = torch.minimum(boxes[:, 3].clamp(min=0), height)
-    return torch.stack((x1, y1, x2, y2), dim=1)
-
-
-def _large_enough(boxes: Tensor, min_size: float) -> Tensor:
-    """Bool[N]: width and height both >= min_size (detkit.ops.remove_small_boxes as a mask)."""
-    return ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
 
 
 class ExportableDetector(nn.Module):
@@ -176,16 +182,8 @@ class ExportableDetector(nn.Module):
     def resize_and_normalise(self, image: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """image uint8[H, W, 3] -> (normalised zero-padded Tensor[1, 3, Hp, Wp], resized size
         int64[2] (h, w), original size int64[2] (H, W))."""
-        orig = torch._shape_as_tensor(image)[:2]  # (H, W), traced from the input, not a constant
-        # float64 as the eager transform's Python floats; no 0-d tensors (see _linear_taps)
-        side = orig.to(torch.float64)
-        # tensor / tensor: ``float / tensor`` is computed as float * reciprocal(tensor), which rounds
-        # differently (443 * (320 / 443) would give 319.99999999999994 and a 319-pixel side)
-        limits = torch.tensor([self.min_size, self.max_size], dtype=torch.float64)
-        ratios = limits / torch.cat((side.amin(0, keepdim=True), side.amax(0, keepdim=True)))  # (2,)
-        scale = ratios.amin(0, keepdim=True)  # (1,)
-        new = torch.floor(side * scale).clamp(min=1).to(torch.int64)  # (h, w)
-        x = cv2_linear_resize(image, new[0:1], new[1:2]) * self.pixel_scale + self.pixel_shift  # (1, 3, h, w)
+        x, new, orig = resize_for_detector(image, self.min_size, self.max_size)
+        x = x * self.pixel_scale + self.pixel_shift
         d = self.size_divisible
         pad = torch.div(new + (d - 1), d, rounding_mode="floor") * d - new  # (pad_h, pad_w)
         return F.pad(x, (0, pad[1], 0, pad[0])), new, orig
@@ -222,12 +220,13 @@ class ExportableDetector(nn.Module):
             boxes.append(self.rpn_coder.decode(dl[top], anchors[top]))
             scores.append(top_logits.sigmoid())
             levels.append(torch.full_like(top, level))
-        b = _clip(torch.cat(boxes), height, width)
+        b = clip_boxes(torch.cat(boxes), (height, width))
         s, lv = torch.cat(scores), torch.cat(levels)
-        keep = _large_enough(b, self.rpn_min_size) & torch.isfinite(s) & torch.isfinite(b).all(dim=1)
+        idx = remove_small_boxes(b, self.rpn_min_size)
+        valid = torch.isfinite(s[idx]) & torch.isfinite(b[idx]).all(dim=1)  # as RegionProposalNetwork.propose
         if self.rpn_score_thresh > 0:
-            keep = keep & (s >= self.rpn_score_thresh)
-        idx = torch.where(keep)[0]
+            valid = valid & (s[idx] >= self.rpn_score_thresh)
+        idx = idx[torch.where(valid)[0]]
         b, s, lv = b[idx], s[idx], lv[idx]
         kept = _offset_nms(b, s, lv, self.rpn_nms_thresh)[: self.post_nms_top_n]
         return b[kept], lv[kept]
@@ -260,8 +259,8 @@ class ExportableDetector(nn.Module):
         rows, cols = torch.where(scores > self.score_thresh)  # row-major, as torchvision flattens (R, K)
         s = scores[rows, cols]
         d = deltas[rows, cols] if deltas.shape[1] == num_classes else deltas[rows, torch.zeros_like(cols)]
-        boxes = _clip(self.roi_coder.decode(d, proposals[rows]), height, width)
-        idx = torch.where(_large_enough(boxes, self.roi_min_size))[0]
+        boxes = clip_boxes(self.roi_coder.decode(d, proposals[rows]), (height, width))
+        idx = remove_small_boxes(boxes, self.roi_min_size)
         boxes, s, labels = boxes[idx], s[idx], cols[idx] + 1
         kept = _offset_nms(boxes, s, labels, self.nms_thresh)[: self.detections_per_img]
         return boxes[kept], s[kept], labels[kept]
@@ -279,13 +278,6 @@ class ExportableDetector(nn.Module):
         # Detector.rescale: the ratio computed in double, applied in float32, then clipped to the image.
         ratio = (orig.to(torch.float64) / new.to(torch.float64)).to(torch.float32)  # (H / h, W / w)
         boxes = boxes * torch.stack((ratio[1], ratio[0], ratio[1], ratio[0]))
-        boxes = _clip(boxes, orig[0].to(torch.float32), orig[1].to(torch.float32))
+        boxes = clip_boxes(boxes, (orig[0].to(torch.float32), orig[1].to(torch.float32)))
         return boxes, scores, labels
-
-
-def required_opset(aligned: bool) -> Tuple[int, str]:
-    """The lowest ONNX opset that exports a graph with RoIAlign ``aligned`` = this, and why."""
-    if aligned:
-        return 16, "model.roi_head.aligned = true needs RoiAlign's coordinate_transformation_mode (opset 16)"
-    return 11, "NonMaxSuppression and Resize with output sizes need opset 11"
 

@@ -23,7 +23,7 @@ from detkit.engine.export_verify import Tolerances, compare_detections
 from detkit.engine.exported_model import load_exported, require_onnx
 from detkit.engine.trainer import Trainer
 from detkit.errors import CheckpointError, ExportError
-from detkit.modeling.export_graph import cv2_linear_resize
+from detkit.modeling.export_graph import cv2_linear_resize, resize_for_detector
 
 from .conftest import tiny_overrides
 
@@ -123,23 +123,23 @@ def test_split_verification_reports_map_and_every_image(trained, tmp_path):
 @pytest.mark.parametrize("size", [(480, 640), (443, 589), (301, 199), (17, 33), (1000, 3), (320, 427), (64, 64)])
 def test_graph_resize_equals_the_eager_transform(size):
     """Same output size as detkit.data.transforms (float64 rule) and the same pixels as cv2.INTER_LINEAR."""
-    from detkit.modeling.export_graph import ExportableDetector
-
     h, w = size
     expected = resized_size((h, w), resize_scale((h, w), 320, 427))
     img = np.random.default_rng(h * w).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    graph = ExportableDetector.__new__(ExportableDetector)  # only the resize's settings, no detector
-    torch.nn.Module.__init__(graph)
-    graph.min_size, graph.max_size, graph.size_divisible = 320.0, 427.0, 32
-    graph.register_buffer("pixel_scale", torch.ones(1, 3, 1, 1) / 255)
-    graph.register_buffer("pixel_shift", torch.zeros(1, 3, 1, 1))
-    x, new, orig = graph.resize_and_normalise(torch.from_numpy(img))
+    x, new, orig = resize_for_detector(torch.from_numpy(img), 320, 427)
     assert tuple(new.tolist()) == expected and tuple(orig.tolist()) == (h, w)
-    assert x.shape[2] % 32 == 0 and x.shape[3] % 32 == 0
-    ref = cv2.resize(img, (expected[1], expected[0]), interpolation=cv2.INTER_LINEAR).astype(np.float32)
-    got = (x[0, :, : expected[0], : expected[1]] * 255).round().permute(1, 2, 0).numpy()
-    assert np.abs(got - ref).max() == 0  # bit-exact, shrinking and enlarging
-    assert float(x[0, :, expected[0]:, :].abs().sum()) == 0  # zero padding
+    assert tuple(x.shape) == (1, 3, *expected)
+    ref = cv2.resize(img, (expected[1], expected[0]), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(x[0].permute(1, 2, 0).numpy().astype(np.uint8), ref)  # bit-exact, shrinking and enlarging
+
+
+def test_graph_pads_to_the_stride_with_zeros(trained):
+    _, graph, _ = build_export_model(str(trained("c5_manual")), log=lambda *_: None)
+    x, new, _ = graph.resize_and_normalise(torch.from_numpy(images_of_several_shapes()[3]))  # 61 x 47
+    h, w = new.tolist()
+    d = graph.size_divisible
+    assert x.shape[2] == -(-h // d) * d and x.shape[3] == -(-w // d) * d
+    assert float(x[0, :, h:, :].abs().sum()) == 0 and float(x[0, :, :, w:].abs().sum()) == 0
 
 
 def test_cv2_resize_emulation_on_many_sizes():
