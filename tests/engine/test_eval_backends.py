@@ -120,3 +120,16 @@ def test_evaluate_detections_agrees_across_backends():
     (a, results_a), (b, results_b) = (evaluate_detections(anns, dets, classes, ids, backend=k) for k in EVAL_BACKENDS)
     assert results_a == results_b and a["voc"] == b["voc"] and a["confusion_matrix"] == b["confusion_matrix"]
     assert a["coco"] == pytest.approx(b["coco"], abs=1e-6)
+
+
+def test_faster_backend_without_its_package_names_the_key(monkeypatch):
+    from detkit.errors import ConfigError
+
+    anns, dets = _random_set(0, num_images=3)
+    classes, category_ids = [f"c{k}" for k in range(5)], [1, 3, 7, 8, 20]
+    gt = build_coco_ground_truth(anns, classes, category_ids)
+    results = detections_to_coco_results(dets, [a["image_id"] for a in anns], category_ids)
+    monkeypatch.setitem(sys.modules, "faster_coco_eval", None)  # import faster_coco_eval -> ImportError
+    with pytest.raises(ConfigError, match=r"eval.backend.*pycocotools"):
+        coco_evaluate(gt, results, classes, backend="faster")
+    assert coco_evaluate(gt, results, classes, backend="pycocotools")["coco"]["mAP"] >= 0
