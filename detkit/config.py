@@ -288,6 +288,9 @@ class TrainConfig:
     log_every: int = field(default=20, metadata={"gt": 0})
     eval_every: int = field(default=1, metadata={"min": 0})  # epochs; 0 = only at the end
     checkpoint_every: int = field(default=1, metadata={"gt": 0})  # epochs
+    # Keep the weights of every evaluation as evaluated/epoch_NNN.pt (model, config, classes; no optimizer):
+    # for evaluating them later on another split, e.g. a test-mAP-against-wall-time curve.
+    keep_evaluated: bool = False
     max_iters: Optional[int] = None  # stop early after this many iterations (smoke runs)
 
 

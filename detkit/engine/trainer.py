@@ -52,6 +52,8 @@ def build_hooks(trainer: "Trainer") -> List[H.Hook]:
     hooks.append(H.ProgressHook(quiet=trainer.quiet))
     # Precise BN (the statistics the evaluation uses and last.pt holds), then the evaluation.
     hooks += [H.PreciseBNHook(cfg.eval.precise_bn_batches), H.EvaluationHook(), H.BestCheckpointHook()]
+    if cfg.train.keep_evaluated:
+        hooks.append(H.EvaluatedWeightsHook())
     if main:  # the writers exist on rank 0 alone
         hooks.append(H.MetricsLogHook(trainer.paths["metrics.jsonl"], cfg.train.log_every))
         if cfg.output.tensorboard:
@@ -187,6 +189,7 @@ class Trainer:
 
     def run(self) -> dict:
         """Train for ``train.epochs`` (or until ``train.max_iters``), evaluate, plot; return eval metrics."""
+        started = time.perf_counter()
         self.setup()
         self.broadcast("before_train")
         for self.epoch in range(self.start_epoch, self.cfg.train.epochs):
@@ -196,7 +199,9 @@ class Trainer:
             if end.stopped_early:
                 break
         self.broadcast("after_train")
-        self.log(f"outputs in {self.out}")
+        # The budget a user sets is wall time: set-up (data scan, anchor fit), training and evaluations.
+        minutes = (time.perf_counter() - started) / 60
+        self.log(f"wall time {minutes:.2f} min (this session: set-up, training, evaluations); outputs in {self.out}")
         return self.metrics
 
     def _train_epoch(self, epoch: int) -> H.EpochEnd:

@@ -243,3 +243,32 @@ def test_last_pt_is_written_after_the_epochs_evaluation(tiny_cfg, tmp_path):
     evals = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
              if json.loads(line)["type"] == "eval"]
     assert len(evals) == 1 and ckpt["best"]["value"] == evals[0]["mAP"]
+
+
+def test_keep_evaluated_writes_the_weights_of_every_evaluation(tiny_cfg, tmp_path):
+    """train.keep_evaluated: evaluated/epoch_NNN.pt per evaluation, weights only, and evaluating one
+    again gives the number the run logged for that evaluation."""
+    from detkit.engine.inference import evaluate_checkpoint
+
+    cfg = tiny_cfg(**{"train.epochs": 2, "train.eval_every": 1, "train.keep_evaluated": True,
+                      "train.ema_decay": 0.9, "eval.precise_bn_batches": 2})
+    Trainer(cfg, quiet=True, log=lambda *_: None).run()
+    out = tmp_path / "run"
+    files = sorted(p.name for p in (out / "evaluated").iterdir())
+    assert files == ["epoch_001.pt", "epoch_002.pt"]
+    first, last = (load_checkpoint(out / "evaluated" / name) for name in files)
+    assert "optimizer" not in first and "rng" not in first
+    assert first["epoch"] == 1 and last["epoch"] == 2 and first["iteration"] < last["iteration"]
+    final = load_checkpoint(out / "last.pt")["model"]
+    for key in final:  # the last evaluation's weights are last.pt's (the moving average, precise BN)
+        torch.testing.assert_close(last["model"][key], final[key], rtol=0, atol=0, msg=key)
+    assert any(not torch.equal(first["model"][k], last["model"][k]) for k in final if final[k].is_floating_point())
+    logged = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["type"] == "eval"]
+    again = evaluate_checkpoint(str(out / "evaluated" / "epoch_001.pt"), output_dir=str(tmp_path / "again"),
+                                progress=False, log=lambda *_: None)
+    assert again["coco"]["mAP"] == pytest.approx(logged[0]["mAP"], abs=1e-9)
+
+
+def test_without_keep_evaluated_there_is_no_evaluated_folder(tiny_cfg, tmp_path):
+    Trainer(tiny_cfg(**{"train.max_iters": 2}), quiet=True, log=lambda *_: None).run()
+    assert not (tmp_path / "run" / "evaluated").exists()

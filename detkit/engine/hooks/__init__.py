@@ -6,7 +6,8 @@
     online_anchors.py  OnlineAnchorsHook: learned anchors refined during the LR warm-up
     progress.py        ProgressHook: the progress bar and the epoch summary line
     evaluation.py      PreciseBNHook, EvaluationHook: BatchNorm statistics, COCO evaluation, eval.json
-    checkpoints.py     LastCheckpointHook, BestCheckpointHook: last.pt and best.pt
+    checkpoints.py     LastCheckpointHook, BestCheckpointHook, EvaluatedWeightsHook: last.pt, best.pt,
+                       evaluated/epoch_NNN.pt
     records.py         the logged records, shared by the sinks below
     metrics_jsonl.py   MetricsLogHook: metrics.jsonl
     tensorboard.py     TensorBoardHook: event files (output.tensorboard)
@@ -17,7 +18,7 @@ Which hooks a run has, and in what order, is decided in one place:
 """
 
 from detkit.engine.hooks.base import EpochEnd, Evaluation, Hook, StepInfo, StepLosses
-from detkit.engine.hooks.checkpoints import BestCheckpointHook, LastCheckpointHook
+from detkit.engine.hooks.checkpoints import BestCheckpointHook, EvaluatedWeightsHook, LastCheckpointHook
 from detkit.engine.hooks.ema import EMAHook
 from detkit.engine.hooks.evaluation import EvaluationHook, PreciseBNHook
 from detkit.engine.hooks.metrics_jsonl import MetricsLogHook
@@ -30,6 +31,7 @@ from detkit.engine.hooks.tensorboard import TensorBoardHook
 __all__ = [
     "Hook", "StepInfo", "StepLosses", "EpochEnd", "Evaluation", "NaNGuardHook", "EMAHook", "OnlineAnchorsHook",
     "ProgressHook",
-    "PreciseBNHook", "EvaluationHook", "LastCheckpointHook", "BestCheckpointHook", "MetricsLogHook",
+    "PreciseBNHook", "EvaluationHook", "LastCheckpointHook", "BestCheckpointHook",
+    "EvaluatedWeightsHook", "MetricsLogHook",
     "TensorBoardHook", "PlotsHook",
 ]

@@ -1,5 +1,6 @@
 """last.pt after every ``train.checkpoint_every`` epochs (and the last, and a stopped one); best.pt
-whenever an evaluation improves ``eval.best_metric``. Rank 0 writes; writes are atomic."""
+whenever an evaluation improves ``eval.best_metric``; with ``train.keep_evaluated``, the weights of
+every evaluation as evaluated/epoch_NNN.pt. Rank 0 writes; writes are atomic."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ import os
 from detkit.engine.checkpoint import save_checkpoint
 from detkit.engine.hooks.base import EpochEnd, Evaluation, Hook
 
-__all__ = ["LastCheckpointHook", "BestCheckpointHook", "save_run_checkpoint"]
+__all__ = ["LastCheckpointHook", "BestCheckpointHook", "EvaluatedWeightsHook", "save_run_checkpoint",
+           "EVALUATED_DIR"]
+
+EVALUATED_DIR = "evaluated"
+# What an evaluated-weights file keeps of the full checkpoint: enough for tools/eval.py and tools/infer.py.
+_WEIGHTS_KEYS = ("model", "config", "classes", "category_ids", "anchor_shapes", "epoch", "iteration",
+                 "precision", "online_anchors")
 
 
 def save_run_checkpoint(trainer, name: str, epoch: int) -> None:
@@ -40,3 +47,20 @@ class BestCheckpointHook(Hook):
     def after_train(self, trainer) -> None:
         if not os.path.exists(trainer.paths["best.pt"]) and os.path.exists(trainer.paths["last.pt"]):
             save_run_checkpoint(trainer, "best.pt", trainer.cfg.train.epochs)
+
+
+class EvaluatedWeightsHook(Hook):
+    """evaluated/epoch_NNN.pt after each evaluation: the weights exactly as evaluated (the moving average
+    where there is one, with the precise-BN statistics), without optimizer or resume state, so that a
+    run's evaluations can be repeated later on another split (say, a test split no choice was tuned on).
+
+    ``NNN`` is the number of completed epochs; the file also records the iteration."""
+
+    def after_evaluation(self, trainer, evaluation: Evaluation) -> None:
+        if not trainer.ctx.is_main:
+            return
+        folder = os.path.join(trainer.out, EVALUATED_DIR)
+        os.makedirs(folder, exist_ok=True)
+        state = trainer.checkpoint_state(evaluation.epoch)
+        weights = {key: state[key] for key in _WEIGHTS_KEYS if key in state}
+        save_checkpoint(weights, os.path.join(folder, f"epoch_{evaluation.epoch:03d}.pt"))

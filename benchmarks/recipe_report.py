@@ -1,0 +1,193 @@
+"""Time to accuracy of training runs: each evaluation's mAP on a held-out split against wall time.
+
+A run trained with ``train.keep_evaluated: true`` (as ``configs/bccd_recipe.yaml`` does) keeps the
+weights of every evaluation as ``evaluated/epoch_NNN.pt``. This script evaluates each of them on
+``--split`` (a split no choice was tuned on, e.g. BCCD's test), next to the validation mAP the run
+logged, and prints per run a Markdown table and the first evaluation that reaches ``--target``:
+
+    python benchmarks/recipe_report.py runs/recipe_12ep runs/recipe_36ep --split test --target 0.584 \
+        --reference 77:0.584 --plot benchmarks/results/recipe_curve.png
+
+The minutes of an evaluation are the run's compute time up to the end of it (training epochs plus
+evaluations, as ``p1_report.py`` counts them), plus the set-up before the first iteration when the
+run's log gives it (``--log NAME`` in the run folder or beside it as ``<run>.log``; the trainer prints
+``wall time`` at the end of a run, and its set-up is that minus the compute time). The held-out
+evaluation runs after training, so it is not in the minutes; each evaluation of the run itself is.
+
+Results are cached in ``evaluated/<split>/epoch_NNN.json``: a rerun evaluates only new checkpoints.
+``--reference-run DIR`` (repeatable) draws another run's logged evaluations as they are, e.g. a run of
+``train_torchvision_p1.py`` whose config evaluates on that split; ``--reference [LABEL=]MIN:MAP``
+marks a single result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from detkit.vis import read_metrics_log  # noqa: E402
+
+_WALL = re.compile(r"wall time ([0-9.]+) min")
+
+
+def eval_minutes(records: list) -> dict:
+    """{completed epochs: compute minutes at the end of that evaluation} from a run's metrics.jsonl.
+
+    The compute time is the sum of the epochs' seconds and of each evaluation's duration (from the
+    record logged just before it), so a resumed run's gap between sessions does not count."""
+    total, at = 0.0, {}
+    for previous, record in zip([None] + records[:-1], records):
+        if record["type"] == "epoch":
+            total += record["seconds"]
+        elif record["type"] == "eval":
+            if previous is not None:
+                total += record["time"] - previous["time"]
+            at[int(record["epoch"])] = total / 60
+    return at
+
+
+def setup_minutes(run_dir: str, records: list) -> float:
+    """The set-up before the first iteration, from the trainer's ``wall time`` line; 0 without a log."""
+    candidates = [os.path.join(run_dir, "train.log"), os.path.normpath(run_dir) + ".log"]
+    for path in candidates:
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8", errors="replace") as f:
+                found = _WALL.findall(f.read())
+            if found:
+                compute = max(eval_minutes(records).values(), default=0.0)
+                return max(float(found[-1]) - compute, 0.0)
+    return 0.0
+
+
+def evaluate_kept(run_dir: str, split: str) -> dict:
+    """{epoch: metrics} of every evaluated/epoch_NNN.pt on ``split``, evaluated once and cached."""
+    from detkit.engine.inference import evaluate_checkpoint
+
+    results = {}
+    for path in sorted(glob.glob(os.path.join(run_dir, "evaluated", "epoch_*.pt"))):
+        epoch = int(re.search(r"epoch_(\d+)\.pt$", path).group(1))
+        cache = os.path.join(run_dir, "evaluated", split, f"epoch_{epoch:03d}.json")
+        if not os.path.isfile(cache):
+            out = os.path.join(run_dir, "evaluated", split, f"epoch_{epoch:03d}")
+            metrics = evaluate_checkpoint(path, split=split, output_dir=out, progress=False, log=lambda *_: None)
+            os.makedirs(os.path.dirname(cache), exist_ok=True)
+            with open(cache, "w", encoding="utf-8") as f:
+                json.dump({"coco": metrics["coco"],
+                           "per_class": {k: v["AP"] for k, v in metrics["per_class"].items()}}, f)
+        with open(cache, encoding="utf-8") as f:
+            results[epoch] = json.load(f)
+    return results
+
+
+def run_curve(run_dir: str, split: str) -> dict:
+    records = read_metrics_log(os.path.join(run_dir, "metrics.jsonl"))
+    minutes, setup = eval_minutes(records), setup_minutes(run_dir, records)
+    logged = {int(r["epoch"]): r for r in records if r["type"] == "eval"}
+    held_out = evaluate_kept(run_dir, split)
+    if not held_out:
+        raise SystemExit(f"{run_dir}: no evaluated/epoch_*.pt (train with train.keep_evaluated=true)")
+    points = []
+    for epoch in sorted(held_out):
+        coco = held_out[epoch]["coco"]
+        points.append({"epoch": epoch, "minutes": minutes.get(epoch, float("nan")) + setup,
+                       "val_mAP": logged.get(epoch, {}).get("mAP"), "mAP": coco["mAP"], "AP50": coco["AP50"],
+                       "AP75": coco["AP75"], "per_class": held_out[epoch]["per_class"]})
+    return {"run": os.path.basename(os.path.normpath(run_dir)), "setup_min": setup, "points": points}
+
+
+def logged_curve(run_dir: str) -> dict:
+    """The evaluations a run logged itself (for a reference run that evaluated on the held-out split)."""
+    records = read_metrics_log(os.path.join(run_dir, "metrics.jsonl"))
+    minutes, setup = eval_minutes(records), setup_minutes(run_dir, records)
+    points = [{"epoch": int(r["epoch"]), "minutes": minutes[int(r["epoch"])] + setup, "val_mAP": None,
+               "mAP": r["mAP"], "AP50": r["AP50"], "AP75": r["AP75"], "per_class": r.get("per_class_AP", {})}
+              for r in records if r["type"] == "eval"]
+    if not points:
+        raise SystemExit(f"{run_dir}: metrics.jsonl holds no evaluation")
+    return {"run": os.path.basename(os.path.normpath(run_dir)), "setup_min": setup, "points": points,
+            "reference": True}
+
+
+def markdown(curve: dict, split: str, target: float | None) -> str:
+    classes = sorted({name for p in curve["points"] for name in p["per_class"]})
+    head = ["epoch", "minutes", "val mAP", f"{split} mAP", "AP50", "AP75"] + [f"AP {c}" for c in classes]
+    lines = [f"{curve['run']} (set-up {curve['setup_min']:.1f} min included in the minutes):", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in curve["points"]:
+        val = "" if p["val_mAP"] is None else f"{p['val_mAP']:.3f}"
+        cells = [str(p["epoch"]), f"{p['minutes']:.1f}", val, f"{p['mAP']:.3f}", f"{p['AP50']:.3f}",
+                 f"{p['AP75']:.3f}"] + [f"{p['per_class'].get(c, float('nan')):.3f}" for c in classes]
+        lines.append("| " + " | ".join(cells) + " |")
+    if target is not None:
+        hit = next((p for p in curve["points"] if p["mAP"] >= target), None)
+        lines += ["", f"first evaluation at {split} mAP >= {target}: " +
+                  (f"epoch {hit['epoch']}, {hit['minutes']:.1f} min" if hit else
+                   f"none (best {max(p['mAP'] for p in curve['points']):.3f})")]
+    return "\n".join(lines)
+
+
+def plot(curves: list, references: list, split: str, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for curve in curves:
+        reference = curve.get("reference", False)
+        ax.plot([p["minutes"] for p in curve["points"]], [p["mAP"] for p in curve["points"]],
+                marker="s" if reference else "o", linestyle="--" if reference else "-",
+                color="black" if reference else None, label=curve["run"])
+    for label, minutes, value in references:
+        ax.scatter([minutes], [value], marker="*", s=160, color="black", zorder=3)
+        ax.axhline(value, color="black", linestyle=":", linewidth=1)
+        ax.annotate(f"{label} {value:.3f} @ {minutes:.0f} min", (minutes, value), textcoords="offset points",
+                    xytext=(-10, 8), ha="right")
+    ax.set_xlabel("wall time (min)")
+    ax.set_ylabel(f"{split} mAP (COCO 0.5:0.95)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _reference(text: str) -> tuple:
+    label, _, rest = text.rpartition("=")
+    try:
+        minutes, value = (float(x) for x in rest.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--reference {text!r}: expected [LABEL=]MINUTES:MAP, e.g. 77:0.584")
+    return (label or "torchvision P1", minutes, value)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="run folders trained with train.keep_evaluated=true")
+    parser.add_argument("--split", default="test", help="the held-out VOC split to evaluate on (default test)")
+    parser.add_argument("--target", type=float, default=None, help="report the first evaluation reaching it")
+    parser.add_argument("--reference", type=_reference, action="append", default=[],
+                        help="[LABEL=]MINUTES:MAP of another system, drawn on the plot")
+    parser.add_argument("--reference-run", action="append", default=[],
+                        help="a run folder whose logged evaluations are drawn as they are")
+    parser.add_argument("--plot", default=None, help="write the curve as this PNG")
+    parser.add_argument("--json", default=None, help="also write the curves as JSON")
+    args = parser.parse_args(argv)
+    curves = [run_curve(run, args.split) for run in args.runs] + [logged_curve(r) for r in args.reference_run]
+    print("\n\n".join(markdown(c, args.split, args.target) for c in curves))
+    if args.plot:
+        plot(curves, args.reference, args.split, args.plot)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(curves, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
