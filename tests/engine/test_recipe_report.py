@@ -19,7 +19,9 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 def kept_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("recipe")
     cfg = load_config(None, tiny_overrides(tmp, **{"train.epochs": 3, "train.eval_every": 1,
-                                                   "train.keep_evaluated": True, "train.lr": 0.02}))
+                                                   "train.keep_evaluated": True, "train.lr": 0.02,
+                                                   # fp32: bf16 scores may differ between two passes
+                                                   "train.precision": "fp32", "eval.precision": "fp32"}))
     logged = []
     Trainer(cfg, quiet=True, log=logged.append).run()
     (tmp / "run.log").write_text("\n".join(logged))
