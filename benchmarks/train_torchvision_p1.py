@@ -42,7 +42,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detkit.config import apply_overrides, config_from_dict, config_to_dict, load_config, save_config  # noqa: E402
 from detkit.data.loader import build_dataset, build_loader  # noqa: E402
+from detkit.engine.checkpoint import save_checkpoint  # noqa: E402
 from detkit.engine.evaluator import evaluate_detections, write_json  # noqa: E402
+from detkit.engine.hooks.base import Evaluation  # noqa: E402
+from detkit.engine.hooks.records import eval_record  # noqa: E402
 from detkit.engine.optim import build_scheduler  # noqa: E402
 
 
@@ -88,12 +91,6 @@ class RecordLog:
             f.write(json.dumps(record) + "\n")
 
 
-def eval_record(epoch: int, iteration: int, metrics: dict) -> dict:
-    return {"type": "eval", "epoch": epoch, "iteration": iteration, "time": time.time(), **metrics["coco"],
-            "voc_mAP50": metrics["voc"]["mAP50_area"],
-            "per_class_AP": {name: v["AP"] for name, v in metrics["per_class"].items()}}
-
-
 def train(cfg, out: str, log=print) -> dict:
     started = time.perf_counter()
     os.makedirs(out, exist_ok=True)
@@ -137,12 +134,13 @@ def train(cfg, out: str, log=print) -> dict:
         last = epoch + 1 == cfg.train.epochs
         if last or (cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0):
             metrics = evaluate(model, val_set, cfg)
-            records.write(eval_record(epoch + 1, iteration, metrics))
+            records.write(eval_record(Evaluation(epoch=epoch + 1, iteration=iteration, metrics=metrics, results=[],
+                                                  improved=False)))
             coco = metrics["coco"]
             log(f"eval at epoch {epoch + 1}: mAP {coco['mAP']:.4f}  AP50 {coco['AP50']:.4f}  AP75 {coco['AP75']:.4f}")
     write_json(metrics, os.path.join(out, "eval.json"))
-    torch.save({"model": model.state_dict(), "config": config_to_dict(cfg), "classes": list(train_set.classes)},
-               os.path.join(out, "last.pt"))
+    save_checkpoint({"model": model.state_dict(), "config": config_to_dict(cfg), "classes": list(train_set.classes)},
+                    os.path.join(out, "last.pt"))  # atomic; torchvision's state dict, not a detkit model
     log(f"wall time {(time.perf_counter() - started) / 60:.2f} min (set-up, training, evaluations); outputs in {out}")
     return metrics
 
