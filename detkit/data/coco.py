@@ -45,7 +45,12 @@ def xyxy_to_coco_box(x1: float, y1: float, x2: float, y2: float) -> List[float]:
     return [x1, y1, x2 - x1, y2 - y1]
 
 
+_NUMBER_TYPES = frozenset((int, float))
+
+
 def _number_list(value, length: int) -> bool:
+    if type(value) is list and len(value) == length and set(map(type, value)) <= _NUMBER_TYPES:
+        return True  # what JSON gives: decided without the general check (bool is its own type)
     return (isinstance(value, (list, tuple)) and len(value) == length
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
 
@@ -79,8 +84,8 @@ def invalid_coco_entries(data: dict, ann_file: str) -> Tuple[dict, List[str]]:
                       lambda e: "needs an 'id' and a 'name'" if "id" not in e or "name" not in e else None)
 
     def check_annotation(e):
-        missing = [k for k in ("id", "image_id", "category_id") if k not in e]
-        if missing:
+        if "id" not in e or "image_id" not in e or "category_id" not in e:
+            missing = [k for k in ("id", "image_id", "category_id") if k not in e]
             return f"has no {', '.join(repr(k) for k in missing)}"
         if e["image_id"] not in image_ids:
             return f"refers to image_id {e['image_id']!r}, which is not a (valid) image of the file"

@@ -26,7 +26,7 @@ from typing import List, Optional, Tuple, Union
 import numpy as np
 from torch.utils.data import Dataset
 
-from detkit.data.image_io import read_image, read_image_size, truncation_problem
+from detkit.data.image_io import checked_image_size, read_image
 from detkit.data.index import AnnotationIndex
 from detkit.data.report import DataReport
 from detkit.errors import DataError
@@ -170,10 +170,7 @@ def read_image_header(path: str) -> Union[Tuple[int, int, int], str]:
     """(h, w, EXIF orientation) from an image file's header (after the cheap truncation check), or the
     message saying why the file is missing, truncated or unreadable. Reads no pixels."""
     try:
-        problem = truncation_problem(path)
-        if problem is not None:
-            raise DataError(f"image file '{path}': {problem}")
-        return read_image_size(path)
+        return checked_image_size(path)
     except DataError as exc:
         return str(exc)
 
@@ -186,7 +183,7 @@ def probe_image(path: str, *, skip_bad_images: bool, report: DataReport,
     is counted as exif_rotated.
 
     Args:
-        header: what :func:`read_image_header` returned for `path` (read in parallel or cached by the
+        header: what :func:`read_image_header` returned for `path` (read ahead or cached by the
             caller); None reads it here.
 
     Raises:
