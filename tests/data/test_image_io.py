@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detkit.data.image_io import read_image, read_image_size, truncation_problem
+from detkit.data.image_io import checked_image_size, read_image, read_image_size, truncation_problem
 from detkit.errors import DataError
 
 
@@ -105,3 +105,31 @@ def test_truncated_png_and_garbage(tmp_path):
         read_image(str(tmp_path / "junk.jpg"))
     with pytest.raises(DataError, match="does not exist"):
         read_image(str(tmp_path / "missing.jpg"))
+
+
+def test_checked_image_size_is_truncation_check_then_header(tmp_path):
+    """checked_image_size (one open) answers as truncation_problem followed by read_image_size."""
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(buf, "JPEG")
+    data = buf.getvalue()
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((8, 9, 3), np.uint8)).save(png, "PNG")
+    files = {"ok.jpg": data, "cut.jpg": data[: len(data) // 2], "padded.jpg": data + b"\0" * 4096,
+             "empty.jpg": b"", "junk.jpg": b"not an image at all", "ok.png": png.getvalue(),
+             "cut.png": png.getvalue()[:-20]}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    for name in [*files, "missing.jpg"]:
+        path = str(tmp_path / name)
+        try:
+            problem = truncation_problem(path)
+            expected = DataError(f"image file '{path}': {problem}") if problem else read_image_size(path)
+        except DataError as exc:
+            expected = exc
+        try:
+            got = checked_image_size(path)
+        except DataError as exc:
+            got = exc
+        assert type(got) is type(expected) and str(got) == str(expected), name
+    assert checked_image_size(str(tmp_path / "ok.jpg")) == (40, 56, 1)
+    assert checked_image_size(str(tmp_path / "ok.png")) == (8, 9, 1)
