@@ -95,8 +95,8 @@ def _read(f: BinaryIO, file_size: int) -> Tuple[int, int, int]:
         else:
             raise _NotPlain  # APP13, DHP, a marker Pillow does not know, ...
         if marker in _SOF_MARKERS:
-            if len(payload) < 6 or payload[0] != 8 or payload[5] not in (1, 3, 4):
-                raise _NotPlain  # Pillow refuses other bit depths and layer counts
+            if len(payload) < 6 or payload[0] != 8 or payload[5] not in (1, 3, 4) or (len(payload) - 6) % 3:
+                raise _NotPlain  # Pillow refuses other bit depths and layer counts, and a cut component list
             size = ((payload[1] << 8) | payload[2], (payload[3] << 8) | payload[4])  # (h, w)
         elif marker == _DQT:
             _check_quantization(payload)

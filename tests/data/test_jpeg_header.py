@@ -169,6 +169,25 @@ def test_damaged_headers_never_disagree_with_pillow(tmp_path, name):
     assert shortcut > 30  # the mutants that keep a valid header still take the shortcut
 
 
+@pytest.mark.parametrize("extra", [1, 2, 3])
+def test_frame_segment_with_a_cut_component_list(tmp_path, extra):
+    """A start-of-frame segment longer than its component list (3 bytes a component): Pillow fails on
+    a partial component (extra 1 or 2 bytes) and reads a whole extra one (3)."""
+    data = bytearray(_write(tmp_path, "rgb", PLAIN["rgb_baseline"]).read_bytes())
+    at = data.index(b"\xff\xc0")
+    length = (data[at + 2] << 8) | data[at + 3]
+    data[at + 2:at + 4] = (length + extra).to_bytes(2, "big")
+    data[at + 2 + length:at + 2 + length] = b"\x01" * extra
+    path = tmp_path / "frame.jpg"
+    path.write_bytes(bytes(data))
+    reference = _pillow(path)
+    fast = _fast(path)
+    if extra % 3:
+        assert isinstance(reference, str) and fast is None
+    else:
+        assert fast == reference == (48, 64, 1)
+
+
 def test_missing_file_message_is_unchanged(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         read_image_size(str(tmp_path / "nope.jpg"))
