@@ -1,11 +1,13 @@
 """Inference time per image on the CPU: torchvision eager against detkit eager, TorchScript and ONNX Runtime.
 
     python benchmarks/bench_export.py [--checkpoint runs/bccd_r18_fpn/best.pt] [--images 16] [--blocks 5]
-                                      [--threads 2] [--json out.json]
+                                      [--size 320,427] [--threads 2] [--json out.json]
 
 Every model runs on the same BCCD images (../shared/data/BCCD, test split; RGB uint8 as read from
-disk) at P1 size (shorter side 320, longer side at most 427), one image per call, including each
-model's own resize and post-processing:
+disk) at one size, P1's by default (shorter side 320, longer side at most 427, whatever test size the
+checkpoint was trained for: ``--size`` sets data.test_min_size and data.max_size for detkit's models
+and min_size / max_size for torchvision's), one image per call, including each model's own resize
+and post-processing:
 
   tv_eager          torchvision's FasterRCNN, ResNet-18 FPN, fp32, as a user runs it (random weights:
                     no download; its own GeneralizedRCNNTransform resizes the float image)
@@ -30,7 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -73,19 +75,31 @@ def random_p1_checkpoint(folder: str, seed: int) -> str:
     return path
 
 
-def torchvision_detector(seed: int) -> Callable[[np.ndarray], object]:
+def torchvision_detector(seed: int, min_size: int, max_size: int) -> Callable[[np.ndarray], object]:
     from torchvision.models.detection import FasterRCNN
     from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
     torch.manual_seed(seed)
     backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5)
-    model = FasterRCNN(backbone, num_classes=len(BCCD_CLASSES) + 1, min_size=320, max_size=427).eval()
+    model = FasterRCNN(backbone, num_classes=len(BCCD_CLASSES) + 1, min_size=min_size,
+                       max_size=max_size).eval()
 
     def detect(image: np.ndarray):
         with torch.inference_mode():
             x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255)  # HWC uint8 -> CHW in [0, 1]
             return model([x])
     return detect
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    """"320,427" -> (320, 427): the shorter side and the cap on the longer side of the test resize."""
+    try:
+        shorter, longest = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--size {text!r}: expected SHORTER,LONGEST in pixels, e.g. 320,427")
+    if not 0 < shorter <= longest:
+        raise argparse.ArgumentTypeError(f"--size {text!r}: need 0 < SHORTER <= LONGEST")
+    return shorter, longest
 
 
 def time_blocks(models: Dict[str, Callable], images: List[np.ndarray], blocks: int) -> Dict[str, List[float]]:
@@ -103,7 +117,9 @@ def time_blocks(models: Dict[str, Callable], images: List[np.ndarray], blocks: i
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", help="a P1-config checkpoint (default: the P1 detector with random weights)")
+    p.add_argument("--checkpoint", help="a detkit checkpoint (default: the P1 detector with random weights)")
+    p.add_argument("--size", default="320,427", type=parse_size,
+                   help="SHORTER,LONGEST test resize for every model (default P1's 320,427)")
     p.add_argument("--images", type=int, default=16, help="BCCD test images per block")
     p.add_argument("--blocks", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per model first")
@@ -116,25 +132,28 @@ def main(argv=None) -> dict:
     quiet = lambda s: None  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint or random_p1_checkpoint(tmp, args.seed)
+        size = [f"data.test_min_size={args.size[0]}", f"data.max_size={args.size[1]}"]
         for fmt, name in (("torchscript", "model.pt"), ("onnx", "model.onnx")):
-            export_checkpoint(checkpoint, fmt, os.path.join(tmp, name), verify=False, log=quiet)
-        fp32 = load_model(checkpoint, overrides=["eval.precision=fp32", "model.memory_format=contiguous"], log=quiet)
-        auto = load_model(checkpoint, overrides=["eval.precision=auto"], log=quiet)
+            export_checkpoint(checkpoint, fmt, os.path.join(tmp, name), overrides=size, verify=False, log=quiet)
+        fp32 = load_model(checkpoint, overrides=size + ["eval.precision=fp32", "model.memory_format=contiguous"],
+                          log=quiet)
+        auto = load_model(checkpoint, overrides=size + ["eval.precision=auto"], log=quiet)
         ts = load_exported(os.path.join(tmp, "model.pt"))
         onnx = load_exported(os.path.join(tmp, "model.onnx"), num_threads=args.threads)
-        models = {"tv_eager": torchvision_detector(args.seed), "detkit_fp32": fp32.predict,
+        models = {"tv_eager": torchvision_detector(args.seed, *args.size), "detkit_fp32": fp32.predict,
                   "detkit_auto": auto.predict, "detkit_ts": ts.detect, "detkit_onnx": onnx.detect}
         for fn in models.values():
             for image in images[: args.warmup]:
                 fn(image)
         times = time_blocks(models, images, args.blocks)
     median = {n: statistics.median(t) for n, t in times.items()}
-    result = {"images": len(images), "blocks": args.blocks, "threads": args.threads,
+    result = {"images": len(images), "blocks": args.blocks, "threads": args.threads, "size": list(args.size),
               "checkpoint": os.path.basename(args.checkpoint) if args.checkpoint else "random P1 weights",
               "auto_precision": str(auto.precision.name if auto.precision else "fp32"),
               "seconds_per_image": median, "ratio_to_tv_eager": {n: median[n] / median["tv_eager"] for n in median},
               "blocks_seconds": times}
-    print(f"{len(images)} BCCD test images at P1 size, {args.threads} threads, {args.blocks} blocks "
+    print(f"{len(images)} BCCD test images resized to {args.size[0]} (longer side <= {args.size[1]}), "
+          f"{args.threads} threads, {args.blocks} blocks "
           f"(detkit_auto = {result['auto_precision']}); checkpoint: {result['checkpoint']}")
     print(f"{'model':<13}{'s / image':>11}{'/ tv_eager':>12}")
     for n in models:
