@@ -146,8 +146,14 @@ def main(argv=None) -> dict:
             for image in images[: args.warmup]:
                 fn(image)
         times = time_blocks(models, images, args.blocks)
+        # the resize each detkit model applied (a lost override would show here, not only in the timing)
+        used = {"detkit_fp32": fp32, "detkit_auto": auto}
+        test_size = {n: [int(m.transform.min_sizes[0]), int(m.transform.max_size)] for n, m in used.items()}
+        test_size.update({n: [int(m.metadata["test_min_size"]), int(m.metadata["max_size"])]
+                          for n, m in (("detkit_ts", ts), ("detkit_onnx", onnx))})
     median = {n: statistics.median(t) for n, t in times.items()}
     result = {"images": len(images), "blocks": args.blocks, "threads": args.threads, "size": list(args.size),
+              "detkit_test_size": test_size,
               "checkpoint": os.path.basename(args.checkpoint) if args.checkpoint else "random P1 weights",
               "auto_precision": str(auto.precision.name if auto.precision else "fp32"),
               "seconds_per_image": median, "ratio_to_tv_eager": {n: median[n] / median["tv_eager"] for n in median},

@@ -8,9 +8,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_tool(script: str, *argv: str, folder: str = "tools") -> int:
+def load_script(script: str, folder: str = "tools"):
+    """The module of ``folder/script`` (e.g. to test one of its functions), loaded under a private name."""
     path = REPO / folder / script
     spec = importlib.util.spec_from_file_location(f"_detkit_{folder}_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.main(list(argv))
+    return module
+
+
+def run_tool(script: str, *argv: str, folder: str = "tools") -> int:
+    return load_script(script, folder).main(list(argv))

@@ -248,6 +248,9 @@ def test_bench_export_runs_every_model_on_bccd(tmp_path):
     result = run_tool("bench_export.py", "--images", "1", "--blocks", "1", "--warmup", "0", "--size", "256,341",
                       "--json", str(out), folder="benchmarks")
     assert result["size"] == [256, 341]
+    # the size reached every detkit model, not only the report
+    assert result["detkit_test_size"] == {n: [256, 341] for n in ("detkit_fp32", "detkit_auto", "detkit_ts",
+                                                                   "detkit_onnx")}
     assert set(result["seconds_per_image"]) == {"tv_eager", "detkit_fp32", "detkit_auto", "detkit_ts", "detkit_onnx"}
     assert all(v > 0 for v in result["seconds_per_image"].values())
     assert json.loads(out.read_text())["ratio_to_tv_eager"]["tv_eager"] == 1.0
@@ -255,13 +258,10 @@ def test_bench_export_runs_every_model_on_bccd(tmp_path):
 
 def test_bench_export_size_argument():
     import argparse
-    import importlib.util
 
-    from tests.data.tools_runner import REPO
+    from tests.data.tools_runner import load_script
 
-    spec = importlib.util.spec_from_file_location("bench_export", REPO / "benchmarks" / "bench_export.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_export.py", folder="benchmarks")
     assert bench.parse_size("320,427") == (320, 427)
     for bad in ("320", "427,320", "0,10", "a,b"):
         with pytest.raises(argparse.ArgumentTypeError, match="--size"):
