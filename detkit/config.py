@@ -132,6 +132,12 @@ class RoIHeadConfig:
     class_agnostic: bool = False
     score_thresh: float = field(default=0.05, metadata={"min": 0.0, "max": 1.0})
     nms_thresh: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0})
+    # Per-class suppression of the detections: hard NMS at nms_thresh (torchvision), or soft-NMS that
+    # decays overlapping scores instead of dropping the boxes ("linear": by 1 - IoU above nms_thresh;
+    # "gaussian": by exp(-IoU^2 / soft_nms_sigma)), dropping what falls under score_thresh. Soft-NMS
+    # has no ONNX/TorchScript form: export with nms_method=hard.
+    nms_method: str = field(default="hard", metadata=_choices("hard", "linear", "gaussian"))
+    soft_nms_sigma: float = field(default=0.5, metadata={"gt": 0.0})
     detections_per_img: int = field(default=100, metadata={"gt": 0})
     min_size: float = field(default=1e-2, metadata={"min": 0.0})
     ignore_iof_thresh: Optional[float] = 0.5

@@ -74,6 +74,11 @@ def build_export_model(checkpoint: str, overrides: Sequence[str] = (),
     from detkit.engine.predictor import Predictor
 
     model, cfg, ckpt = load_trained_model(checkpoint, torch.device("cpu"), list(overrides) + ["eval.precision=fp32"])
+    if cfg.model.roi_head.nms_method != "hard":
+        raise ExportError(f"'{checkpoint}' post-processes with soft-NMS (model.roi_head.nms_method="
+                          f"{cfg.model.roi_head.nms_method}), which has no ONNX or TorchScript form: export it with "
+                          "the override model.roi_head.nms_method=hard (hard NMS at model.roi_head.nms_thresh; "
+                          "the verification then compares with the eager model doing the same)")
     precision = prepare_inference(model, cfg, torch.device("cpu"), log=log)
     model.set_memory_format("contiguous")  # the exported graph is laid out by its runtime
     graph = ExportableDetector(model, min_size=test_min_size(cfg.data), max_size=cfg.data.max_size).eval()

@@ -237,7 +237,8 @@ def build_detector(cfg, num_classes: int, anchor_shapes=None, *, log: Callable[[
                                 allow_low_quality_matches=False, ignore_iof_thr=h.ignore_iof_thresh),
         sampler=BalancedSampler(batch_size_per_image=h.batch_size_per_image, positive_fraction=h.positive_fraction),
         box_coder=BoxCoder(weights=tuple(h.box_weights), clamp=h.delta_clamp),
-        score_thresh=h.score_thresh, nms_thresh=h.nms_thresh, detections_per_img=h.detections_per_img,
+        score_thresh=h.score_thresh, nms_thresh=h.nms_thresh, nms_method=h.nms_method,
+        soft_nms_sigma=h.soft_nms_sigma, detections_per_img=h.detections_per_img,
         min_size=h.min_size, smooth_l1_beta=h.smooth_l1_beta, seed=cfg.train.seed + 1)
 
     detector = Detector(backbone=backbone, rpn=rpn, roi_head=roi_head, pixel_mean=m.pixel_mean,

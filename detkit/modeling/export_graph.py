@@ -151,6 +151,12 @@ class ExportableDetector(nn.Module):
     def __init__(self, detector: nn.Module, *, min_size: int, max_size: int) -> None:
         super().__init__()
         rpn, roi = detector.rpn, detector.roi_head
+        if roi.nms_method != "hard":
+            # Soft-NMS is a sequential loop with data-dependent decay: ONNX and TorchScript graphs of
+            # it would not be the eager model's. Refuse rather than export a different detector.
+            raise ValueError(f"model.roi_head.nms_method={roi.nms_method!r} (soft-NMS) cannot be exported; "
+                             "export with the override model.roi_head.nms_method=hard (hard NMS at "
+                             "model.roi_head.nms_thresh), which the exported graph computes")
         self.backbone = detector.backbone
         self.rpn_head = rpn.head
         self.box_head = roi.box_head

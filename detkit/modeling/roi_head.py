@@ -13,6 +13,9 @@ ground-truth class, both divided by the number of sampled RoIs of the batch (tor
 ``postprocess_detections``: softmax, per-class decode, clip, score > score_thresh, drop boxes
 under min_size, per-class NMS (detkit.ops.batched_nms), top detections_per_img. The score
 threshold is applied before decoding (only the surviving class boxes are decoded): same output.
+With ``nms_method`` "linear" or "gaussian" the per-class NMS is soft-NMS
+(detkit.ops.batched_soft_nms): overlapping detections keep their boxes with decayed scores, which
+helps where objects of one class crowd and overlap; the detections' scores are the decayed ones.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from detkit.modeling.sampler import SamplingRNG
 from detkit.ops.boxes import clip_boxes, remove_small_boxes
 from detkit.ops.nms import batched_nms
 from detkit.ops.roi_align import multilevel_roi_align
+from detkit.ops.soft_nms import batched_soft_nms
 
 if TYPE_CHECKING:
     from detkit.modeling.assigner import MaxIoUAssigner
@@ -164,13 +168,17 @@ class RoIHead(nn.Module):
         assigner: MaxIoUAssigner (0.5 / 0.5, allow_low_quality_matches=False as torchvision).
         sampler: BalancedSampler (512, 0.25). box_coder: BoxCoder (10, 10, 5, 5).
         score_thresh, nms_thresh, detections_per_img, min_size: post-processing (torchvision's).
+        nms_method: "hard" (torchvision's NMS at nms_thresh), or soft-NMS: "linear" (decay by
+            1 - IoU above nms_thresh) or "gaussian" (decay by exp(-IoU^2 / soft_nms_sigma)); decayed
+            scores under score_thresh are dropped.
         smooth_l1_beta: beta of the regression loss. seed: seed of the sampling generator.
     """
 
     def __init__(self, *, roi_pool: MultiLevelRoIAlign, box_head: FCHead, predictor: BoxPredictor,
                  assigner: "MaxIoUAssigner", sampler: "BalancedSampler", box_coder: "BoxCoder",
-                 score_thresh: float = 0.05, nms_thresh: float = 0.5, detections_per_img: int = 100,
-                 min_size: float = 1e-2, smooth_l1_beta: float = 1.0 / 9, seed: int = 1) -> None:
+                 score_thresh: float = 0.05, nms_thresh: float = 0.5, nms_method: str = "hard",
+                 soft_nms_sigma: float = 0.5, detections_per_img: int = 100, min_size: float = 1e-2,
+                 smooth_l1_beta: float = 1.0 / 9, seed: int = 1) -> None:
         super().__init__()
         self.roi_pool = roi_pool
         self.box_head = box_head
@@ -180,6 +188,10 @@ class RoIHead(nn.Module):
         self.box_coder = box_coder
         self.score_thresh = float(score_thresh)
         self.nms_thresh = float(nms_thresh)
+        if nms_method not in ("hard", "linear", "gaussian"):
+            raise ValueError(f"nms_method must be 'hard', 'linear' or 'gaussian', got {nms_method!r}")
+        self.nms_method = nms_method
+        self.soft_nms_sigma = float(soft_nms_sigma)
         self.detections_per_img = int(detections_per_img)
         self.min_size = float(min_size)
         self.smooth_l1_beta = float(smooth_l1_beta)
@@ -283,6 +295,12 @@ class RoIHead(nn.Module):
             boxes = clip_boxes(self.box_coder.decode(d, props[rows]), size)
             keep = remove_small_boxes(boxes, self.min_size)
             boxes, s, lab = boxes[keep], s[keep], cols[keep] + 1
-            keep = batched_nms(boxes, s, lab, self.nms_thresh)[: self.detections_per_img]
-            results.append({"boxes": boxes[keep], "scores": s[keep], "labels": lab[keep]})
+            if self.nms_method == "hard":
+                keep = batched_nms(boxes, s, lab, self.nms_thresh)[: self.detections_per_img]
+                s = s[keep]
+            else:
+                keep, s = batched_soft_nms(boxes, s, lab, method=self.nms_method, sigma=self.soft_nms_sigma,
+                                           iou_threshold=self.nms_thresh, score_threshold=self.score_thresh)
+                keep, s = keep[: self.detections_per_img], s[: self.detections_per_img]
+            results.append({"boxes": boxes[keep], "scores": s, "labels": lab[keep]})
         return results

@@ -8,7 +8,7 @@ torchvision's signatures where it has the same operator (``nms(boxes, scores, io
 
     boxes.py        box_area, box_iou, box_iof, centred_iou, xyxy <-> cxcywh, clip, remove_small
     nms.py          nms, batched_nms (their Numba kernels: nms_kernels.py)
-    soft_nms.py     soft_nms (linear or gaussian score decay)
+    soft_nms.py     soft_nms, batched_soft_nms (linear or gaussian score decay; per class)
     matching.py     match_max_iou, max_iou_stats, max_iof (fused IoU + max, no A x G matrix)
     roi_align.py    roi_align, multilevel_roi_align (Numba on the CPU, torchvision's sampling)
 
@@ -32,14 +32,14 @@ from detkit.ops.boxes import (
 from detkit.ops.matching import match_max_iou, max_iof, max_iou_stats
 from detkit.ops.nms import batched_nms, nms
 from detkit.ops.roi_align import multilevel_roi_align, roi_align
-from detkit.ops.soft_nms import soft_nms
+from detkit.ops.soft_nms import batched_soft_nms, soft_nms
 
 __all__ = [
     # boxes.py
     "box_area", "box_iou", "box_iof", "centred_iou", "box_xyxy_to_cxcywh", "box_cxcywh_to_xyxy", "clip_boxes",
     "remove_small_boxes",
     # nms.py, soft_nms.py
-    "nms", "batched_nms", "soft_nms",
+    "nms", "batched_nms", "soft_nms", "batched_soft_nms",
     # matching.py
     "match_max_iou", "max_iou_stats", "max_iof",
     # roi_align.py

@@ -171,6 +171,9 @@ def test_export_errors_are_clear(trained, tmp_path):
         export_checkpoint(str(trained("fpn_learned_aligned")), "onnx", str(tmp_path / "m.onnx"), opset=15, **quiet)
     with pytest.raises(ExportError, match="opset 99"):
         export_checkpoint(str(trained("c5_manual")), "onnx", str(tmp_path / "m.onnx"), opset=99, **quiet)
+    with pytest.raises(ExportError, match=r"soft-NMS.*model.roi_head.nms_method=hard"):
+        export_checkpoint(str(trained("c5_manual")), "onnx", str(tmp_path / "m.onnx"),
+                          overrides=["model.roi_head.nms_method=gaussian"], **quiet)
     assert not (tmp_path / "m.onnx").exists()
 
 

@@ -6,6 +6,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
+import torchvision
 from torch import nn
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import MultiScaleRoIAlign
@@ -32,7 +33,8 @@ def image_boxes(seed, n, max_side=120):
     return random_boxes(n, seed, (IMAGE[1], IMAGE[0]), (2.0, max_side + 2.0), margin=16.0)
 
 
-def make_head(batch=512, fraction=0.25, class_agnostic=False, score_thresh=0.05, detections=100, fc_dim=32):
+def make_head(batch=512, fraction=0.25, class_agnostic=False, score_thresh=0.05, detections=100, fc_dim=32,
+              nms_thresh=0.5, nms_method="hard"):
     pool = MultiLevelRoIAlign(featmap_names=["p2", "p3", "p4", "p5"], strides=[4, 8, 16, 32], output_size=7,
                               sampling_ratio=2)
     box_head = FCHead(in_channels=C, pool_size=7, num_fc=2, fc_dim=fc_dim)
@@ -41,7 +43,8 @@ def make_head(batch=512, fraction=0.25, class_agnostic=False, score_thresh=0.05,
                    assigner=MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.5, allow_low_quality_matches=False),
                    sampler=BalancedSampler(batch_size_per_image=batch, positive_fraction=fraction),
                    box_coder=BoxCoder(weights=(10.0, 10.0, 5.0, 5.0), clamp=math.log(1000.0 / 16)),
-                   score_thresh=score_thresh, nms_thresh=0.5, detections_per_img=detections, seed=0)
+                   score_thresh=score_thresh, nms_thresh=nms_thresh, nms_method=nms_method,
+                   detections_per_img=detections, seed=0)
 
 
 class _TVPredictor(nn.Module):
@@ -175,6 +178,43 @@ def test_postprocess_matches_torchvision(seed):
         torch.testing.assert_close(det["boxes"], b)
         torch.testing.assert_close(det["scores"], s)
         torch.testing.assert_close(det["labels"], lab, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method", ["linear", "gaussian"])
+def test_postprocess_soft_nms_per_class(method):
+    """Soft-NMS post-processing = the hard path's candidates (NMS disabled), soft-NMS per class by the
+    plain-Python reference, merged by decayed score, top detections_per_img."""
+    from tests.ops.test_soft_nms import reference_soft_nms
+
+    gen, rng = torch.Generator().manual_seed(3), np.random.default_rng(3)
+    proposals = [image_boxes(rng, 200, max_side=60)]
+    logits = torch.randn(200, K + 1, generator=gen) * 2
+    deltas = torch.randn(200, 4 * K, generator=gen) * 0.5
+    candidates = make_head(score_thresh=0.1, detections=10**6, nms_thresh=1.0).postprocess(
+        logits, deltas, proposals, [IMAGE])[0]  # IoU > 1 never holds: every candidate, by score
+    soft = make_head(score_thresh=0.1, detections=40, nms_thresh=0.3, nms_method=method).postprocess(
+        logits, deltas, proposals, [IMAGE])[0]
+    expected = []  # (decayed score, label, box)
+    for label in range(1, K + 1):
+        rows = torch.nonzero(candidates["labels"] == label).flatten()
+        keep, decayed = reference_soft_nms(candidates["boxes"][rows], candidates["scores"][rows], method, 0.5, 0.3, 0.1)
+        expected += [(sc, label, candidates["boxes"][rows[k]]) for k, sc in zip(keep, decayed)]
+    expected = sorted(expected, key=lambda e: -e[0])[:40]
+    assert soft["boxes"].shape[0] == 40 and len(expected) == 40
+    torch.testing.assert_close(soft["scores"].double(), torch.tensor([e[0] for e in expected], dtype=torch.float64))
+    assert soft["labels"].tolist() == [e[1] for e in expected]
+    torch.testing.assert_close(soft["boxes"], torch.stack([e[2] for e in expected]))
+    # soft-NMS keeps same-class boxes overlapping above nms_thresh, which hard NMS never outputs
+    every = make_head(score_thresh=0.1, detections=10**6, nms_thresh=0.3, nms_method=method).postprocess(
+        logits, deltas, proposals, [IMAGE])[0]
+    same_class = every["labels"][:, None] == every["labels"][None, :]
+    overlap = torchvision.ops.box_iou(every["boxes"], every["boxes"]).fill_diagonal_(0)
+    assert bool((overlap[same_class] > 0.3).any())
+
+
+def test_soft_nms_method_is_checked():
+    with pytest.raises(ValueError, match="nms_method must be 'hard', 'linear' or 'gaussian', got 'soft'"):
+        make_head(nms_method="soft")
 
 
 def test_forward_eval_and_negative_training():

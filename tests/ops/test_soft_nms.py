@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from detkit.ops.soft_nms import soft_nms
+from detkit.ops.soft_nms import batched_soft_nms, soft_nms
 from detkit.testing import clustered_boxes
 
 
@@ -81,3 +81,32 @@ def test_soft_nms_input_errors():
         soft_nms(boxes, bad)
     with pytest.raises(ValueError, match="sigma"):
         soft_nms(boxes, scores, sigma=0.0)
+
+
+@pytest.mark.parametrize("method", ["linear", "gaussian"])
+def test_batched_soft_nms_is_soft_nms_per_group(method):
+    boxes, scores = clustered_boxes(200, 4)
+    idxs = torch.arange(200) % 3 * 5  # groups 0, 5, 10: not 0..G-1
+    kwargs = dict(method=method, sigma=0.5, iou_threshold=0.3, score_threshold=0.05)
+    keep, kept_scores = batched_soft_nms(boxes, scores, idxs, **kwargs)
+    expected = []
+    for group in (0, 5, 10):
+        members = torch.nonzero(idxs == group).flatten()
+        ref_keep, ref_scores = reference_soft_nms(boxes[members], scores[members], **kwargs)
+        expected += [(sc, members[k].item()) for k, sc in zip(ref_keep, ref_scores)]
+    expected.sort(key=lambda e: -e[0])
+    assert keep.tolist() == [e[1] for e in expected]
+    torch.testing.assert_close(kept_scores.double(), torch.tensor([e[0] for e in expected], dtype=torch.float64))
+
+
+def test_batched_soft_nms_groups_do_not_interact():
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0.0, 0, 10, 10], [0.0, 0, 10, 10]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    keep, kept = batched_soft_nms(boxes, scores, torch.tensor([1, 2, 1]), method="linear", iou_threshold=0.5)
+    # box 2 shares box 0's group: IoU 1 decays it to 0 (dropped); box 1 is alone in its group
+    assert keep.tolist() == [0, 1]
+    torch.testing.assert_close(kept, torch.tensor([0.9, 0.8]))
+    keep, kept = batched_soft_nms(torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.int64))
+    assert keep.shape == (0,) and kept.shape == (0,)
+    with pytest.raises(ValueError, match=r"idxs must have shape \(3,\), got \(2,\)"):
+        batched_soft_nms(boxes, scores, torch.tensor([1, 2]))
