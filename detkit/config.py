@@ -157,6 +157,9 @@ class ModelConfig:
     # Layout of the feature maps and convolution weights. channels_last (NHWC) is what oneDNN's fast
     # bf16 convolutions and the RoIAlign kernel work in; the weights in checkpoints are the same numbers.
     memory_format: str = field(default="channels_last", metadata=_choices("channels_last", "contiguous"))
+    # Test-time augmentation: average each image's detections with its left-right mirror image's
+    # (per proposal, before NMS). Twice the backbone work at inference; not part of exported graphs.
+    test_hflip: bool = False
 
 
 # --------------------------------------------------------------------------- data

@@ -79,6 +79,10 @@ def build_export_model(checkpoint: str, overrides: Sequence[str] = (),
                           f"{cfg.model.roi_head.nms_method}), which has no ONNX or TorchScript form: export it with "
                           "the override model.roi_head.nms_method=hard (hard NMS at model.roi_head.nms_thresh; "
                           "the verification then compares with the eager model doing the same)")
+    if cfg.model.test_hflip:
+        raise ExportError(f"'{checkpoint}' runs with flip test-time augmentation (model.test_hflip=true), which the "
+                          "exported single-pass graph does not compute: export it with the override "
+                          "model.test_hflip=false")
     precision = prepare_inference(model, cfg, torch.device("cpu"), log=log)
     model.set_memory_format("contiguous")  # the exported graph is laid out by its runtime
     graph = ExportableDetector(model, min_size=test_min_size(cfg.data), max_size=cfg.data.max_size).eval()

@@ -45,10 +45,13 @@ class Detector(nn.Module):
         roi_head: RoIHead pooling from ``backbone.pool_names``.
         pixel_mean, pixel_std: per-channel RGB statistics of images scaled to [0, 1].
         size_divisible: padded sides are rounded up to a multiple of this.
+        test_hflip: in eval, average each image's detections with its mirror image's
+            (:meth:`RoIHead.postprocess_hflip`); twice the backbone work per image.
     """
 
     def __init__(self, *, backbone: Backbone, rpn: RegionProposalNetwork, roi_head: RoIHead,
-                 pixel_mean: Sequence[float], pixel_std: Sequence[float], size_divisible: int = 32) -> None:
+                 pixel_mean: Sequence[float], pixel_std: Sequence[float], size_divisible: int = 32,
+                 test_hflip: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.rpn = rpn
@@ -59,6 +62,7 @@ class Detector(nn.Module):
         self.register_buffer("pixel_scale", 1.0 / std, persistent=False)
         self.register_buffer("pixel_shift", -mean / std, persistent=False)
         self.size_divisible = int(size_divisible)
+        self.test_hflip = bool(test_hflip)
         self.memory_format = torch.contiguous_format
 
     def set_memory_format(self, name: str) -> "Detector":
@@ -102,6 +106,8 @@ class Detector(nn.Module):
             raise ValueError("Detector needs targets in training mode")
         if targets is not None:
             self._check_targets(targets, len(images))
+        if self.test_hflip and not self.training:
+            return self._forward_hflip(images, targets, orig_sizes)
         batch, image_sizes = self.preprocess(images)
         features = self.backbone(batch)
         proposals, rpn_losses = self.rpn(list(features.values()), image_sizes, targets)
@@ -112,6 +118,23 @@ class Detector(nn.Module):
         if orig_sizes is not None:
             detections = self.rescale(detections, image_sizes, orig_sizes)
         return (detections, losses) if targets is not None else detections
+
+    def _forward_hflip(self, images: Union[Sequence[Tensor], Tensor], targets: Optional[Sequence[Dict[str, Tensor]]],
+                       orig_sizes: Optional[Sequence[Tuple[int, int]]]):
+        """Eval forward with horizontal-flip test-time augmentation: the B images and their mirror images
+        go through the backbone as one batch of 2B; the RPN proposes on the B images only, and the RoI
+        head averages both views per proposal. Losses (with targets) are the plain forward's."""
+        num = len(images)
+        batch, sizes = self.preprocess(list(images) + [img.flip(-1) for img in images])
+        image_sizes = sizes[:num]
+        features = self.backbone(batch)  # name -> Tensor[2B, C, H, W]
+        own = {name: f[:num] for name, f in features.items()}
+        proposals, rpn_losses = self.rpn(list(own.values()), image_sizes, targets)
+        roi_losses = self.roi_head.losses_of(own, proposals, targets) if targets is not None else {}
+        detections = self.roi_head.postprocess_hflip(features, proposals, image_sizes)
+        if orig_sizes is not None:
+            detections = self.rescale(detections, image_sizes, orig_sizes)
+        return (detections, {**rpn_losses, **roi_losses}) if targets is not None else detections
 
     def _check_targets(self, targets: Sequence[Dict[str, Tensor]], num_images: int) -> None:
         if len(targets) != num_images:
@@ -242,5 +265,5 @@ def build_detector(cfg, num_classes: int, anchor_shapes=None, *, log: Callable[[
         min_size=h.min_size, smooth_l1_beta=h.smooth_l1_beta, seed=cfg.train.seed + 1)
 
     detector = Detector(backbone=backbone, rpn=rpn, roi_head=roi_head, pixel_mean=m.pixel_mean,
-                        pixel_std=m.pixel_std, size_divisible=m.size_divisible)
+                        pixel_std=m.pixel_std, size_divisible=m.size_divisible, test_hflip=m.test_hflip)
     return detector.set_memory_format(m.memory_format)

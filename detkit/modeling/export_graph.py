@@ -151,6 +151,9 @@ class ExportableDetector(nn.Module):
     def __init__(self, detector: nn.Module, *, min_size: int, max_size: int) -> None:
         super().__init__()
         rpn, roi = detector.rpn, detector.roi_head
+        if getattr(detector, "test_hflip", False):
+            raise ValueError("model.test_hflip=true (flip test-time augmentation) cannot be exported; export with "
+                             "the override model.test_hflip=false")
         if roi.nms_method != "hard":
             # Soft-NMS is a sequential loop with data-dependent decay: ONNX and TorchScript graphs of
             # it would not be the eager model's. Refuse rather than export a different detector.

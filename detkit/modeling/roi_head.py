@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from detkit.modeling.codec import BoxCoder
     from detkit.modeling.sampler import BalancedSampler
 
-__all__ = ["MultiLevelRoIAlign", "FCHead", "BoxPredictor", "RoIHead"]
+__all__ = ["MultiLevelRoIAlign", "FCHead", "BoxPredictor", "RoIHead", "mirror_boxes"]
 
 
 class MultiLevelRoIAlign(nn.Module):
@@ -210,17 +210,23 @@ class RoIHead(nn.Module):
         """
         losses: Dict[str, Tensor] = {}
         if targets is not None:
-            device = proposals[0].device if len(proposals) else features[self.roi_pool.featmap_names[0]].device
-            generator = self.rng.on(device) if self.training else self.rng.fresh(device)
-            rois, labels, pos_rows, reg_targets = self.sample_targets(proposals, targets, generator)
-            logits, deltas = self.predictor(self.box_head(self.roi_pool(features, rois)))
-            losses = self.loss(logits, deltas, labels, pos_rows, reg_targets)
+            losses = self.losses_of(features, proposals, targets)
         elif self.training:
             raise ValueError("RoIHead needs targets in training mode")
         if self.training:
             return None, losses
         logits, deltas = self.predictor(self.box_head(self.roi_pool(features, proposals)))
         return self.postprocess(logits, deltas, proposals, image_sizes), losses
+
+    def losses_of(self, features: Dict[str, Tensor], proposals: Sequence[Tensor],
+                  targets: Sequence[Dict[str, Tensor]]) -> Dict[str, Tensor]:
+        """The two losses over RoIs sampled from the proposals and ground truth (a fresh sampling
+        generator in eval, so that validation losses repeat)."""
+        device = proposals[0].device if len(proposals) else features[self.roi_pool.featmap_names[0]].device
+        generator = self.rng.on(device) if self.training else self.rng.fresh(device)
+        rois, labels, pos_rows, reg_targets = self.sample_targets(proposals, targets, generator)
+        logits, deltas = self.predictor(self.box_head(self.roi_pool(features, rois)))
+        return self.loss(logits, deltas, labels, pos_rows, reg_targets)
 
     # ------------------------------------------------------------------ training targets
     def label_proposals(self, proposals: Tensor, gt_boxes: Tensor, gt_labels: Tensor,
@@ -282,25 +288,74 @@ class RoIHead(nn.Module):
                     image_sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, Tensor]]:
         """logits: Tensor[R, K+1], deltas: Tensor[R, 4K or 4], proposals: B x Tensor[R_i, 4] ->
         B x dict(boxes Tensor[D, 4], scores Tensor[D], labels int64[D] in 1..K)."""
-        num_classes = logits.shape[1] - 1
         scores = F.softmax(logits, dim=-1)[:, 1:]  # (R, K+1) -> (R, K), background dropped
         deltas = deltas.view(deltas.shape[0], -1, 4)  # (R, 4K) -> (R, K, 4)  (or (R, 1, 4))
         counts = [p.shape[0] for p in proposals]
         results = []
         for props, sc, dl, size in zip(proposals, scores.split(counts), deltas.split(counts), image_sizes):
-            # torchvision flattens (R_i, K) row-major; nonzero keeps that order.
-            rows, cols = torch.nonzero(sc > self.score_thresh, as_tuple=True)
-            s = sc[rows, cols]
-            d = dl[rows, cols if dl.shape[1] == num_classes else torch.zeros_like(cols)]  # (n, 4)
-            boxes = clip_boxes(self.box_coder.decode(d, props[rows]), size)
-            keep = remove_small_boxes(boxes, self.min_size)
-            boxes, s, lab = boxes[keep], s[keep], cols[keep] + 1
-            if self.nms_method == "hard":
-                keep = batched_nms(boxes, s, lab, self.nms_thresh)[: self.detections_per_img]
-                s = s[keep]
-            else:
-                keep, s = batched_soft_nms(boxes, s, lab, method=self.nms_method, sigma=self.soft_nms_sigma,
-                                           iou_threshold=self.nms_thresh, score_threshold=self.score_thresh)
-                keep, s = keep[: self.detections_per_img], s[: self.detections_per_img]
-            results.append({"boxes": boxes[keep], "scores": s, "labels": lab[keep]})
+            rows, cols, s = self._above_threshold(sc)
+            boxes = self.box_coder.decode(dl[rows, self._delta_slot(cols, dl)], props[rows])  # (n, 4)
+            results.append(self._finish(boxes, s, cols, size))
         return results
+
+    def postprocess_hflip(self, features: Dict[str, Tensor], proposals: Sequence[Tensor],
+                          image_sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, Tensor]]:
+        """Detections averaged over each image and its mirror image (horizontal-flip test-time augmentation).
+
+        Every proposal of image i is also pooled, mirrored, from the mirror image's features; the class
+        probabilities and the class boxes (decoded in the mirror image, then mirrored back) of the two
+        views are averaged per RoI before the score threshold and NMS, so the augmentation refines
+        each detection rather than adding duplicates to suppress.
+
+        Args:
+            features: name -> Tensor[2B, C, H, W]: the B images, then their mirror images in the same order.
+            proposals: B x Tensor[R_i, 4] of the B images. image_sizes: B x (h, w) before padding.
+        Returns:
+            B x dict(boxes Tensor[D, 4], scores Tensor[D], labels int64[D] in 1..K).
+        """
+        mirrored = [mirror_boxes(p, w) for p, (_, w) in zip(proposals, image_sizes)]
+        logits, deltas = self.predictor(self.box_head(self.roi_pool(features, list(proposals) + mirrored)))
+        n = logits.shape[0] // 2
+        probs = F.softmax(logits, dim=-1)  # (2R, K+1)
+        scores = ((probs[:n] + probs[n:]) / 2)[:, 1:]  # (R, K)
+        deltas = deltas.view(deltas.shape[0], -1, 4)  # (2R, K or 1, 4)
+        counts = [p.shape[0] for p in proposals]
+        results = []
+        for props, mprops, sc, dl, mdl, size in zip(proposals, mirrored, scores.split(counts),
+                                                    deltas[:n].split(counts), deltas[n:].split(counts), image_sizes):
+            rows, cols, s = self._above_threshold(sc)
+            slot = self._delta_slot(cols, dl)
+            boxes = self.box_coder.decode(dl[rows, slot], props[rows])  # (n, 4)
+            mirror_view = mirror_boxes(self.box_coder.decode(mdl[rows, slot], mprops[rows]), size[1])
+            results.append(self._finish((boxes + mirror_view) / 2, s, cols, size))
+        return results
+
+    def _above_threshold(self, scores: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """scores Tensor[R_i, K] -> (rows int64[n], class columns int64[n] in 0..K-1, scores[n]) above score_thresh."""
+        # torchvision flattens (R_i, K) row-major; nonzero keeps that order.
+        rows, cols = torch.nonzero(scores > self.score_thresh, as_tuple=True)
+        return rows, cols, scores[rows, cols]
+
+    @staticmethod
+    def _delta_slot(cols: Tensor, deltas: Tensor) -> Tensor:
+        """Which of the deltas' (R_i, K or 1, 4) slots each class column reads: its own, or the shared one."""
+        return cols if deltas.shape[1] > 1 else torch.zeros_like(cols)
+
+    def _finish(self, boxes: Tensor, scores: Tensor, cols: Tensor, size: Tuple[int, int]) -> Dict[str, Tensor]:
+        """Clip, drop small boxes, suppress per class (hard or soft NMS), keep the top detections_per_img."""
+        boxes = clip_boxes(boxes, size)
+        keep = remove_small_boxes(boxes, self.min_size)
+        boxes, s, lab = boxes[keep], scores[keep], cols[keep] + 1
+        if self.nms_method == "hard":
+            keep = batched_nms(boxes, s, lab, self.nms_thresh)[: self.detections_per_img]
+            s = s[keep]
+        else:
+            keep, s = batched_soft_nms(boxes, s, lab, method=self.nms_method, sigma=self.soft_nms_sigma,
+                                       iou_threshold=self.nms_thresh, score_threshold=self.score_thresh)
+            keep, s = keep[: self.detections_per_img], s[: self.detections_per_img]
+        return {"boxes": boxes[keep], "scores": s, "labels": lab[keep]}
+
+
+def mirror_boxes(boxes: Tensor, width: int) -> Tensor:
+    """Boxes Tensor[N, 4] (x1, y1, x2, y2) of an image of ``width`` -> the same boxes in its left-right mirror image."""
+    return torch.stack((width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]), dim=1)

@@ -174,6 +174,9 @@ def test_export_errors_are_clear(trained, tmp_path):
     with pytest.raises(ExportError, match=r"soft-NMS.*model.roi_head.nms_method=hard"):
         export_checkpoint(str(trained("c5_manual")), "onnx", str(tmp_path / "m.onnx"),
                           overrides=["model.roi_head.nms_method=gaussian"], **quiet)
+    with pytest.raises(ExportError, match=r"test-time augmentation.*model.test_hflip=false"):
+        export_checkpoint(str(trained("c5_manual")), "torchscript", str(tmp_path / "m.pt"),
+                          overrides=["model.test_hflip=true"], **quiet)
     assert not (tmp_path / "m.onnx").exists()
 
 

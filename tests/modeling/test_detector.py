@@ -238,3 +238,59 @@ def test_set_anchor_shapes_reaches_the_rpn_and_is_not_a_weight():
     model.set_anchor_shapes([[[20.0, 40.0]]])
     assert model.rpn.anchor_generator.shapes_list() == [[[20.0, 40.0]]]
     assert before.keys() == model.state_dict().keys()  # shapes are configuration: checkpoints are unchanged
+
+
+def test_hflip_tta_averages_each_proposal_over_both_views():
+    """model.test_hflip: against a reference built from separate single-image passes of each view."""
+    import torch.nn.functional as F
+    from torchvision.ops import batched_nms as tv_batched_nms
+
+    from detkit.modeling.roi_head import mirror_boxes
+
+    torch.manual_seed(0)
+    cfg = light_config("fpn")
+    cfg.model.test_hflip = True
+    model = build_detector(cfg, K).eval()
+    assert model.test_hflip
+    images, targets = synthetic_images(2, size=96, seed=3)
+    images[1] = images[1][:, :, :80].contiguous()  # another width: each image mirrors about its own
+    targets[1]["boxes"][:, 0::2] = targets[1]["boxes"][:, 0::2].clamp(max=80)
+    head = model.roi_head
+    with torch.no_grad():
+        tta = model(images)
+        for img, det in zip(images, tta):
+            h, w = img.shape[1:]
+            own = model.backbone(model.preprocess([img])[0])
+            mirror = model.backbone(model.preprocess([img.flip(-1)])[0])
+            props = model.rpn(list(own.values()), [(h, w)], None)[0][0]
+            l0, d0 = head.predictor(head.box_head(head.roi_pool(own, [props])))
+            l1, d1 = head.predictor(head.box_head(head.roi_pool(mirror, [mirror_boxes(props, w)])))
+            scores = ((F.softmax(l0, -1) + F.softmax(l1, -1)) / 2)[:, 1:]  # (R, K)
+            r = props.shape[0]
+            b0 = head.box_coder.decode(d0.reshape(-1, 4), props.repeat_interleave(K, 0))
+            mirrored = mirror_boxes(props, w).repeat_interleave(K, 0)
+            b1 = mirror_boxes(head.box_coder.decode(d1.reshape(-1, 4), mirrored), w)
+            boxes = ((b0 + b1) / 2).view(r, K, 4)
+            rows, cols = torch.nonzero(scores > head.score_thresh, as_tuple=True)
+            b, s, lab = boxes[rows, cols], scores[rows, cols], cols + 1
+            b[:, 0::2] = b[:, 0::2].clamp(0, w)
+            b[:, 1::2] = b[:, 1::2].clamp(0, h)
+            big = ((b[:, 2] - b[:, 0]) >= head.min_size) & ((b[:, 3] - b[:, 1]) >= head.min_size)
+            b, s, lab = b[big], s[big], lab[big]
+            keep = tv_batched_nms(b, s, lab, head.nms_thresh)[: head.detections_per_img]
+            assert det["boxes"].shape[0] == keep.shape[0] > 0
+            torch.testing.assert_close(det["boxes"], b[keep], atol=1e-3, rtol=1e-4)
+            torch.testing.assert_close(det["scores"], s[keep], atol=1e-5, rtol=1e-4)
+            assert torch.equal(det["labels"], lab[keep])
+        # with targets: the same detections, and the plain forward's losses
+        with_losses, losses = model(images, targets)
+        model.test_hflip = False
+        plain_dets, plain_losses = model(images, targets)
+    for a, b in zip(with_losses, tta):
+        torch.testing.assert_close(a["boxes"], b["boxes"])
+    assert set(losses) == set(plain_losses)
+    for k in losses:
+        torch.testing.assert_close(losses[k], plain_losses[k], atol=1e-5, rtol=1e-4)
+    # the augmentation changes the detections (it is not a no-op)
+    assert any(a["boxes"].shape != p["boxes"].shape or not torch.allclose(a["boxes"], p["boxes"])
+               for a, p in zip(tta, plain_dets))
