@@ -19,6 +19,8 @@ and post-processing:
 
 Without --checkpoint the P1 config's detector is built with seeded random weights (a detector that
 was not trained finds other boxes, so post-processing costs differ a little from a trained one's).
+Every detkit model runs one pass with hard NMS (``model.test_hflip=false``,
+``model.roi_head.nms_method=hard``), as the exported graphs do, whatever the checkpoint's config says.
 Models rotate their order every block; each block times every model over all images; the figure
 is the median over blocks of the mean seconds per image. Ratios are against tv_eager in this run.
 """
@@ -61,6 +63,9 @@ def bccd_images(count: int) -> List[np.ndarray]:
     with open(split) as f:
         ids = [line.split()[0] for line in f if line.strip()][:count]
     return [read_image(os.path.join(BCCD, "JPEGImages", f"{i}.jpg")) for i in ids]
+
+
+SINGLE_PASS = ["model.test_hflip=false", "model.roi_head.nms_method=hard"]
 
 
 def random_p1_checkpoint(folder: str, seed: int) -> str:
@@ -132,7 +137,9 @@ def main(argv=None) -> dict:
     quiet = lambda s: None  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint or random_p1_checkpoint(tmp, args.seed)
-        size = [f"data.test_min_size={args.size[0]}", f"data.max_size={args.size[1]}"]
+        # one pass and hard NMS for every detkit model: the exported graphs compute no flip test-time
+        # augmentation or soft-NMS (the recipe's config has both), and eager must run what they run
+        size = [f"data.test_min_size={args.size[0]}", f"data.max_size={args.size[1]}", *SINGLE_PASS]
         for fmt, name in (("torchscript", "model.pt"), ("onnx", "model.onnx")):
             export_checkpoint(checkpoint, fmt, os.path.join(tmp, name), overrides=size, verify=False, log=quiet)
         fp32 = load_model(checkpoint, overrides=size + ["eval.precision=fp32", "model.memory_format=contiguous"],
@@ -153,7 +160,7 @@ def main(argv=None) -> dict:
                           for n, m in (("detkit_ts", ts), ("detkit_onnx", onnx))})
     median = {n: statistics.median(t) for n, t in times.items()}
     result = {"images": len(images), "blocks": args.blocks, "threads": args.threads, "size": list(args.size),
-              "detkit_test_size": test_size,
+              "detkit_test_size": test_size, "detkit_overrides": size,
               "checkpoint": os.path.basename(args.checkpoint) if args.checkpoint else "random P1 weights",
               "auto_precision": str(auto.precision.name if auto.precision else "fp32"),
               "seconds_per_image": median, "ratio_to_tv_eager": {n: median[n] / median["tv_eager"] for n in median},

@@ -250,9 +250,19 @@ def test_bench_export_runs_every_model_on_bccd(tmp_path):
 
     if not (REPO.parent / "shared" / "data" / "BCCD").is_dir():
         pytest.skip("BCCD is not at ../shared/data/BCCD")
+    from detkit.engine.checkpoint import load_checkpoint, save_checkpoint
+    from tests.data.tools_runner import load_script
+
+    # a checkpoint whose config infers as the recipe's does (flip TTA, soft-NMS), which no exported
+    # graph computes: the bench must still time all four detkit models, each in one pass with hard NMS
+    checkpoint = load_checkpoint(load_script("bench_export.py", folder="benchmarks").random_p1_checkpoint(
+        str(tmp_path), 0))
+    checkpoint["config"]["model"]["test_hflip"] = True
+    checkpoint["config"]["model"]["roi_head"]["nms_method"] = "gaussian"
+    save_checkpoint(checkpoint, str(tmp_path / "recipe_like.pt"))
     out = tmp_path / "bench.json"
-    result = run_tool("bench_export.py", "--images", "1", "--blocks", "1", "--warmup", "0", "--size", "256,341",
-                      "--json", str(out), folder="benchmarks")
+    result = run_tool("bench_export.py", "--checkpoint", str(tmp_path / "recipe_like.pt"), "--images", "1",
+                      "--blocks", "1", "--warmup", "0", "--size", "256,341", "--json", str(out), folder="benchmarks")
     assert result["size"] == [256, 341]
     # the size reached every detkit model, not only the report
     assert result["detkit_test_size"] == {n: [256, 341] for n in ("detkit_fp32", "detkit_auto", "detkit_ts",
