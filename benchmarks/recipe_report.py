@@ -15,9 +15,16 @@ run's log gives it (``--log NAME`` in the run folder or beside it as ``<run>.log
 evaluation runs after training, so it is not in the minutes; each evaluation of the run itself is.
 
 Results are cached in ``evaluated/<split>/epoch_NNN.json``: a rerun evaluates only new checkpoints.
-``--reference-run DIR`` (repeatable) draws another run's logged evaluations as they are, e.g. a run of
+``--reference-run [LABEL=]DIR`` (repeatable) draws another run's logged evaluations as they are, e.g. a run of
 ``train_torchvision_p1.py`` whose config evaluates on that split; ``--reference [LABEL=]MIN:MAP``
 marks a single result.
+
+Run folders do not outlive the machine they trained on, so ``--json FILE`` writes the curves and
+``--from-json FILE`` (repeatable) reads such a file back: a committed results file redraws the plot,
+alone or next to new runs, without the weights it was computed from.
+
+    python benchmarks/recipe_report.py --from-json benchmarks/results/recipe_curves.json --split test \
+        --plot benchmarks/results/recipe_curve.png
 """
 
 from __future__ import annotations
@@ -102,7 +109,12 @@ def run_curve(run_dir: str, split: str) -> dict:
 
 
 def logged_curve(run_dir: str) -> dict:
-    """The evaluations a run logged itself (for a reference run that evaluated on the held-out split)."""
+    """The evaluations a run logged itself (for a reference run that evaluated on the held-out split).
+
+    ``run_dir`` may be ``LABEL=DIR``: the curve is then named LABEL instead of the folder's name."""
+    label = None
+    if "=" in run_dir and not os.path.isdir(run_dir):
+        label, run_dir = run_dir.split("=", 1)
     records = read_metrics_log(os.path.join(run_dir, "metrics.jsonl"))
     minutes, setup = eval_minutes(records), setup_minutes(run_dir, records)
     points = [{"epoch": int(r["epoch"]), "minutes": minutes[int(r["epoch"])] + setup, "val_mAP": None,
@@ -110,8 +122,32 @@ def logged_curve(run_dir: str) -> dict:
               for r in records if r["type"] == "eval"]
     if not points:
         raise SystemExit(f"{run_dir}: metrics.jsonl holds no evaluation")
-    return {"run": os.path.basename(os.path.normpath(run_dir)), "setup_min": setup, "points": points,
+    return {"run": label or os.path.basename(os.path.normpath(run_dir)), "setup_min": setup, "points": points,
             "reference": True}
+
+
+def load_curves(path: str) -> list:
+    """The curves of a file written by ``--json``, checked enough that a wrong file is a clear error."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            curves = json.load(f)
+    except (OSError, json.JSONDecodeError) as error:
+        raise SystemExit(f"--from-json {path}: cannot read it as JSON ({error})")
+    if not isinstance(curves, list):
+        raise SystemExit(f"--from-json {path}: expected a list of curves as --json writes it, got "
+                         f"{type(curves).__name__}")
+    for index, curve in enumerate(curves):
+        missing = [key for key in ("run", "setup_min", "points") if not isinstance(curve, dict) or key not in curve]
+        if missing:
+            raise SystemExit(f"--from-json {path}: curve {index} lacks {', '.join(missing)} "
+                             "(each curve needs run, setup_min and points)")
+        for point in curve["points"]:
+            lacking = [key for key in ("epoch", "minutes", "mAP", "AP50", "AP75") if key not in point]
+            if lacking:
+                raise SystemExit(f"--from-json {path}: a point of {curve['run']!r} lacks {', '.join(lacking)}")
+            point.setdefault("val_mAP", None)
+            point.setdefault("per_class", {})
+    return curves
 
 
 def markdown(curve: dict, split: str, target: float | None) -> str:
@@ -169,17 +205,22 @@ def _reference(text: str) -> tuple:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", help="run folders trained with train.keep_evaluated=true")
+    parser.add_argument("runs", nargs="*", help="run folders trained with train.keep_evaluated=true")
     parser.add_argument("--split", default="test", help="the held-out VOC split to evaluate on (default test)")
     parser.add_argument("--target", type=float, default=None, help="report the first evaluation reaching it")
     parser.add_argument("--reference", type=_reference, action="append", default=[],
                         help="[LABEL=]MINUTES:MAP of another system, drawn on the plot")
     parser.add_argument("--reference-run", action="append", default=[],
-                        help="a run folder whose logged evaluations are drawn as they are")
+                        help="[LABEL=]DIR: a run folder whose logged evaluations are drawn as they are")
+    parser.add_argument("--from-json", action="append", default=[],
+                        help="curves written earlier by --json, drawn and printed with the others")
     parser.add_argument("--plot", default=None, help="write the curve as this PNG")
     parser.add_argument("--json", default=None, help="also write the curves as JSON")
     args = parser.parse_args(argv)
-    curves = [run_curve(run, args.split) for run in args.runs] + [logged_curve(r) for r in args.reference_run]
+    if not (args.runs or args.reference_run or args.from_json):
+        parser.error("give at least one run folder, --reference-run or --from-json")
+    curves = [curve for path in args.from_json for curve in load_curves(path)]
+    curves += [run_curve(run, args.split) for run in args.runs] + [logged_curve(r) for r in args.reference_run]
     print("\n\n".join(markdown(c, args.split, args.target) for c in curves))
     if args.plot:
         plot(curves, args.reference, args.split, args.plot)

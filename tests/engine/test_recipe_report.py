@@ -67,6 +67,39 @@ def test_report_cli_plots_and_writes_json(kept_run, tmp_path):
     assert plot.stat().st_size > 0 and json.loads(out.read_text())[0]["run"] == "run"
 
 
+def test_json_curves_read_back_and_redraw_without_the_run(kept_run, tmp_path):
+    """--json then --from-json: the committed results file alone reprints the same table and redraws."""
+    saved = tmp_path / "curves.json"
+    assert recipe_report.main([str(kept_run), "--split", "val", "--json", str(saved)]) == 0
+    curves = recipe_report.load_curves(str(saved))
+    assert curves == json.loads(saved.read_text())
+    assert recipe_report.markdown(curves[0], "val", 0.0) == recipe_report.markdown(
+        recipe_report.run_curve(str(kept_run), "val"), "val", 0.0)
+    plot = tmp_path / "again.png"
+    assert recipe_report.main(["--from-json", str(saved), "--split", "val", "--plot", str(plot)]) == 0
+    assert plot.stat().st_size > 0
+
+
+def test_from_json_fills_optional_keys_and_names_what_a_bad_file_lacks(tmp_path):
+    minimal = tmp_path / "minimal.json"
+    minimal.write_text(json.dumps([{"run": "tv", "setup_min": 0.5, "reference": True,
+                                    "points": [{"epoch": 2, "minutes": 9.0, "mAP": 0.4, "AP50": 0.8, "AP75": 0.3}]}]))
+    point = recipe_report.load_curves(str(minimal))[0]["points"][0]
+    assert point["val_mAP"] is None and point["per_class"] == {}
+    assert "| 2 | 9.0 |  | 0.400 |" in recipe_report.markdown(recipe_report.load_curves(str(minimal))[0], "test", None)
+    cases = {"not json {": "cannot read it as JSON", '{"run": "x"}': "expected a list of curves",
+             '[{"run": "x", "points": []}]': "curve 0 lacks setup_min",
+             '[{"run": "x", "setup_min": 0, "points": [{"epoch": 1, "minutes": 2}]}]': "'x' lacks mAP, AP50, AP75"}
+    for text, message in cases.items():
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        with pytest.raises(SystemExit, match=message) as raised:
+            recipe_report.load_curves(str(bad))
+        assert str(bad) in str(raised.value)
+    with pytest.raises(SystemExit):  # nothing to report: argparse's usage error
+        recipe_report.main(["--split", "test"])
+
+
 def test_run_without_kept_weights_is_a_clear_error(tmp_path):
     cfg = load_config(None, tiny_overrides(tmp_path, **{"train.max_iters": 2}))
     Trainer(cfg, quiet=True, log=lambda *_: None).run()
@@ -84,7 +117,8 @@ def test_torchvision_reference_trains_logs_and_is_drawn(tmp_path):
     assert json.loads((out / "eval.json").read_text())["coco"]["mAP"] == metrics["coco"]["mAP"]
     assert sum(r["type"] == "epoch" for r in records) == 2
     curve = recipe_report.logged_curve(str(out))
-    assert [p["epoch"] for p in curve["points"]] == [1, 2] and curve["reference"]
+    assert [p["epoch"] for p in curve["points"]] == [1, 2] and curve["reference"] and curve["run"] == "tv"
+    assert recipe_report.logged_curve(f"torchvision P1={out}")["run"] == "torchvision P1"
 
 
 def test_data_from_takes_the_source_and_keeps_p1_resize_and_augmentation():
