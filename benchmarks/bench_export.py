@@ -43,11 +43,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detkit.config import config_to_dict, load_config  # noqa: E402
 from detkit.data.image_io import read_image  # noqa: E402
-from detkit.engine.checkpoint import save_checkpoint  # noqa: E402
-from detkit.engine.export import export_checkpoint  # noqa: E402
-from detkit.engine.exported_model import load_exported  # noqa: E402
-from detkit.engine.predictor import load_model  # noqa: E402
+from detkit.deploy.export import export_checkpoint  # noqa: E402
+from detkit.deploy.exported_model import load_exported  # noqa: E402
+from detkit.deploy.predictor import load_model  # noqa: E402
 from detkit.modeling.detector import build_detector  # noqa: E402
+from detkit.weights.checkpoint import save_checkpoint  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BCCD = os.path.join(REPO, "..", "shared", "data", "BCCD")

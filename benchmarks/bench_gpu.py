@@ -43,8 +43,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from detkit.atomic_io import write_json_atomic  # noqa: E402
 from detkit.config import load_config  # noqa: E402
-from detkit.engine.device import cuda_unavailable_reason  # noqa: E402
 from detkit.modeling.detector import build_detector  # noqa: E402
+from detkit.runtime.device import cuda_unavailable_reason  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 80

@@ -62,7 +62,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from detkit.atomic_io import write_json_atomic  # noqa: E402
-from detkit.engine.checkpoint import load_checkpoint  # noqa: E402
+from detkit.weights.checkpoint import load_checkpoint  # noqa: E402
 from tests.engine.conftest import tiny_overrides  # noqa: E402  (the settings the engine tests train with)
 
 KINDS = ("random", "checkpoint", "evaluation", "eval-line")

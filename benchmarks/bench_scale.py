@@ -216,7 +216,12 @@ def stage_eval(data: str, which: str) -> dict:
     from scale_data import make_detections
 
     from detkit.data.coco import COCODataset
-    from detkit.engine.evaluator import COCO_METRIC_NAMES, detections_to_coco_results, evaluate_detections, write_json
+    from detkit.evaluation.evaluator import (
+        COCO_METRIC_NAMES,
+        detections_to_coco_results,
+        evaluate_detections,
+        write_json,
+    )
 
     ann_file, img_dir = os.path.join(data, "val", "annotations.json"), os.path.join(data, "val", "images")
     ds = COCODataset(ann_file=ann_file, img_dir=img_dir, log_report=False, index_cache=True, cache_dir=None)

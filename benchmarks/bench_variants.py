@@ -18,8 +18,8 @@ from typing import Callable, Dict, List
 import torch
 from torch import nn
 
-from detkit.engine.precision import Precision, resolve_precision
 from detkit.modeling.fold_bn import fold_batch_norm
+from detkit.runtime.precision import Precision, resolve_precision
 
 __all__ = ["Variant", "parse_variant", "make_variants", "refresh_inference_model", "DEFAULT_VARIANTS"]
 

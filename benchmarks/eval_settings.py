@@ -51,7 +51,7 @@ def compare_settings(checkpoint: str, settings: Sequence[Tuple[str, List[str]]],
                      precision: str | None = None, log=print) -> List[dict]:
     """Evaluate the checkpoint under each setting; returns one row per setting (name, overrides,
     images, seconds per image, and the COCO metrics)."""
-    from detkit.engine.inference import evaluate_checkpoint
+    from detkit.evaluation.evaluate import evaluate_checkpoint
 
     rows = []
     for name, overrides in settings:

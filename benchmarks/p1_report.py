@@ -35,7 +35,15 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detkit.config import config_to_dict, load_config, read_config_file  # noqa: E402
-from detkit.vis import read_metrics_log  # noqa: E402
+from detkit.engine.metrics_log import read_records  # noqa: E402
+
+
+def read_run_records(run_dir: str) -> list:
+    """The records of ``run_dir``'s metrics.jsonl (FileNotFoundError when the run has none)."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        raise FileNotFoundError(path)
+    return read_records(path)
 
 
 def load_run(run_dir: str) -> dict:
@@ -50,7 +58,7 @@ def load_run(run_dir: str) -> dict:
     # The keys as written, apart from the Config, where keys the run predates hold today's defaults.
     written_keys = set(_flatten(written))
     cfg = load_config(config_path)
-    records = read_metrics_log(os.path.join(run_dir, "metrics.jsonl"))
+    records = read_run_records(run_dir)
     with open(os.path.join(run_dir, "eval.json"), encoding="utf-8") as f:
         final = json.load(f)
     return {"dir": run_dir, "cfg": cfg, "written_keys": written_keys, "records": records, "final": final}

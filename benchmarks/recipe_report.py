@@ -38,9 +38,17 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detkit.vis import read_metrics_log  # noqa: E402
+from detkit.engine.metrics_log import read_records  # noqa: E402
 
 _WALL = re.compile(r"wall time ([0-9.]+) min")
+
+
+def read_run_records(run_dir: str) -> list:
+    """The records of ``run_dir``'s metrics.jsonl (FileNotFoundError when the run has none)."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        raise FileNotFoundError(path)
+    return read_records(path)
 
 
 def eval_minutes(records: list) -> dict:
@@ -74,7 +82,7 @@ def setup_minutes(run_dir: str, records: list) -> float:
 
 def evaluate_kept(run_dir: str, split: str) -> dict:
     """{epoch: metrics} of every evaluated/epoch_NNN.pt on ``split``, evaluated once and cached."""
-    from detkit.engine.inference import evaluate_checkpoint
+    from detkit.evaluation.evaluate import evaluate_checkpoint
 
     results = {}
     for path in sorted(glob.glob(os.path.join(run_dir, "evaluated", "epoch_*.pt"))):
@@ -93,7 +101,7 @@ def evaluate_kept(run_dir: str, split: str) -> dict:
 
 
 def run_curve(run_dir: str, split: str) -> dict:
-    records = read_metrics_log(os.path.join(run_dir, "metrics.jsonl"))
+    records = read_run_records(run_dir)
     minutes, setup = eval_minutes(records), setup_minutes(run_dir, records)
     logged = {int(r["epoch"]): r for r in records if r["type"] == "eval"}
     held_out = evaluate_kept(run_dir, split)
@@ -115,7 +123,7 @@ def logged_curve(run_dir: str) -> dict:
     label = None
     if "=" in run_dir and not os.path.isdir(run_dir):
         label, run_dir = run_dir.split("=", 1)
-    records = read_metrics_log(os.path.join(run_dir, "metrics.jsonl"))
+    records = read_run_records(run_dir)
     minutes, setup = eval_minutes(records), setup_minutes(run_dir, records)
     points = [{"epoch": int(r["epoch"]), "minutes": minutes[int(r["epoch"])] + setup, "val_mAP": None,
                "mAP": r["mAP"], "AP50": r["AP50"], "AP75": r["AP75"], "per_class": r.get("per_class_AP", {})}

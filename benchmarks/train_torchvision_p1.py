@@ -42,11 +42,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detkit.config import apply_overrides, config_from_dict, config_to_dict, load_config, save_config  # noqa: E402
 from detkit.data.loader import build_dataset, build_loader  # noqa: E402
-from detkit.engine.checkpoint import save_checkpoint  # noqa: E402
-from detkit.engine.evaluator import evaluate_detections, write_json  # noqa: E402
 from detkit.engine.hooks.base import Evaluation  # noqa: E402
 from detkit.engine.hooks.records import eval_record  # noqa: E402
 from detkit.engine.optim import build_scheduler  # noqa: E402
+from detkit.evaluation.evaluator import evaluate_detections, write_json  # noqa: E402
+from detkit.weights.checkpoint import save_checkpoint  # noqa: E402
 
 
 def build_reference(num_classes: int, min_size: int, max_size: int, seed: int) -> FasterRCNN:

@@ -22,8 +22,8 @@ _LAZY = {
     "build_detector": ("detkit.modeling.detector", "build_detector"),
     "Trainer": ("detkit.engine.trainer", "Trainer"),
     "train": ("detkit.engine.trainer", "train"),
-    "load_model": ("detkit.engine.predictor", "load_model"),
-    "Predictor": ("detkit.engine.predictor", "Predictor"),
+    "load_model": ("detkit.deploy.predictor", "load_model"),
+    "Predictor": ("detkit.deploy.predictor", "Predictor"),
 }
 
 

@@ -23,7 +23,6 @@ import yaml
 
 from detkit.atomic_io import atomic_open
 from detkit.errors import ConfigError
-from detkit.modeling.norm import GROUP_NORM_GROUPS  # the model's GroupNorm groups, for validate()
 
 __all__ = [
     "Config", "ModelConfig", "BackboneConfig", "AnchorConfig", "RPNConfig", "RoIHeadConfig",
@@ -31,6 +30,11 @@ __all__ = [
     "OutputConfig", "ConfigError", "load_config", "read_config_file", "save_config", "apply_overrides",
     "config_from_dict", "config_to_dict", "validate",
 ]
+
+# Every GroupNorm detkit builds (backbone and FPN with model.backbone.norm = gn, the box head with
+# model.roi_head.fc_norm = gn) splits its channels into this many groups (Wu & He, "Group Normalization",
+# 2018); validate() rejects channel counts it does not divide.
+GROUP_NORM_GROUPS = 32
 
 
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -284,12 +288,12 @@ class TrainConfig:
     # decay * (1 - exp(-iteration / ema_tau)).
     ema_decay: Optional[float] = field(default=None, metadata={"gt": 0.0})
     ema_tau: float = field(default=200.0, metadata={"gt": 0.0})
-    # Autocast of the training step: auto | fp32 | bf16 | fp16 (detkit/engine/precision.py). auto = bf16
+    # Autocast of the training step: auto | fp32 | bf16 | fp16 (detkit/runtime/precision.py). auto = bf16
     # where the CPU or GPU computes it natively (else fp16 on CUDA, fp32 on the CPU), printed at start.
     precision: str = field(default="auto", metadata=_choices("auto", "fp32", "bf16", "fp16"))
     seed: int = 0
     # cpu, cuda or cuda:N (under torchrun, plain cuda means each process's cuda:LOCAL_RANK). Asking for
-    # CUDA where there is none stops at start with an error naming this key (detkit/engine/device.py).
+    # CUDA where there is none stops at start with an error naming this key (detkit/runtime/device.py).
     device: str = "cpu"
     # CUDA only: torch.backends.cudnn.benchmark (cuDNN times its algorithms per input shape). Faster when
     # the padded batch shapes repeat; slower with multi-scale training, where most shapes are new.
@@ -311,7 +315,7 @@ class EvalConfig:
     # Before each evaluation, re-estimate every BatchNorm layer's running statistics with the
     # current weights over this many training batches (test-time resize, no augmentation; capped
     # at one pass over the training set); 0 keeps the running averages of training. See
-    # detkit/engine/precise_bn.py.
+    # detkit/evaluation/precise_bn.py.
     precise_bn_batches: int = field(default=200, metadata={"min": 0})
     # Autocast of evaluation and inference (the tools, the Python API, evaluation during training):
     # the same choices as train.precision; the weights are fp32 whatever precision trained them.

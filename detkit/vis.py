@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 __all__ = ["class_colour", "draw_detections", "plot_loss_curves", "plot_lr_curve", "plot_pr_curves",
-           "plot_confusion_matrix", "read_metrics_log", "write_training_plots"]
+           "plot_confusion_matrix", "write_training_plots"]
 
 _PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
             (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40), (128, 0, 0)]
@@ -50,15 +50,6 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, labels: Sequence[int],
         draw.rectangle([x1, text_top, x1 + (right - left) + 4, text_top + (bottom - top) + 2], fill=colour)
         draw.text((x1 + 2, text_top), caption, fill=(255, 255, 255), font=font)
     return canvas
-
-
-def read_metrics_log(path: str) -> list[dict]:
-    """The records of a metrics.jsonl file (a torn last line from a crash is skipped)."""
-    from detkit.engine.metrics_log import read_records
-
-    if not os.path.exists(path):
-        raise FileNotFoundError(path)
-    return read_records(path)
 
 
 def _save(fig, path: str) -> str:
@@ -135,11 +126,11 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
     return _save(fig, path)
 
 
-def write_training_plots(output_dir: str, metrics_path: str, eval_metrics: Optional[dict],
+def write_training_plots(output_dir: str, records: Sequence[dict], eval_metrics: Optional[dict],
                          class_names: Sequence[str]) -> list[str]:
-    """All plots of a run into ``output_dir/plots``; returns the paths written."""
+    """All plots of a run into ``output_dir/plots`` from its metrics.jsonl ``records`` and final
+    evaluation; returns the paths written."""
     plots = os.path.join(output_dir, "plots")
-    records = read_metrics_log(metrics_path) if os.path.exists(metrics_path) else []
     paths = [plot_loss_curves(records, os.path.join(plots, "loss.png")),
              plot_lr_curve(records, os.path.join(plots, "lr.png"))]
     if eval_metrics:

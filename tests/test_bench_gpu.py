@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from detkit.engine.device import cuda_unavailable_reason
+from detkit.runtime.device import cuda_unavailable_reason
 from tests.data.tools_runner import REPO, run_tool
 
 no_gpu = pytest.mark.skipif(cuda_unavailable_reason() is None, reason="checks the behaviour where CUDA is missing")

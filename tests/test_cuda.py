@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from detkit.config import load_config
-from detkit.engine.device import cuda_unavailable_reason
 from detkit.modeling.detector import build_detector
 from detkit.ops.matching import match_max_iou
 from detkit.ops.nms import batched_nms, nms
 from detkit.ops.roi_align import multilevel_roi_align
+from detkit.runtime.device import cuda_unavailable_reason
 from detkit.testing import random_boxes
 from tests.engine.conftest import tiny_overrides
 from tests.ops.test_matching import fpn_anchors, random_gt
@@ -140,8 +140,8 @@ def _train(tmp_path, name, **extra):
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_amp_training_on_cuda_then_cpu_evaluation(tmp_path, precision):
-    from detkit.engine.inference import evaluate_checkpoint
-    from detkit.engine.predictor import load_model
+    from detkit.deploy.predictor import load_model
+    from detkit.evaluation.evaluate import evaluate_checkpoint
 
     if precision == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bf16")
@@ -159,8 +159,8 @@ def test_amp_training_on_cuda_then_cpu_evaluation(tmp_path, precision):
 
 
 def test_cpu_checkpoint_evaluates_and_predicts_on_cuda(tmp_path):
-    from detkit.engine.inference import evaluate_checkpoint
-    from detkit.engine.predictor import load_model
+    from detkit.deploy.predictor import load_model
+    from detkit.evaluation.evaluate import evaluate_checkpoint
 
     _train(tmp_path, "cpu", **{"train.precision": "fp32"})
     ckpt = str(tmp_path / "cpu" / "last.pt")
@@ -176,7 +176,7 @@ def test_cpu_checkpoint_evaluates_and_predicts_on_cuda(tmp_path):
 
 
 def test_torchrun_one_process_over_nccl_with_sync_bn(tmp_path):
-    from detkit.engine.checkpoint import load_checkpoint
+    from detkit.weights.checkpoint import load_checkpoint
     from tests.engine.test_distributed import DDP_SETTINGS, torchrun
 
     settings = {**DDP_SETTINGS, "model.backbone.norm": "sync_bn", "train.device": "cuda", "train.max_iters": 3,

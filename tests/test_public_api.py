@@ -19,7 +19,7 @@ def test_every_exported_name_resolves(package):
 
 def test_top_level_names_are_the_working_ones():
     from detkit.config import load_config
-    from detkit.engine.predictor import load_model
+    from detkit.deploy.predictor import load_model
     from detkit.engine.trainer import Trainer, train
     from detkit.modeling.detector import build_detector
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from detkit.engine.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from detkit.errors import CheckpointError
 from detkit.safe_load import load_torch_file
+from detkit.weights.checkpoint import load_checkpoint, load_weights, save_checkpoint
 
 
 class NotWeights:

@@ -16,10 +16,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detkit.engine.device import resolve_device  # noqa: E402
-from detkit.engine.inference import evaluate_checkpoint  # noqa: E402
-from detkit.engine.precision import PRECISIONS  # noqa: E402
 from detkit.errors import DetkitError  # noqa: E402
+from detkit.evaluation.evaluate import evaluate_checkpoint  # noqa: E402
+from detkit.runtime.device import resolve_device  # noqa: E402
+from detkit.runtime.precision import PRECISIONS  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -22,8 +22,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detkit.engine.export import DEFAULT_OPSET, FORMATS, export_checkpoint  # noqa: E402
-from detkit.engine.export_verify import Tolerances  # noqa: E402
+from detkit.deploy.export import DEFAULT_OPSET, FORMATS, export_checkpoint  # noqa: E402
+from detkit.deploy.export_verify import Tolerances  # noqa: E402
 from detkit.errors import DetkitError  # noqa: E402
 
 

@@ -22,12 +22,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detkit.engine.device import resolve_device  # noqa: E402
-from detkit.engine.exported_model import load_exported  # noqa: E402
-from detkit.engine.inference import load_trained_model, prepare_inference  # noqa: E402
-from detkit.engine.precision import PRECISIONS  # noqa: E402
-from detkit.engine.predict import expand_inputs, predict_files  # noqa: E402
+from detkit.deploy.exported_model import load_exported  # noqa: E402
+from detkit.deploy.infer_files import expand_inputs, predict_files  # noqa: E402
 from detkit.errors import DetkitError, ExportError  # noqa: E402
+from detkit.runtime.device import resolve_device  # noqa: E402
+from detkit.runtime.precision import PRECISIONS  # noqa: E402
+from detkit.weights.trained_model import load_trained_model, prepare_inference  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -14,9 +14,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detkit.config import load_config  # noqa: E402
-from detkit.engine.device import resolve_device  # noqa: E402
 from detkit.engine.trainer import train  # noqa: E402
 from detkit.errors import DetkitError  # noqa: E402
+from detkit.runtime.device import resolve_device  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "synthetic.yaml")
 

@@ -24,8 +24,8 @@ from detkit.anchors.fit import FitResult, fit_kmeans
 from detkit.anchors.learned import fit_learned
 from detkit.anchors.metrics import BoxSet, evaluate_anchors
 from detkit.config import Config
-from detkit.engine import distributed as dist
 from detkit.modeling.anchors import shapes_from_sizes_ratios
+from detkit.runtime import distributed as dist
 
 __all__ = ["AnchorModeResult", "run_anchor_modes", "resolve_anchor_shapes", "anchor_shapes_for_training",
            "format_metric_table", "format_shapes", "MODES"]

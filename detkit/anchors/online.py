@@ -32,8 +32,8 @@ from detkit.anchors.boxes import anchor_geometry, batch_fit_boxes, collect_train
 from detkit.anchors.fit import MIN_FIT_SIDE, assign_levels, decide
 from detkit.anchors.learned import LearnedAnchors
 from detkit.config import Config
-from detkit.engine import distributed as dist
 from detkit.modeling.anchors import AnchorGenerator
+from detkit.runtime import distributed as dist
 
 __all__ = ["OnlineAnchorWarmup", "build_online_refiner"]
 

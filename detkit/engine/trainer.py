@@ -23,15 +23,15 @@ from detkit.atomic_io import remove_stale_temp_files
 from detkit.config import Config, config_to_dict, load_config, save_config
 from detkit.data.auto_split import SPLIT_FILE_NAME, auto_split_enabled, write_split
 from detkit.data.loader import build_dataset, build_loader
-from detkit.engine import distributed as dist
 from detkit.engine import hooks as H
-from detkit.engine.checkpoint import load_weights, read_resume_checkpoint, restore_rng_states, rng_states
-from detkit.engine.device import apply_cuda_settings, resolve_device
 from detkit.engine.optim import build_optimizer, build_scheduler
-from detkit.engine.precision import resolve_precision
 from detkit.engine.run_folder import check_run_folder, checkpoint_bytes
 from detkit.errors import ConfigError
 from detkit.modeling.detector import build_detector
+from detkit.runtime import distributed as dist
+from detkit.runtime.device import apply_cuda_settings, resolve_device
+from detkit.runtime.precision import resolve_precision
+from detkit.weights.checkpoint import load_weights, read_resume_checkpoint, restore_rng_states, rng_states
 
 __all__ = ["Trainer", "build_hooks", "train"]
 

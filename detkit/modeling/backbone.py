@@ -43,8 +43,8 @@ from torchvision.models import resnet
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from detkit.config import GROUP_NORM_GROUPS
 from detkit.errors import CheckpointError
-from detkit.modeling.norm import GROUP_NORM_GROUPS
 from detkit.safe_load import load_torch_file
 
 __all__ = ["Backbone", "load_backbone_weights", "NORMS", "FEATURES"]

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops.poolers import LevelMapper
 
+from detkit.config import GROUP_NORM_GROUPS
 from detkit.modeling.geometry_dtype import to_geometry
-from detkit.modeling.norm import GROUP_NORM_GROUPS
 from detkit.modeling.sampler import SamplingRNG
 from detkit.ops.boxes import clip_boxes, remove_small_boxes
 from detkit.ops.nms import batched_nms

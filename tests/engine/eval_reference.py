@@ -1,5 +1,5 @@
 """The VOC matcher and confusion matrix detkit had before they were vectorised (one box_iou per detection):
-the oracle tests/engine/test_eval_backends.py holds detkit.engine.evaluator to."""
+the oracle tests/engine/test_eval_backends.py holds detkit.evaluation.evaluator to."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from detkit.engine.evaluator import _numpy, _voc_ap
+from detkit.evaluation.evaluator import _numpy, _voc_ap
 from detkit.ops.boxes import box_iou
 
 

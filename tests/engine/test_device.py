@@ -1,4 +1,4 @@
-"""detkit/engine/device.py (the device check every entry point makes first), train.cudnn_benchmark, and
+"""detkit/runtime/device.py (the device check every entry point makes first), train.cudnn_benchmark, and
 the step losses that stay on the device until a hook reads them (detkit/engine/hooks/base.py)."""
 
 import math
@@ -10,10 +10,10 @@ import tools.eval as eval_tool
 import tools.infer as infer_tool
 import tools.train as train_tool
 from detkit.config import load_config
-from detkit.engine.device import cuda_unavailable_reason, resolve_device
 from detkit.engine.hooks import NaNGuardHook, StepInfo, StepLosses
 from detkit.engine.trainer import train
 from detkit.errors import ConfigError, TrainingError
+from detkit.runtime.device import cuda_unavailable_reason, resolve_device
 from tests.engine.hooks.fake_trainer import epoch_end, fake_trainer
 
 from .conftest import tiny_overrides

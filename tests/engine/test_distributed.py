@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from detkit.config import load_config
-from detkit.engine.checkpoint import load_checkpoint
-from detkit.engine.distributed import DistContext
 from detkit.engine.trainer import Trainer
 from detkit.errors import ConfigError
+from detkit.runtime.distributed import DistContext
+from detkit.weights.checkpoint import load_checkpoint
 
 from .conftest import tiny_overrides
 
@@ -93,8 +93,8 @@ def test_two_process_precise_bn_averages_the_shards_of_both_ranks(tmp_path):
     """With trainable BatchNorm, the statistics in last.pt are the average over both ranks' shards:
     2 global batches of 4 = the first 4 local batches of 2 images, which one process recomputes."""
     from detkit.data.loader import build_loader
-    from detkit.engine.inference import load_trained_model
-    from detkit.engine.precise_bn import recompute_bn_stats
+    from detkit.evaluation.precise_bn import recompute_bn_stats
+    from detkit.weights.trained_model import load_trained_model
 
     settings = {**DDP_SETTINGS, "model.backbone.norm": "bn", "eval.precise_bn_batches": 2,
                 "data.synthetic.cache_dir": str(tmp_path / "synthetic"), "output.dir": str(tmp_path / "ddp")}

@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from detkit.config import ConfigError, load_config
-from detkit.engine.checkpoint import load_checkpoint
 from detkit.engine.ema import ModelEMA
 from detkit.engine.hooks import EMAHook
 from detkit.engine.hooks import evaluation as evaluation_module
 from detkit.engine.trainer import Trainer
+from detkit.weights.checkpoint import load_checkpoint
 
 from .conftest import tiny_overrides
 
@@ -131,7 +131,7 @@ def test_turning_the_average_on_at_resume_starts_it_from_the_checkpoint_weights(
 
 def test_eval_tool_evaluates_the_trained_weights_on_request(tmp_path, capsys):
     import tools.eval as eval_tool
-    from detkit.engine.inference import load_trained_model
+    from detkit.weights.trained_model import load_trained_model
 
     base = {"train.eval_every": 0, "train.max_iters": 2}
     Trainer(load_config(None, tiny_overrides(tmp_path, **base, **{"train.ema_decay": 0.8,

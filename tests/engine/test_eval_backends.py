@@ -13,7 +13,7 @@ import pytest
 from detkit.data.coco import COCODataset
 from detkit.data.synthetic import prepare_synthetic
 from detkit.data.voc import VOCDataset
-from detkit.engine.evaluator import (
+from detkit.evaluation.evaluator import (
     EVAL_BACKENDS,
     build_coco_ground_truth,
     coco_evaluate,

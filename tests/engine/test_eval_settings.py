@@ -6,8 +6,8 @@ import pytest
 
 from benchmarks import eval_settings
 from detkit.config import load_config
-from detkit.engine.inference import evaluate_checkpoint
 from detkit.engine.trainer import Trainer
+from detkit.evaluation.evaluate import evaluate_checkpoint
 
 from .conftest import tiny_overrides
 

@@ -1,4 +1,4 @@
-"""Tests of detkit/engine/evaluator.py against a direct pycocotools run and hand-computed VOC AP."""
+"""Tests of detkit/evaluation/evaluator.py against a direct pycocotools run and hand-computed VOC AP."""
 
 import contextlib
 import io
@@ -10,7 +10,7 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detkit.engine.evaluator import (
+from detkit.evaluation.evaluator import (
     COCO_METRIC_NAMES,
     build_coco_ground_truth,
     coco_evaluate,
@@ -136,7 +136,7 @@ def test_duplicate_detection_is_false_positive():
 
 
 def test_confusion_matrix_counts_hits_confusions_misses_and_false_detections():
-    from detkit.engine.evaluator import confusion_matrix
+    from detkit.evaluation.evaluator import confusion_matrix
     ann = [{"boxes": np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], np.float32),
             "labels": np.array([1, 2, 2]), "ignore_boxes": np.array([[80, 80, 90, 90]], np.float32)}]
     det = [{"boxes": torch.tensor([[0, 0, 10, 10], [20, 20, 30, 31], [60, 60, 70, 70], [80, 80, 90, 90],

@@ -18,12 +18,12 @@ import tools.export as export_tool
 import tools.infer as infer_tool
 from detkit.config import load_config
 from detkit.data.transforms import resize_scale, resized_size
-from detkit.engine.export import build_export_model, export_checkpoint
-from detkit.engine.export_verify import Tolerances, compare_detections
-from detkit.engine.exported_model import load_exported, require_onnx
+from detkit.deploy.export import build_export_model, export_checkpoint
+from detkit.deploy.export_graph import cv2_linear_resize, resize_for_detector
+from detkit.deploy.export_verify import Tolerances, compare_detections
+from detkit.deploy.exported_model import load_exported, require_onnx
 from detkit.engine.trainer import Trainer
 from detkit.errors import CheckpointError, ExportError
-from detkit.modeling.export_graph import cv2_linear_resize, resize_for_detector
 
 from .conftest import tiny_overrides
 
@@ -250,7 +250,7 @@ def test_bench_export_runs_every_model_on_bccd(tmp_path):
 
     if not (REPO.parent / "shared" / "data" / "BCCD").is_dir():
         pytest.skip("BCCD is not at ../shared/data/BCCD")
-    from detkit.engine.checkpoint import load_checkpoint, save_checkpoint
+    from detkit.weights.checkpoint import load_checkpoint, save_checkpoint
     from tests.data.tools_runner import load_script
 
     # a checkpoint whose config infers as the recipe's does (flip TTA, soft-NMS), which no exported

@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from detkit.engine import checkpoint as checkpoint_module
-from detkit.engine.checkpoint import load_checkpoint
 from detkit.engine.trainer import Trainer
+from detkit.weights import checkpoint as checkpoint_module
+from detkit.weights.checkpoint import load_checkpoint
 from tests.data.tools_runner import run_tool
 
 

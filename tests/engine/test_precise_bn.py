@@ -9,10 +9,10 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from detkit.config import load_config
-from detkit.engine.checkpoint import load_checkpoint
-from detkit.engine.inference import load_trained_model
-from detkit.engine.precise_bn import batch_norm_layers, recompute_bn_stats
 from detkit.engine.trainer import Trainer
+from detkit.evaluation.precise_bn import batch_norm_layers, recompute_bn_stats
+from detkit.weights.checkpoint import load_checkpoint
+from detkit.weights.trained_model import load_trained_model
 
 from .conftest import tiny_overrides
 

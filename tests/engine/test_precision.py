@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from detkit.config import config_from_dict, load_config
-from detkit.engine import precision as precision_module
-from detkit.engine.checkpoint import load_checkpoint
-from detkit.engine.inference import load_trained_model, prepare_inference, run_evaluation
-from detkit.engine.precision import Precision, resolve_precision
 from detkit.engine.trainer import Trainer
 from detkit.errors import ConfigError
+from detkit.evaluation.evaluate import run_evaluation
+from detkit.runtime import precision as precision_module
+from detkit.runtime.precision import Precision, resolve_precision
+from detkit.weights.checkpoint import load_checkpoint
+from detkit.weights.trained_model import load_trained_model, prepare_inference
 
 CPU = torch.device("cpu")
 

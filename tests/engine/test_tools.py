@@ -87,9 +87,9 @@ def test_infer_with_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
 
 def test_eval_tool_precise_bn_reestimates_the_statistics(trained_run, tmp_path, capsys):
     from detkit.data.loader import build_dataset
-    from detkit.engine.checkpoint import load_checkpoint
-    from detkit.engine.inference import load_trained_model
-    from detkit.engine.precise_bn import refresh_detector_bn_stats
+    from detkit.evaluation.precise_bn import refresh_detector_bn_stats
+    from detkit.weights.checkpoint import load_checkpoint
+    from detkit.weights.trained_model import load_trained_model
 
     rc = eval_tool.main(["--checkpoint", str(trained_run / "last.pt"), "--output-dir", str(tmp_path / "a"),
                          "--quiet", "--precise-bn", "3"])
@@ -102,7 +102,8 @@ def test_eval_tool_precise_bn_reestimates_the_statistics(trained_run, tmp_path, 
     saved = load_checkpoint(trained_run / "last.pt")["model"]
     moved = [k for k in saved if k.endswith("running_mean") and not torch.allclose(saved[k], model.state_dict()[k])]
     assert moved  # the trainer re-estimated over 4 batches (its default cap: one pass), the tool over 3
-    from detkit.engine.inference import prepare_inference, run_evaluation
+    from detkit.evaluation.evaluate import run_evaluation
+    from detkit.weights.trained_model import prepare_inference
     precision = prepare_inference(model, cfg, torch.device("cpu"), log=lambda *_: None)  # as the tool: fold, autocast
     expected, _ = run_evaluation(model, build_dataset(cfg, "val", classes=ckpt["classes"]), cfg, torch.device("cpu"),
                                  progress=False, precision=precision)

@@ -7,10 +7,10 @@ import pytest
 import torch
 import yaml
 
-from detkit.engine import checkpoint as checkpoint_module
-from detkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from detkit.engine.trainer import Trainer
 from detkit.errors import CheckpointError, TrainingError
+from detkit.weights import checkpoint as checkpoint_module
+from detkit.weights.checkpoint import load_checkpoint, save_checkpoint
 
 from .conftest import tiny_overrides
 
@@ -214,7 +214,7 @@ KEYS_SINCE_PRECISION = {"grad_scaler", "precision"}
 
 @pytest.mark.parametrize("ema", [False, True])
 def test_checkpoints_written_before_the_hooks_still_load_and_resume(tiny_cfg, tmp_path, ema):
-    from detkit.engine.predictor import load_model
+    from detkit.deploy.predictor import load_model
 
     extra = {"train.eval_every": 0, "train.max_iters": 2, "eval.precise_bn_batches": 0,
              **({"train.ema_decay": 0.8} if ema else {})}
@@ -248,7 +248,7 @@ def test_last_pt_is_written_after_the_epochs_evaluation(tiny_cfg, tmp_path):
 def test_keep_evaluated_writes_the_weights_of_every_evaluation(tiny_cfg, tmp_path):
     """train.keep_evaluated: evaluated/epoch_NNN.pt per evaluation, weights only, and evaluating one
     again gives the number the run logged for that evaluation."""
-    from detkit.engine.inference import evaluate_checkpoint
+    from detkit.evaluation.evaluate import evaluate_checkpoint
 
     cfg = tiny_cfg(**{"train.epochs": 2, "train.eval_every": 1, "train.keep_evaluated": True,
                       "train.ema_decay": 0.9, "eval.precise_bn_batches": 2,

@@ -111,7 +111,7 @@ class Evaluation:
 
     epoch: int
     iteration: int
-    metrics: dict  # what detkit.engine.evaluator.evaluate_detections returns
+    metrics: dict  # what detkit.evaluation.evaluator.evaluate_detections returns
     results: List[dict]  # the detections, COCO results format
     improved: bool  # eval.best_metric beat every earlier evaluation of the run
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import os
 
-from detkit.engine.checkpoint import save_checkpoint
 from detkit.engine.hooks.base import EpochEnd, Evaluation, Hook
+from detkit.weights.checkpoint import save_checkpoint
 
 __all__ = ["LastCheckpointHook", "BestCheckpointHook", "EvaluatedWeightsHook", "save_run_checkpoint",
            "EVALUATED_DIR"]

@@ -3,9 +3,9 @@ evaluated and saved as the checkpoints' ``model``, the trained weights saved bes
 
 from __future__ import annotations
 
-from detkit.engine.checkpoint import load_weights
 from detkit.engine.ema import ModelEMA
 from detkit.engine.hooks.base import Hook, StepInfo
+from detkit.weights.checkpoint import load_weights
 
 __all__ = ["EMAHook"]
 

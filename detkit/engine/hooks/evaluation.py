@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 from typing import List
 
-from detkit.engine import distributed as dist
-from detkit.engine.evaluator import format_coco_table, format_per_class_table, write_json
 from detkit.engine.hooks.base import EpochEnd, Evaluation, Hook
-from detkit.engine.inference import run_evaluation
-from detkit.engine.precise_bn import refresh_detector_bn_stats
+from detkit.evaluation.evaluate import run_evaluation
+from detkit.evaluation.evaluator import format_coco_table, format_per_class_table, write_json
+from detkit.evaluation.precise_bn import refresh_detector_bn_stats
+from detkit.runtime import distributed as dist
 
 __all__ = ["PreciseBNHook", "EvaluationHook", "needs_final_evaluation"]
 

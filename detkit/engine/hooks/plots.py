@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from detkit.engine.hooks.base import Hook
+from detkit.engine.metrics_log import read_records
 
 __all__ = ["PlotsHook"]
 
@@ -14,4 +15,5 @@ class PlotsHook(Hook):
     def after_train(self, trainer) -> None:
         from detkit.vis import write_training_plots  # matplotlib: imported only when plotting
 
-        write_training_plots(trainer.out, trainer.paths["metrics.jsonl"], trainer.metrics, trainer.classes)
+        write_training_plots(trainer.out, read_records(trainer.paths["metrics.jsonl"]), trainer.metrics,
+                             trainer.classes)

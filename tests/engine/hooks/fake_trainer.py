@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import torch
 
 from detkit.config import load_config
-from detkit.engine import distributed as dist
 from detkit.engine.hooks import EpochEnd, Evaluation, StepInfo
+from detkit.runtime import distributed as dist
 
 
 def fake_trainer(tmp_path, *overrides, **attributes):

@@ -4,8 +4,8 @@ import os
 
 import torch
 
-from detkit.engine.checkpoint import load_checkpoint
 from detkit.engine.hooks import BestCheckpointHook, Evaluation, LastCheckpointHook
+from detkit.weights.checkpoint import load_checkpoint
 from tests.engine.hooks.fake_trainer import epoch_end, fake_trainer
 
 

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from detkit.engine.evaluator import COCO_METRIC_NAMES
 from detkit.engine.hooks import EvaluationHook, PreciseBNHook
 from detkit.engine.hooks import evaluation as evaluation_module
+from detkit.evaluation.evaluator import COCO_METRIC_NAMES
 from tests.engine.hooks.fake_trainer import epoch_end, fake_trainer
 
 

@@ -1,4 +1,4 @@
-"""Running a trained detector: evaluation over a data set split, and rebuilding a model from a checkpoint."""
+"""Evaluating a detector: over a data set split in memory, or a checkpoint on a named split."""
 
 from __future__ import annotations
 
@@ -9,16 +9,14 @@ from typing import Callable, Optional, Sequence
 import torch
 from tqdm import tqdm
 
-from detkit.config import Config, config_from_dict
-from detkit.engine.checkpoint import load_checkpoint, load_weights
-from detkit.engine.device import resolve_device
-from detkit.engine.evaluator import evaluate_detections
-from detkit.engine.precision import Precision, autocast_of, resolve_precision
+from detkit.config import Config
 from detkit.errors import CheckpointError, ConfigError
-from detkit.modeling.detector import build_detector
-from detkit.modeling.fold_bn import fold_batch_norm
+from detkit.evaluation.evaluator import evaluate_detections
+from detkit.runtime.device import resolve_device
+from detkit.runtime.precision import Precision, autocast_of
+from detkit.weights.trained_model import load_trained_model, prepare_inference
 
-__all__ = ["run_evaluation", "load_trained_model", "prepare_inference", "evaluate_checkpoint"]
+__all__ = ["run_evaluation", "evaluate_checkpoint"]
 
 
 @torch.inference_mode()
@@ -64,48 +62,6 @@ def run_evaluation(model: torch.nn.Module, dataset, cfg: Config, device: torch.d
     return metrics, results
 
 
-def load_trained_model(checkpoint_path: str, device: torch.device = torch.device("cpu"),
-                       overrides: Optional[list] = None,
-                       weights: str = "model") -> tuple[torch.nn.Module, Config, dict]:
-    """Rebuild the detector a checkpoint was trained as (its config, classes and anchor shapes).
-
-    ``overrides`` (``dotted.key=value``) change inference settings such as the score threshold.
-    ``weights`` picks the checkpoint's entry: "model" (the weights the trainer evaluated: the moving
-    average when ``train.ema_decay`` was on) or "train_model" (the trained weights themselves, saved
-    only beside a moving average; their BatchNorm statistics are training's running averages).
-    Returns (model in eval mode, config, checkpoint dict).
-    """
-    from detkit.config import apply_overrides
-
-    if weights not in ("model", "train_model"):
-        raise ValueError(f"weights={weights!r}: choose 'model' or 'train_model'")
-    ckpt = load_checkpoint(checkpoint_path)
-    if weights not in ckpt:
-        raise CheckpointError(f"checkpoint '{checkpoint_path}' has no '{weights}' weights: only a run with "
-                              f"train.ema_decay saves its trained weights apart from the evaluated 'model' "
-                              f"(here 'model' already holds the trained weights)")
-    try:
-        data = apply_overrides(ckpt["config"], list(overrides or []))
-        cfg = config_from_dict(data)
-    except ConfigError as exc:
-        raise ConfigError(f"checkpoint '{checkpoint_path}': {exc}") from None
-    cfg.model.anchors.shapes = [[list(map(float, wh)) for wh in level] for level in ckpt["anchor_shapes"]]
-    model = build_detector(cfg, num_classes=len(ckpt["classes"]))
-    load_weights(model, ckpt[weights], checkpoint_path, what="the model its config builds")
-    return model.to(device).eval(), cfg, ckpt
-
-
-def prepare_inference(model: torch.nn.Module, cfg: Config, device: torch.device, *,
-                      log: Callable[[str], None] = print) -> Precision:
-    """The last steps before a trained detector serves (evaluation tool, inference tool, Python API):
-    eval mode, BatchNorm folded into the convolutions when ``eval.fold_bn`` (in place; do it after any
-    precise-BN refresh), and ``eval.precision`` resolved for ``device``. Returns that precision."""
-    model.eval()
-    if cfg.eval.fold_bn:
-        fold_batch_norm(model)
-    return resolve_precision(cfg.eval.precision, device, key="eval.precision", log=log)
-
-
 def evaluate_checkpoint(checkpoint_path: str, *, config_path: Optional[str] = None, overrides: Sequence[str] = (),
                         split: Optional[str] = None, output_dir: Optional[str] = None, device: str = "cpu",
                         precise_bn_batches: int = 0, progress: bool = True, weights: str = "model",
@@ -120,7 +76,7 @@ def evaluate_checkpoint(checkpoint_path: str, *, config_path: Optional[str] = No
     """
     from detkit.config import load_config
     from detkit.data.loader import build_dataset
-    from detkit.engine.evaluator import format_coco_table, format_per_class_table, write_json
+    from detkit.evaluation.evaluator import format_coco_table, format_per_class_table, write_json
 
     resolve_device(device, key="device")  # before the checkpoint is read and the data set is scanned
     overrides = list(overrides)
@@ -139,7 +95,7 @@ def evaluate_checkpoint(checkpoint_path: str, *, config_path: Optional[str] = No
         raise CheckpointError(f"checkpoint '{checkpoint_path}' was trained on classes {ckpt['classes']} "
                               f"but the data set has {list(dataset.classes)}")
     if precise_bn_batches > 0:
-        from detkit.engine.precise_bn import refresh_detector_bn_stats
+        from detkit.evaluation.precise_bn import refresh_detector_bn_stats
 
         train_set = dataset if split == "train" else build_dataset(cfg, "train", classes=ckpt["classes"])
         used = refresh_detector_bn_stats(model, cfg, train_set, torch.device(device), num_batches=precise_bn_batches)

@@ -17,10 +17,10 @@ from tqdm import tqdm
 from detkit.config import Config
 from detkit.data.image_io import IMAGE_EXTENSIONS, read_image
 from detkit.data.transforms import build_transforms
-from detkit.engine.evaluator import write_json
-from detkit.engine.exported_model import ExportedModel
-from detkit.engine.precision import Precision, autocast_of
+from detkit.deploy.exported_model import ExportedModel
 from detkit.errors import DataError
+from detkit.evaluation.evaluator import write_json
+from detkit.runtime.precision import Precision, autocast_of
 from detkit.vis import draw_detections
 
 __all__ = ["image_to_input", "expand_inputs", "predict_files"]
@@ -84,7 +84,7 @@ def predict_files(model: Union[torch.nn.Module, ExportedModel], cfg: Optional[Co
     """Detect on each file, save ``<output_dir>/<name>`` with boxes drawn and ``detections.json``.
 
     ``model``: a Detector (with its checkpoint's ``cfg`` for the test resize) or an
-    :class:`~detkit.engine.exported_model.ExportedModel` (``cfg`` unused: the resize is in its graph).
+    :class:`~detkit.deploy.exported_model.ExportedModel` (``cfg`` unused: the resize is in its graph).
     ``precision``: the autocast the detector runs under (None = fp32). ``score_threshold``: drop
     detections scoring below it (for an exported model, whose own threshold is baked in).
 

@@ -115,7 +115,7 @@ def split_map(dataset, detect_eager: Callable[[np.ndarray], dict], detect_export
               progress: Optional[Callable[[int, int], None]] = None) -> dict:
     """COCO metrics of both models on every image of ``dataset``: {"eager": {...}, "exported": {...}, "delta"},
     and with ``compare`` (name, eager, exported -> ImageComparison) the per-image check's ``summary`` too."""
-    from detkit.engine.evaluator import evaluate_detections
+    from detkit.evaluation.evaluator import evaluate_detections
 
     annotations, eager, exported, comparisons = [], [], [], []
     for i in range(len(dataset)):

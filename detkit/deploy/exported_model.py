@@ -2,7 +2,7 @@
 
 An exported file is self-contained: the graph takes one RGB image as uint8 (H, W, 3) and returns
 ``boxes`` float32 (D, 4) xyxy in that image's pixels, ``scores`` float32 (D,) and ``labels`` int64 (D,)
-in 1..K (see :mod:`detkit.modeling.export_graph`); the class names and settings travel with it as
+in 1..K (see :mod:`detkit.deploy.export_graph`); the class names and settings travel with it as
 metadata (ONNX metadata_props, a ``detkit.json`` extra file in TorchScript).
 """
 

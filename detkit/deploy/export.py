@@ -1,10 +1,10 @@
 """Exporting a trained checkpoint to ONNX or TorchScript, and verifying the file against the eager model.
 
 ``export_checkpoint(checkpoint, "onnx" | "torchscript", output)`` rebuilds the trained detector (fp32,
-BatchNorm folded when ``eval.fold_bn``), wraps it in :class:`detkit.modeling.export_graph.ExportableDetector`
+BatchNorm folded when ``eval.fold_bn``), wraps it in :class:`detkit.deploy.export_graph.ExportableDetector`
 (torch / torchvision operators only: the Numba kernels are not used on this path), traces it once
 on an example image, writes the file atomically with its metadata, then loads the written file and
-compares it with the eager model (:mod:`detkit.engine.export_verify`). The report is printed and
+compares it with the eager model (:mod:`detkit.deploy.export_verify`). The report is printed and
 written as JSON next to the file (``<output>.verify.json``).
 
 Supported: one image per call, any height and width, RGB uint8 (H, W, 3) input; the batch
@@ -25,10 +25,10 @@ import torch
 
 from detkit import __version__
 from detkit.atomic_io import check_writable_folder, write_json_atomic
-from detkit.engine.export_verify import Tolerances, compare_detections, split_map, summarise
-from detkit.engine.exported_model import METADATA_KEY, TORCHSCRIPT_EXTRA, load_exported, require_onnx
+from detkit.deploy.export_graph import OUTPUT_NAMES, ExportableDetector
+from detkit.deploy.export_verify import Tolerances, compare_detections, split_map, summarise
+from detkit.deploy.exported_model import METADATA_KEY, TORCHSCRIPT_EXTRA, load_exported, require_onnx
 from detkit.errors import DetkitError, ExportError
-from detkit.modeling.export_graph import OUTPUT_NAMES, ExportableDetector
 
 __all__ = ["export_checkpoint", "FORMATS", "DEFAULT_OPSET", "MAX_OPSET", "verification_images", "build_export_model",
            "required_opset"]
@@ -70,8 +70,8 @@ def build_export_model(checkpoint: str, overrides: Sequence[str] = (),
                        log: Callable[[str], None] = print):
     """(the eager Predictor in fp32, the ExportableDetector sharing its modules) for a checkpoint."""
     from detkit.data.transforms import test_min_size
-    from detkit.engine.inference import load_trained_model, prepare_inference
-    from detkit.engine.predictor import Predictor
+    from detkit.deploy.predictor import Predictor
+    from detkit.weights.trained_model import load_trained_model, prepare_inference
 
     model, cfg, ckpt = load_trained_model(checkpoint, torch.device("cpu"), list(overrides) + ["eval.precision=fp32"])
     if cfg.model.roi_head.nms_method != "hard":

@@ -26,8 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from detkit.config import Config
-from detkit.engine import distributed as dist
-from detkit.engine.precision import Precision, autocast_of
+from detkit.runtime import distributed as dist
+from detkit.runtime.precision import Precision, autocast_of
 
 __all__ = ["batch_norm_layers", "recompute_bn_stats", "refresh_detector_bn_stats"]
 

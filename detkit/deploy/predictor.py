@@ -14,11 +14,11 @@ import torch
 
 from detkit.data.image_io import read_image
 from detkit.data.transforms import build_transforms
-from detkit.engine.device import resolve_device
-from detkit.engine.inference import load_trained_model, prepare_inference
-from detkit.engine.precision import Precision, autocast_of
-from detkit.engine.predict import image_to_input
+from detkit.deploy.infer_files import image_to_input
 from detkit.errors import DataError
+from detkit.runtime.device import resolve_device
+from detkit.runtime.precision import Precision, autocast_of
+from detkit.weights.trained_model import load_trained_model, prepare_inference
 
 __all__ = ["Predictor", "load_model"]
 
