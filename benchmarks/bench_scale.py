@@ -184,6 +184,7 @@ def _coco_cfg(data: str):
 def stage_anchors(data: str, which: str) -> dict:
     from detkit.anchors.boxes import collect_training_boxes
     from detkit.anchors.modes import run_anchor_modes
+    from detkit.anchors.setup import AnchorSetup
     from detkit.data.loader import build_dataset
 
     cfg = _coco_cfg(data)
@@ -192,9 +193,9 @@ def stage_anchors(data: str, which: str) -> dict:
 
     def run():
         start = time.perf_counter()
-        boxes = collect_training_boxes(dataset, cfg)
+        boxes = collect_training_boxes(dataset, AnchorSetup.from_config(cfg))
         collect = time.perf_counter() - start
-        result = run_anchor_modes(cfg, boxes, (which,), log=lambda s: None)[which]
+        result = run_anchor_modes(AnchorSetup.from_config(cfg), boxes, (which,), log=lambda s: None)[which]
         return {"all_boxes": int(dataset.index.num_boxes), "fit_boxes": len(boxes),
                 "collect_seconds": round(collect, 2), "adopted": bool(result.fit.adopted), "reason": result.fit.reason}
     return _timed(run)

@@ -13,7 +13,7 @@ and ``detkit.build_detector(cfg, num_classes)`` for the bare ``nn.Module``. Box 
 so ``import detkit.config`` stays light.
 """
 
-__version__ = "0.1.0"
+from detkit.version import __version__
 
 __all__ = ["load_config", "build_detector", "train", "Trainer", "load_model", "Predictor", "__version__"]
 

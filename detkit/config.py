@@ -17,7 +17,7 @@ import os
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
@@ -27,8 +27,8 @@ from detkit.errors import ConfigError
 __all__ = [
     "Config", "ModelConfig", "BackboneConfig", "AnchorConfig", "RPNConfig", "RoIHeadConfig",
     "DataConfig", "SplitConfig", "SyntheticConfig", "AugmentConfig", "TrainConfig", "EvalConfig",
-    "OutputConfig", "ConfigError", "load_config", "read_config_file", "save_config", "apply_overrides",
-    "config_from_dict", "config_to_dict", "validate",
+    "OutputConfig", "ConfigError", "load_config", "read_config_file", "save_config", "replace_values",
+    "apply_overrides", "config_from_dict", "config_to_dict", "validate",
 ]
 
 # Every GroupNorm detkit builds (backbone and FPN with model.backbone.norm = gn, the box head with
@@ -544,6 +544,24 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
         if path is None:
             raise
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def replace_values(cfg: Config, values: Dict[str, Any]) -> Config:
+    """A new Config: ``cfg`` with the dotted keys of ``values`` set, validated; ``cfg`` itself is not changed.
+
+    How the values a run resolves (its anchor shapes, its split file) reach config.yaml and every
+    checkpoint while the live config stays what the user gave.
+    """
+    data = config_to_dict(cfg)
+    for key, value in values.items():
+        *parents, name = key.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        if name not in node:
+            raise KeyError(f"no config key {key!r}")
+        node[name] = value
+    return config_from_dict(data)
 
 
 def save_config(cfg: Config, path: str) -> None:

@@ -14,21 +14,20 @@ import numpy as np
 
 from detkit.anchors.fit import MIN_FIT_SIDE
 from detkit.anchors.metrics import BoxSet, grid_offsets
-from detkit.config import Config
+from detkit.anchors.setup import AnchorSetup
 from detkit.data.loader import resized_annotations
-from detkit.modeling.anchors import strides_for_features
 
-__all__ = ["collect_training_boxes", "with_flips", "fit_inputs", "anchor_geometry", "batch_fit_boxes"]
+__all__ = ["collect_training_boxes", "with_flips", "fit_inputs", "batch_fit_boxes"]
 
 
-def collect_training_boxes(dataset, cfg: Config) -> BoxSet:
+def collect_training_boxes(dataset, setup: AnchorSetup) -> BoxSet:
     """Every box of `dataset` after the training resize (one entry per image and scale of data.min_size).
 
     At most ``model.anchors.max_fit_boxes`` boxes are kept (a seeded sample of them beyond that).
     """
-    entries = resized_annotations(dataset, cfg.data)
+    entries = resized_annotations(dataset, None, min_size=setup.min_size, max_size=setup.max_size)
     boxes = BoxSet.from_images([e["boxes"] for e in entries], [e["size"] for e in entries])
-    return boxes.subsample(cfg.model.anchors.max_fit_boxes, cfg.model.anchors.seed)
+    return boxes.subsample(setup.settings.max_fit_boxes, setup.settings.seed)
 
 
 def with_flips(boxes: BoxSet, *, hflip: bool, vflip: bool) -> BoxSet:
@@ -46,22 +45,15 @@ def with_flips(boxes: BoxSet, *, hflip: bool, vflip: bool) -> BoxSet:
                   image_sizes=boxes.image_sizes)
 
 
-def fit_inputs(cfg: Config, boxes: BoxSet) -> tuple:
+def fit_inputs(setup: AnchorSetup, boxes: BoxSet) -> tuple:
     """What the kmeans and learned fits see: `boxes` plus their mirror images under the configured
     flips, as (wh float64 (N, 2), offsets float64 (N, L, 2) to the nearest anchor centre of every level)."""
-    geo = anchor_geometry(cfg)
-    aug = cfg.data.augment
-    fit_set = with_flips(boxes, hflip=aug.hflip_prob > 0, vflip=aug.vflip_prob > 0)
-    return fit_set.wh, grid_offsets(fit_set, geo["strides"], offset=geo["offset"], size_divisible=geo["size_divisible"])
+    fit_set = with_flips(boxes, hflip=setup.hflip, vflip=setup.vflip)
+    return fit_set.wh, grid_offsets(fit_set, list(setup.strides), offset=setup.offset,
+                                    size_divisible=setup.size_divisible)
 
 
-def anchor_geometry(cfg: Config) -> dict:
-    """The keyword arguments of the anchor metrics: the feature strides, the anchor offset, size_divisible."""
-    return {"strides": strides_for_features(cfg.model.backbone.features), "offset": cfg.model.anchors.offset,
-            "size_divisible": cfg.model.size_divisible}
-
-
-def batch_fit_boxes(cfg: Config, targets: Sequence[dict], image_sizes: Sequence[Sequence[int]]) -> tuple:
+def batch_fit_boxes(setup: AnchorSetup, targets: Sequence[dict], image_sizes: Sequence[Sequence[int]]) -> tuple:
     """The boxes of one batch as the anchor fit wants them.
 
     Args:
@@ -72,9 +64,8 @@ def batch_fit_boxes(cfg: Config, targets: Sequence[dict], image_sizes: Sequence[
         (wh float64 (N, 2), offsets float64 (N, L, 2)): sizes of the boxes with both sides >= MIN_FIT_SIDE
         and their distances to the nearest anchor centre of every level (as the offline fit).
     """
-    geo = anchor_geometry(cfg)
     boxes = BoxSet.from_images([t["boxes"].detach().cpu().numpy() for t in targets],
                                [tuple(int(v) for v in s) for s in image_sizes])
-    offsets = grid_offsets(boxes, geo["strides"], offset=geo["offset"], size_divisible=geo["size_divisible"])
+    offsets = grid_offsets(boxes, list(setup.strides), offset=setup.offset, size_divisible=setup.size_divisible)
     keep = (boxes.wh >= MIN_FIT_SIDE).all(axis=1)
     return boxes.wh[keep], offsets[keep]

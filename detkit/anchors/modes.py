@@ -1,11 +1,12 @@
-"""The anchor sizing modes (manual / kmeans / learned) on a training set, and the entry point the
-trainer calls.
+"""The anchor sizing modes (manual / kmeans / learned) on a training set.
 
-``resolve_anchor_shapes(cfg, train_dataset)`` is what the trainer calls once before building the
-detector: it takes the training boxes after the training resize (every scale of
+``fit_anchor_shapes(setup, train_dataset)`` is the fit a training run asks for (through
+:func:`detkit.modeling.anchors.resolve_anchor_shapes`, the one place that decides where a run's
+shapes come from): it takes the training boxes after the training resize (every scale of
 ``data.min_size``), runs the configured mode, prints the metric table of the manual set against
-the chosen one, and returns the L x A x [w, h] shapes that the trainer stores in
-``cfg.model.anchors.shapes`` and in every checkpoint.
+the chosen one, and returns the L x A x [w, h] shapes. It returns them and nothing else: the
+trainer sends them to every process, keeps them in the run's state and writes them into
+config.yaml and every checkpoint.
 
 The fits see the boxes of :mod:`detkit.anchors.boxes` (resized, on the grid, mirrored under the
 configured flips); the metrics printed are those of the unflipped training boxes (ANCHORS.md).
@@ -19,16 +20,15 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from detkit.anchors.boxes import anchor_geometry, collect_training_boxes, fit_inputs
+from detkit.anchors.boxes import collect_training_boxes, fit_inputs
 from detkit.anchors.fit import FitResult, fit_kmeans
 from detkit.anchors.learned import fit_learned
 from detkit.anchors.metrics import BoxSet, evaluate_anchors
-from detkit.config import Config
+from detkit.anchors.setup import AnchorSetup
 from detkit.modeling.anchors import shapes_from_sizes_ratios
-from detkit.runtime import distributed as dist
 
-__all__ = ["AnchorModeResult", "run_anchor_modes", "resolve_anchor_shapes", "anchor_shapes_for_training",
-           "format_metric_table", "format_shapes", "MODES"]
+__all__ = ["AnchorModeResult", "run_anchor_modes", "fit_anchor_shapes", "format_metric_table", "format_shapes",
+           "MODES"]
 
 MODES = ("manual", "kmeans", "learned")
 
@@ -44,7 +44,7 @@ class AnchorModeResult:
     seconds: float = 0.0
 
 
-def run_anchor_modes(cfg: Config, boxes: BoxSet, modes: Sequence[str] = MODES,
+def run_anchor_modes(setup: AnchorSetup, boxes: BoxSet, modes: Sequence[str] = MODES,
                      log: Callable[[str], None] = print) -> Dict[str, AnchorModeResult]:
     """Run the given sizing modes on `boxes` (resized training boxes) and measure each.
 
@@ -52,11 +52,11 @@ def run_anchor_modes(cfg: Config, boxes: BoxSet, modes: Sequence[str] = MODES,
     kmeans result (``learned_init: kmeans``, computed once and shared) or from manual. kmeans and
     learned fall back to the manual set when they do not improve on it.
     """
-    a = cfg.model.anchors
-    geo = anchor_geometry(cfg)
+    a = setup.settings
+    geo = setup.grid()
     strides = geo["strides"]
     manual = np.asarray(shapes_from_sizes_ratios(a.sizes, a.ratios), dtype=np.float64)
-    fit_wh, fit_off = fit_inputs(cfg, boxes)
+    fit_wh, fit_off = fit_inputs(setup, boxes)
     results: Dict[str, AnchorModeResult] = {}
     kmeans_fit: Optional[FitResult] = None
 
@@ -119,34 +119,16 @@ def format_shapes(shapes: np.ndarray, strides: Sequence[int]) -> str:
                      for s, level in zip(strides, np.asarray(shapes)))
 
 
-def resolve_anchor_shapes(cfg: Config, train_dataset, log: Callable[[str], None] = print) -> List[List[List[float]]]:
-    """The anchor shapes to train with, L x A x [w, h].
-
-    ``model.anchors.shapes`` when already set (a resumed or evaluated run); otherwise the configured
-    mode on `train_dataset`'s resized boxes, with a table of the manual set against it.
-    """
-    a = cfg.model.anchors
-    if a.shapes is not None:
-        log("anchors: using model.anchors.shapes from the config")
-        return [[[float(w), float(h)] for w, h in level] for level in a.shapes]
-    boxes = collect_training_boxes(train_dataset, cfg)
+def fit_anchor_shapes(setup: AnchorSetup, train_dataset, log: Callable[[str], None] = print
+                      ) -> List[List[List[float]]]:
+    """The shapes the configured mode gives on `train_dataset`'s resized boxes, L x A x [w, h], with a
+    table of the manual set against them (mode manual: the manual set and its table)."""
+    a = setup.settings
+    boxes = collect_training_boxes(train_dataset, setup)
     modes = ("manual",) if a.mode == "manual" else ("manual", a.mode)
-    results = run_anchor_modes(cfg, boxes, modes, log=log)
+    results = run_anchor_modes(setup, boxes, modes, log=log)
     chosen = results[a.mode]
     log(f"anchors: mode '{a.mode}' on {len(boxes)} training boxes (after the training resize)\n"
         + format_metric_table(results, by_size=False))
-    log("anchors (w x h per level):\n" + format_shapes(chosen.shapes, anchor_geometry(cfg)["strides"]))
+    log("anchors (w x h per level):\n" + format_shapes(chosen.shapes, setup.strides))
     return [[[float(w), float(h)] for w, h in level] for level in chosen.shapes]
-
-
-def anchor_shapes_for_training(cfg: Config, train_dataset, checkpoint: Optional[dict] = None,
-                               log: Callable[[str], None] = print) -> List[List[List[float]]]:
-    """The anchor shapes a training run builds its detector with, L x A x [w, h]: the checkpoint's
-    when resuming, else :func:`resolve_anchor_shapes` (fitted on rank 0 alone and sent to every
-    process, so that all of them train the same anchors)."""
-    if checkpoint is not None:
-        return [[[float(w), float(h)] for w, h in level] for level in checkpoint["anchor_shapes"]]
-    if cfg.model.anchors.shapes is not None:
-        return resolve_anchor_shapes(cfg, train_dataset, log=log)
-    main = dist.get_context().is_main
-    return dist.broadcast_object(resolve_anchor_shapes(cfg, train_dataset, log=log) if main else None)

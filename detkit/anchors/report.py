@@ -12,10 +12,10 @@ import numpy as np
 
 from detkit.anchors.boxes import collect_training_boxes
 from detkit.anchors.modes import MODES, AnchorModeResult, format_metric_table, format_shapes, run_anchor_modes
+from detkit.anchors.setup import AnchorSetup
 from detkit.atomic_io import write_json_atomic
 from detkit.config import Config
 from detkit.data.loader import build_dataset
-from detkit.modeling.anchors import strides_for_features
 
 __all__ = ["mode_summary", "plot_anchor_fit", "anchor_report"]
 
@@ -90,12 +90,13 @@ def anchor_report(cfg: Config, *, output_dir: str, json_path: Optional[str] = No
     start = time.perf_counter()
     if dataset is None:
         dataset = build_dataset(cfg, "train")
-    boxes = collect_training_boxes(dataset, cfg)
-    strides = strides_for_features(cfg.model.backbone.features)
-    scales = ", ".join(str(s) for s in cfg.data.min_size)
+    setup = AnchorSetup.from_config(cfg)
+    boxes = collect_training_boxes(dataset, setup)
+    strides = list(setup.strides)
+    scales = ", ".join(str(s) for s in setup.min_size)
     log(f"anchors: {len(boxes)} training boxes in {len(dataset)} images, resized to shorter side {scales} "
-        f"(longer side <= {cfg.data.max_size}); strides {strides}, offset {cfg.model.anchors.offset}")
-    results = run_anchor_modes(cfg, boxes, MODES, log=log)
+        f"(longer side <= {setup.max_size}); strides {strides}, offset {setup.offset}")
+    results = run_anchor_modes(setup, boxes, MODES, log=log)
     log(format_metric_table(results))
     for mode, res in results.items():
         log(f"{mode} anchors (w x h):\n" + format_shapes(res.shapes, strides))

@@ -23,12 +23,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from detkit import __version__
 from detkit.atomic_io import check_writable_folder, write_json_atomic
 from detkit.deploy.export_graph import OUTPUT_NAMES, ExportableDetector
 from detkit.deploy.export_verify import Tolerances, compare_detections, split_map, summarise
 from detkit.deploy.exported_model import METADATA_KEY, TORCHSCRIPT_EXTRA, load_exported, require_onnx
 from detkit.errors import DetkitError, ExportError
+from detkit.version import __version__
 
 __all__ = ["export_checkpoint", "FORMATS", "DEFAULT_OPSET", "MAX_OPSET", "verification_images", "build_export_model",
            "required_opset"]

@@ -5,13 +5,14 @@ after the first epoch (or, worse, in the middle of a checkpoint write)."""
 from __future__ import annotations
 
 import shutil
+from typing import Callable, Sequence
 
 import torch
 
-from detkit.atomic_io import check_writable_folder
+from detkit.atomic_io import check_writable_folder, remove_stale_temp_files
 from detkit.errors import ConfigError
 
-__all__ = ["checkpoint_bytes", "check_run_folder"]
+__all__ = ["checkpoint_bytes", "check_run_folder", "prepare_run_folder"]
 
 
 def checkpoint_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, weight_copies: int = 1) -> int:
@@ -42,3 +43,13 @@ def check_run_folder(path: str, needed_bytes: int) -> None:
         raise ConfigError(f"output.dir '{path}' has {free / 2**20:.0f} MiB free, but a checkpoint of this model "
                           f"takes about {needed_bytes / 2**20:.0f} MiB and saving one needs room for two; free "
                           f"some space or choose another folder with --output-dir")
+
+
+def prepare_run_folder(path: str, run_files: Sequence[str], *, needed_bytes: int,
+                       log: Callable[[str], None] = print) -> None:
+    """Remove the temporary files of writes a killed run left unfinished (of ``run_files``), then
+    :func:`check_run_folder`."""
+    stale = remove_stale_temp_files(path, tuple(run_files))
+    if stale:
+        log(f"removed {len(stale)} temporary file(s) of writes a killed run left unfinished in {path}")
+    check_run_folder(path, needed_bytes)

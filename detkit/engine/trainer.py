@@ -2,7 +2,9 @@
 
 A run writes everything into one folder (``output.dir``): config.yaml (the resolved config, anchor
 shapes included), metrics.jsonl, last.pt / best.pt, eval.json, detections.json, plots/*.png and,
-with ``output.tensorboard``, TensorBoard event files. Which hook writes what: :func:`build_hooks`.
+with ``output.tensorboard``, TensorBoard event files (which hook writes what: :mod:`detkit.engine.hook_list`).
+What the run resolves (anchor shapes, split file) stays in its state (:mod:`detkit.engine.resolved`): the
+Config it was given is never changed.
 
 Resume is exact on the CPU: the checkpoint holds the model, optimizer, scheduler, iteration, the
 torch RNG and the model's sampling generators (``Detector.rng_state_dict``), plus each hook's state;
@@ -14,57 +16,29 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, List, Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 
-from detkit.anchors import anchor_shapes_for_training
-from detkit.atomic_io import remove_stale_temp_files
-from detkit.config import Config, config_to_dict, load_config, save_config
-from detkit.data.auto_split import SPLIT_FILE_NAME, auto_split_enabled, write_split
+from detkit.anchors import AnchorSetup
+from detkit.config import Config, load_config, save_config
+from detkit.data.auto_split import SPLIT_FILE_NAME
 from detkit.data.loader import build_dataset, build_loader
 from detkit.engine import hooks as H
+from detkit.engine.hook_list import build_hooks
 from detkit.engine.optim import build_optimizer, build_scheduler
-from detkit.engine.run_folder import check_run_folder, checkpoint_bytes
-from detkit.errors import ConfigError
+from detkit.engine.resolved import resolved_config, run_anchor_shapes, write_run_split
+from detkit.engine.resume import restore_run, run_state
+from detkit.engine.run_folder import checkpoint_bytes, prepare_run_folder
 from detkit.modeling.detector import build_detector
 from detkit.runtime import distributed as dist
 from detkit.runtime.device import apply_cuda_settings, resolve_device
 from detkit.runtime.precision import resolve_precision
-from detkit.weights.checkpoint import load_weights, read_resume_checkpoint, restore_rng_states, rng_states
+from detkit.weights.checkpoint import read_resume_checkpoint
 
-__all__ = ["Trainer", "build_hooks", "train"]
+__all__ = ["Trainer", "train"]
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "eval.json", "detections.json")
-
-
-def build_hooks(trainer: "Trainer") -> List[H.Hook]:
-    """The run's side jobs, in the order they are called at every point of the loop."""
-    cfg, main = trainer.cfg, trainer.ctx.is_main
-    # First: no other hook sees a non-finite step. GPU losses are read every log_every steps only.
-    hooks: List[H.Hook] = [H.NaNGuardHook(check_every=cfg.train.log_every)]
-    if cfg.train.ema_decay is not None:
-        ema = H.EMAHook(trainer.bare_model, cfg.train.ema_decay, cfg.train.ema_tau)
-        trainer.eval_model = ema.model  # the average is what is evaluated and saved as "model"
-        hooks.append(ema)
-    if cfg.model.anchors.mode == "learned" and cfg.model.anchors.online_warmup:
-        hooks.append(H.OnlineAnchorsHook())
-    hooks.append(H.ProgressHook(quiet=trainer.quiet))
-    # Precise BN (the statistics the evaluation uses and last.pt holds), then the evaluation.
-    hooks += [H.PreciseBNHook(cfg.eval.precise_bn_batches), H.EvaluationHook(), H.BestCheckpointHook()]
-    if cfg.train.keep_evaluated:
-        hooks.append(H.EvaluatedWeightsHook())
-    if main:  # the writers exist on rank 0 alone
-        hooks.append(H.MetricsLogHook(trainer.paths["metrics.jsonl"], cfg.train.log_every))
-        if cfg.output.tensorboard:
-            hooks.append(H.TensorBoardHook(trainer.out, cfg.train.log_every))
-        if cfg.output.plots:
-            hooks.append(H.PlotsHook())  # reads metrics.jsonl and the final evaluation
-    # last.pt at the very end of an epoch, once its evaluation, best.pt and records are written: a run
-    # killed before it resumes from the previous last.pt and redoes the whole epoch (records after that
-    # checkpoint are dropped), one killed after it has nothing of the epoch left to redo.
-    hooks.append(H.LastCheckpointHook(cfg.train.checkpoint_every))
-    return hooks
 
 
 class Trainer:
@@ -80,14 +54,14 @@ class Trainer:
         # Checked before anything runs: no GPU for train.device = cuda is one error, not a traceback later.
         self.device = resolve_device(cfg.train.device, key="train.device",
                                      local_rank=self.ctx.local_rank if self.ctx.distributed else None)
-        if self.ctx.distributed and cfg.model.backbone.norm == "sync_bn" and self.device.type != "cuda":
-            raise ConfigError("key 'model.backbone.norm' = 'sync_bn' synchronises BatchNorm over GPUs (torch's "
-                              "SyncBatchNorm has no CPU version); on the CPU use 'bn' (per process) or 'frozen_bn'")
+        dist.check_norm_for_device(cfg.model.backbone.norm, self.device)
         self.iteration = self.start_epoch = self.epoch = 0
         self.best_value: Optional[float] = None
         self.last_good_checkpoint: Optional[str] = None
         self.metrics: Optional[dict] = None  # the latest evaluation ({} on ranks other than 0)
         self.stopped_early = False
+        self.anchor_shapes: Optional[list] = None  # L x A x [w, h], resolved in setup (changed by online anchors)
+        self.split_file: Optional[str] = None  # the automatic split written into the run folder
 
     @property
     def bare_model(self) -> torch.nn.Module:
@@ -107,9 +81,11 @@ class Trainer:
         self.classes = list(self.train_set.classes)
         self.log(f"data: {len(self.train_set)} training images, {len(self.val_set)} validation images, "
                  f"classes {self.classes}")
-        cfg.model.anchors.shapes = anchor_shapes_for_training(cfg, self.train_set, checkpoint, log=self.log)
-        self.model = dist.prepare_model(build_detector(cfg, num_classes=len(self.classes)).to(self.device),
-                                        cfg, self.device)
+        self.anchor_setup = AnchorSetup.from_config(cfg)
+        self.anchor_shapes = run_anchor_shapes(cfg.model.anchors, self.anchor_setup, self.train_set, checkpoint,
+                                               log=self.log)
+        detector = build_detector(cfg, num_classes=len(self.classes), anchor_shapes=self.anchor_shapes)
+        self.model = dist.prepare_model(detector.to(self.device), cfg, self.device)
         self.eval_model = self.bare_model
         self.optimizer = build_optimizer(self.model, cfg.train)
         # Pinned batches on CUDA: the copies to the GPU in _step are then asynchronous.
@@ -123,64 +99,25 @@ class Trainer:
                  f"memory format {cfg.model.memory_format}")
         self.hooks = build_hooks(self)
         if self.ctx.is_main:  # a read-only or full disk fails now, not at the first checkpoint
-            stale = remove_stale_temp_files(self.out, RUN_FILES + (SPLIT_FILE_NAME,))
-            if stale:
-                self.log(f"removed {len(stale)} temporary file(s) of writes a killed run left unfinished in {self.out}")
             copies = 1 if self.eval_model is self.bare_model else 2
-            check_run_folder(self.out, checkpoint_bytes(self.bare_model, self.optimizer, weight_copies=copies))
+            prepare_run_folder(self.out, RUN_FILES + (SPLIT_FILE_NAME,), log=self.log,
+                               needed_bytes=checkpoint_bytes(self.bare_model, self.optimizer, weight_copies=copies))
         if checkpoint is not None:
-            self._restore(checkpoint)
-        if self.ctx.is_main and auto_split_enabled(cfg.data):
-            # The split in the run folder; the saved config points at it, so evaluating or resuming this run
-            # uses exactly these images whatever happens to the folder listing.
-            split_path = os.path.join(self.out, SPLIT_FILE_NAME)
-            write_split(split_path, self.train_set, self.val_set, val_fraction=cfg.data.auto_split.val_fraction,
-                        seed=cfg.data.auto_split.seed)
-            cfg.data.auto_split.file = split_path
-            self.log(f"data: automatic split, {len(self.train_set)} training / {len(self.val_set)} validation "
-                     f"images, written to {split_path}")
+            restore_run(self, checkpoint)
         if self.ctx.is_main:
-            save_config(cfg, self.paths["config.yaml"])
+            self.split_file = write_run_split(cfg.data, self.out, self.train_set, self.val_set, log=self.log)
+            save_config(self.resolved_config(), self.paths["config.yaml"])
         self.log(f"batch: {self.ctx.local_batch(cfg.train.batch_size)} per process x {self.ctx.world_size} "
                  f"process(es) = {cfg.train.batch_size} global; {self.iters_per_epoch} iterations per epoch, "
                  f"{self.total_iters} in all")
 
-    def _restore(self, ckpt: dict) -> None:
-        # With a moving average, "model" holds the average and "train_model" the trained weights.
-        load_weights(self.bare_model, ckpt.get("train_model", ckpt["model"]), self.paths["last.pt"])
-        if "train_model" in ckpt and self.eval_model is self.bare_model:
-            self.log("weights: the checkpoint's moving average is dropped (train.ema_decay is now off); "
-                     "training continues from its trained weights")
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("grad_scaler"):  # fp16 runs: the loss scale the run had reached
-            self.scaler.load_state_dict(ckpt["grad_scaler"])
-        self.iteration, self.start_epoch = int(ckpt["iteration"]), int(ckpt["epoch"])
-        self.epoch = self.start_epoch
-        self.best_value = ckpt.get("best", {}).get("value")
-        restore_rng_states(ckpt.get("rng", {}), self.bare_model)
-        self.last_good_checkpoint = self.paths["last.pt"]
-        for hook in self.hooks:
-            hook.load_checkpoint(self, ckpt)
-        self.log(f"resumed from {self.paths['last.pt']} at epoch {self.start_epoch}, iteration {self.iteration}")
+    def resolved_config(self) -> Config:
+        """The run's config with what it resolved (anchor shapes, split file) filled in: config.yaml's content."""
+        return resolved_config(self.cfg, self.anchor_shapes, self.split_file)
 
     def checkpoint_state(self, epoch: int) -> dict:
         """Everything a resume needs, and what evaluation and inference read (``model``: the evaluated weights)."""
-        state = {
-            "model": self.eval_model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "grad_scaler": self.scaler.state_dict(),
-            "epoch": epoch, "iteration": self.iteration,
-            "rng": rng_states(self.bare_model),
-            "config": config_to_dict(self.cfg), "classes": self.classes,
-            "category_ids": list(self.train_set.category_ids), "anchor_shapes": self.cfg.model.anchors.shapes,
-            # "online_anchors" is always present, as before the hooks (the online-anchors hook fills it in).
-            "best": {"metric": self.cfg.eval.best_metric, "value": self.best_value}, "online_anchors": None,
-            # What train.precision / eval.precision resolved to on this machine ("auto" stays in the config).
-            "precision": {"train": self.precision.name, "eval": self.eval_precision.name},
-        }
-        for hook in self.hooks:
-            state.update(hook.checkpoint_state(self))
-        return state
+        return run_state(self, epoch)
 
     def broadcast(self, point: str, *args) -> None:
         """Call ``point`` (a :class:`detkit.engine.hooks.Hook` method) on every hook, in order."""
@@ -261,7 +198,7 @@ class Trainer:
 
 def train(cfg: Union[Config, str], *, resume: bool = False, quiet: bool = False,
           log: Callable[[str], None] = print) -> dict:
-    """Train as ``cfg`` (a Config, or the path of a YAML config) says, as ``tools/train.py`` does;
+    """Train as ``cfg`` (a Config, or the path of a YAML config) says, as ``detkit train`` does;
     returns the final evaluation metrics (eval.json's content)."""
     if not isinstance(cfg, Config):
         cfg = load_config(cfg)

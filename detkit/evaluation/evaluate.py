@@ -74,7 +74,7 @@ def evaluate_checkpoint(checkpoint_path: str, *, config_path: Optional[str] = No
     checkpoints whose statistics are the running averages of training). ``weights``: as in
     :func:`load_trained_model` ("train_model" evaluates the trained weights of a moving-average run).
     """
-    from detkit.config import load_config
+    from detkit.config import load_config, replace_values
     from detkit.data.loader import build_dataset
     from detkit.evaluation.evaluator import format_coco_table, format_per_class_table, write_json
 
@@ -86,10 +86,8 @@ def evaluate_checkpoint(checkpoint_path: str, *, config_path: Optional[str] = No
     if split not in (None, "train", "val") and cfg.data.format != "voc":
         raise ConfigError(f"--split {split!r}: a named split needs data.format 'voc' (this config has "
                           f"'{cfg.data.format}'); use --split train or val, or override data.val.ann_file")
-    if config_path is not None:
-        shapes = cfg.model.anchors.shapes
-        cfg = load_config(config_path, overrides)
-        cfg.model.anchors.shapes = shapes
+    if config_path is not None:  # another config for the data and settings; the model keeps its anchors
+        cfg = replace_values(load_config(config_path, overrides), {"model.anchors.shapes": cfg.model.anchors.shapes})
     dataset = build_dataset(cfg, "train" if split == "train" else "val", classes=ckpt["classes"])
     if list(dataset.classes) != list(ckpt["classes"]):
         raise CheckpointError(f"checkpoint '{checkpoint_path}' was trained on classes {ckpt['classes']} "

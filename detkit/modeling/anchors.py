@@ -11,12 +11,15 @@ How the shapes are chosen (manual / kmeans / learned) and how well they fit live
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["AnchorGenerator", "shapes_from_sizes_ratios", "strides_for_features", "FEATURE_STRIDES"]
+from detkit.errors import ConfigError
+
+__all__ = ["AnchorGenerator", "resolve_anchor_shapes", "shapes_from_sizes_ratios", "strides_for_features",
+           "FEATURE_STRIDES"]
 
 # Feature-map strides per ``model.backbone.features``: FPN P2..P6, or one C4 / C5 level.
 FEATURE_STRIDES: Dict[str, Tuple[int, ...]] = {"fpn": (4, 8, 16, 32, 64), "c4": (16,), "c5": (32,)}
@@ -49,6 +52,40 @@ def shapes_from_sizes_ratios(sizes: Sequence[Sequence[float]], ratios: Sequence[
                 level.append([float(s) / h_ratio, float(s) * h_ratio])
         shapes.append(level)
     return shapes
+
+
+def _as_nested_floats(shapes) -> List[List[List[float]]]:
+    return [[[float(w), float(h)] for w, h in level] for level in shapes]
+
+
+def resolve_anchor_shapes(*, checkpoint: Optional[Sequence] = None, configured: Optional[Sequence] = None,
+                          fit: Optional[Callable[[], Sequence]] = None, mode: str = "manual",
+                          sizes: Sequence[Sequence[float]] = (), ratios: Sequence[float] = (),
+                          log: Callable[[str], None] = print) -> List[List[List[float]]]:
+    """Where a model's anchor shapes come from: the one place that decides it.
+
+    In this order: ``checkpoint`` (the shapes a saved model was trained with: resume, evaluation,
+    inference, export); ``configured`` (``model.anchors.shapes``, set by hand or by a run's saved
+    config.yaml); ``fit()`` (the configured mode on the training boxes, :func:`detkit.anchors.fit_anchor_shapes`,
+    which a training run passes); else the manual ``sizes`` x ``ratios`` (with a warning when ``mode``
+    asked for a fit that nobody ran).
+
+    Returns:
+        L x A x [w, h] nested float lists.
+    """
+    if checkpoint is not None:
+        return _as_nested_floats(checkpoint)
+    if configured is not None:
+        log("anchors: using model.anchors.shapes from the config")
+        return _as_nested_floats(configured)
+    if fit is not None:
+        return _as_nested_floats(fit())
+    if mode in ("kmeans", "learned"):
+        log(f"warning: model.anchors.mode = '{mode}' but no fitted shapes were given "
+            f"(model.anchors.shapes is null); using the manual sizes x ratios")
+    elif mode != "manual":
+        raise ConfigError(f"key 'model.anchors.mode' = {mode!r} is not valid; choose manual, kmeans or learned")
+    return shapes_from_sizes_ratios(sizes, ratios)
 
 
 def _as_shape_tensor(shapes: Sequence[Sequence[Sequence[float]]] | Tensor) -> Tensor:

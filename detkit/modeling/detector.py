@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from detkit.errors import ConfigError
-from detkit.modeling.anchors import AnchorGenerator, shapes_from_sizes_ratios
+from detkit.modeling.anchors import AnchorGenerator, resolve_anchor_shapes
 from detkit.modeling.assigner import MaxIoUAssigner
 from detkit.modeling.backbone import Backbone, load_backbone_weights
 from detkit.modeling.codec import BoxCoder
@@ -191,29 +191,15 @@ class Detector(nn.Module):
         self.roi_head.rng.load_state_dict(state["roi_head"])
 
 
-def _resolve_anchor_shapes(cfg, anchor_shapes, log: Callable[[str], None]):
-    a = cfg.model.anchors
-    if anchor_shapes is not None:
-        return anchor_shapes
-    if a.shapes is not None:
-        return a.shapes
-    if a.mode == "manual":
-        return shapes_from_sizes_ratios(a.sizes, a.ratios)
-    elif a.mode in ("kmeans", "learned"):
-        log(f"warning: model.anchors.mode = '{a.mode}' but no fitted shapes were given "
-            f"(model.anchors.shapes is null); using the manual sizes x ratios")
-        return shapes_from_sizes_ratios(a.sizes, a.ratios)
-    raise ConfigError(f"key 'model.anchors.mode' = {a.mode!r} is not valid; choose manual, kmeans or learned")
-
-
 def build_detector(cfg, num_classes: int, anchor_shapes=None, *, log: Callable[[str], None] = print) -> Detector:
     """Wire the detector from a Config.
 
     Args:
         cfg: detkit.config.Config (reads cfg.model and cfg.train.seed).
         num_classes: K, without background.
-        anchor_shapes: L x A x (w, h); None -> cfg.model.anchors.shapes, or when that is None the
-            manual sizes x ratios.
+        anchor_shapes: L x A x (w, h), the shapes a run resolved (its checkpoint's or its fit's, see
+            :func:`detkit.modeling.anchors.resolve_anchor_shapes`). None: ``model.anchors.shapes``,
+            or when that is None the manual sizes x ratios.
         log: where weight-loading reports and warnings go.
     """
     m = cfg.model
@@ -226,7 +212,10 @@ def build_detector(cfg, num_classes: int, anchor_shapes=None, *, log: Callable[[
     if bb.weights:
         load_backbone_weights(backbone, bb.weights, log=log)
 
-    shapes = _resolve_anchor_shapes(cfg, anchor_shapes, log)
+    a = m.anchors
+    shapes = anchor_shapes if anchor_shapes is not None else resolve_anchor_shapes(
+        mode=a.mode, sizes=a.sizes, ratios=a.ratios, configured=a.shapes,
+        log=log if a.shapes is None else (lambda *_: None))
     if len(shapes) != len(backbone.strides):
         raise ConfigError(f"anchor shapes have {len(shapes)} levels but model.backbone.features = "
                           f"'{bb.features}' gives {len(backbone.strides)} (strides {backbone.strides})")

@@ -18,8 +18,8 @@ import torch.distributed as torch_dist
 from detkit.config import Config
 from detkit.errors import ConfigError
 
-__all__ = ["DistContext", "init_from_env", "get_context", "broadcast_object", "prepare_model", "barrier",
-           "all_gather_objects", "mean_over_processes", "cleanup"]
+__all__ = ["DistContext", "init_from_env", "get_context", "broadcast_object", "check_norm_for_device", "prepare_model",
+           "barrier", "all_gather_objects", "mean_over_processes", "cleanup"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,13 @@ def all_gather_objects(obj) -> list:
     gathered = [None] * ctx.world_size
     torch_dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def check_norm_for_device(norm: str, device: torch.device) -> None:
+    """Refuse ``model.backbone.norm = sync_bn`` for a distributed run on the CPU, with what to use instead."""
+    if get_context().distributed and norm == "sync_bn" and device.type != "cuda":
+        raise ConfigError("key 'model.backbone.norm' = 'sync_bn' synchronises BatchNorm over GPUs (torch's "
+                          "SyncBatchNorm has no CPU version); on the CPU use 'bn' (per process) or 'frozen_bn'")
 
 
 def prepare_model(model: torch.nn.Module, cfg: Config, device: torch.device) -> torch.nn.Module:

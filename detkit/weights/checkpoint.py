@@ -19,10 +19,10 @@ from typing import Any, Optional
 
 import torch
 
-from detkit import __version__
 from detkit.atomic_io import atomic_open
 from detkit.errors import CheckpointError
 from detkit.safe_load import load_torch_file
+from detkit.version import __version__
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_resume_checkpoint", "load_weights", "rng_states",
            "restore_rng_states", "REQUIRED_KEYS", "assert_finite_state"]

@@ -12,6 +12,7 @@ import torch
 
 from detkit.config import Config, config_from_dict
 from detkit.errors import CheckpointError, ConfigError
+from detkit.modeling.anchors import resolve_anchor_shapes
 from detkit.modeling.detector import build_detector
 from detkit.modeling.fold_bn import fold_batch_norm
 from detkit.runtime.precision import Precision, resolve_precision
@@ -40,13 +41,14 @@ def load_trained_model(checkpoint_path: str, device: torch.device = torch.device
         raise CheckpointError(f"checkpoint '{checkpoint_path}' has no '{weights}' weights: only a run with "
                               f"train.ema_decay saves its trained weights apart from the evaluated 'model' "
                               f"(here 'model' already holds the trained weights)")
+    shapes = resolve_anchor_shapes(checkpoint=ckpt["anchor_shapes"])
     try:
         data = apply_overrides(ckpt["config"], list(overrides or []))
+        data.setdefault("model", {}).setdefault("anchors", {})["shapes"] = shapes  # what the model trained with
         cfg = config_from_dict(data)
     except ConfigError as exc:
         raise ConfigError(f"checkpoint '{checkpoint_path}': {exc}") from None
-    cfg.model.anchors.shapes = [[list(map(float, wh)) for wh in level] for level in ckpt["anchor_shapes"]]
-    model = build_detector(cfg, num_classes=len(ckpt["classes"]))
+    model = build_detector(cfg, num_classes=len(ckpt["classes"]), anchor_shapes=shapes)
     load_weights(model, ckpt[weights], checkpoint_path, what="the model its config builds")
     return model.to(device).eval(), cfg, ckpt
 

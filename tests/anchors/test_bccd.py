@@ -15,6 +15,7 @@ from detkit.anchors.boxes import collect_training_boxes
 from detkit.anchors.fit import assign_levels
 from detkit.anchors.metrics import centred_best_iou, grid_best_iou, grid_offsets
 from detkit.anchors.modes import run_anchor_modes
+from detkit.anchors.setup import AnchorSetup
 from detkit.config import load_config, save_config
 from detkit.modeling.anchors import AnchorGenerator
 from detkit.ops.boxes import centred_iou
@@ -33,8 +34,9 @@ def bccd():
     cfg = load_config(REPO / "configs" / "bccd_r18_fpn.yaml",
                       ["data.min_size=[480]", "data.max_size=640", f"data.train.roots=[{BCCD.resolve()}]",
                        f"data.val.roots=[{BCCD.resolve()}]"])
-    boxes = collect_training_boxes(build_dataset(cfg, "train", log_report=False), cfg)
-    results = run_anchor_modes(cfg, boxes, log=lambda *_: None)
+    setup = AnchorSetup.from_config(cfg)
+    boxes = collect_training_boxes(build_dataset(cfg, "train", log_report=False), setup)
+    results = run_anchor_modes(setup, boxes, log=lambda *_: None)
     return cfg, boxes, results
 
 

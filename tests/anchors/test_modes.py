@@ -9,11 +9,12 @@ import pytest
 
 from detkit.anchors.boxes import collect_training_boxes, with_flips
 from detkit.anchors.metrics import BoxSet
-from detkit.anchors.modes import resolve_anchor_shapes
+from detkit.anchors.modes import fit_anchor_shapes
 from detkit.anchors.online import build_online_refiner
 from detkit.anchors.report import anchor_report
+from detkit.anchors.setup import AnchorSetup
 from detkit.config import load_config
-from detkit.modeling.anchors import shapes_from_sizes_ratios
+from detkit.modeling.anchors import resolve_anchor_shapes, shapes_from_sizes_ratios
 
 REPO = Path(__file__).resolve().parents[2]
 BCCD = REPO / ".." / "shared" / "data" / "BCCD"
@@ -46,13 +47,17 @@ def _cfg(*overrides):
     return load_config(None, ["data.min_size=[600]", "data.max_size=800", *FAST, *overrides])
 
 
+def _setup(*overrides):
+    return AnchorSetup.from_config(_cfg(*overrides))
+
+
 def test_collect_boxes_resizes_every_scale_and_subsamples():
     ds = FakeDataset()
-    boxes = collect_training_boxes(ds, _cfg())
+    boxes = collect_training_boxes(ds, _setup())
     assert len(boxes) == 12 * 15 and tuple(boxes.image_sizes[0]) == (600, 800)
     np.testing.assert_allclose(boxes.boxes[:15], ds.annotations[0]["boxes"] * 2, rtol=1e-6)
-    assert len(collect_training_boxes(ds, _cfg("data.min_size=[300,600]"))) == 2 * 12 * 15
-    assert len(collect_training_boxes(ds, _cfg("model.anchors.max_fit_boxes=50"))) == 50
+    assert len(collect_training_boxes(ds, _setup("data.min_size=[300,600]"))) == 2 * 12 * 15
+    assert len(collect_training_boxes(ds, _setup("model.anchors.max_fit_boxes=50"))) == 50
 
 
 def test_with_flips_mirrors_inside_the_image():
@@ -64,10 +69,10 @@ def test_with_flips_mirrors_inside_the_image():
 
 
 @pytest.mark.parametrize("mode", ["manual", "kmeans", "learned"])
-def test_resolve_anchor_shapes_each_mode(mode):
+def test_fit_anchor_shapes_each_mode(mode):
     cfg = _cfg(f"model.anchors.mode={mode}")
     lines = []
-    shapes = resolve_anchor_shapes(cfg, FakeDataset(), log=lines.append)
+    shapes = fit_anchor_shapes(AnchorSetup.from_config(cfg), FakeDataset(), log=lines.append)
     manual = shapes_from_sizes_ratios(cfg.model.anchors.sizes, cfg.model.anchors.ratios)
     assert np.asarray(shapes).shape == (5, 3, 2) and all(isinstance(v, float) for v in np.ravel(shapes).tolist())
     text = "\n".join(lines)
@@ -78,26 +83,45 @@ def test_resolve_anchor_shapes_each_mode(mode):
         assert shapes != manual and f"{mode}: adopted" in text
 
 
-def test_resolve_keeps_configured_shapes_and_single_level():
+def test_resolve_order_checkpoint_then_configured_then_fit_then_manual():
     given = [[[10.0, 20.0], [30.0, 30.0], [40.0, 20.0]]] * 5
-    cfg = _cfg("model.anchors.mode=kmeans")
-    cfg.model.anchors.shapes = given
-    assert resolve_anchor_shapes(cfg, FakeDataset(), log=lambda *_: None) == given
-    c5 = _cfg("model.backbone.features=c5", "model.anchors.sizes=[[32,64,128]]", "model.anchors.ratios=[1.0]",
-              "model.anchors.mode=learned")
-    shapes = resolve_anchor_shapes(c5, FakeDataset(), log=lambda *_: None)
+    saved = [[[11.0, 21.0], [31.0, 31.0], [41.0, 21.0]]] * 5
+    fitted = [[[12.0, 22.0], [32.0, 32.0], [42.0, 22.0]]] * 5
+    a = _cfg("model.anchors.mode=kmeans").model.anchors
+    calls = []
+
+    def fit():
+        calls.append(1)
+        return fitted
+
+    def resolve(**kw):
+        return resolve_anchor_shapes(mode=a.mode, sizes=a.sizes, ratios=a.ratios, log=lambda *_: None, **kw)
+
+    assert resolve(checkpoint=saved, configured=given, fit=fit) == saved
+    assert resolve(configured=given, fit=fit) == given
+    assert calls == []  # a fit runs only when nothing gave shapes
+    assert resolve(fit=fit) == fitted and calls == [1]
+    lines = []
+    manual = resolve_anchor_shapes(mode="kmeans", sizes=a.sizes, ratios=a.ratios, log=lines.append)
+    assert manual == shapes_from_sizes_ratios(a.sizes, a.ratios) and "warning" in lines[0]
+
+
+def test_fit_single_level():
+    c5 = _setup("model.backbone.features=c5", "model.anchors.sizes=[[32,64,128]]", "model.anchors.ratios=[1.0]",
+                "model.anchors.mode=learned")
+    shapes = fit_anchor_shapes(c5, FakeDataset(), log=lambda *_: None)
     assert np.asarray(shapes).shape == (1, 3, 2)
 
 
 def test_online_refiner_only_for_learned_online():
     ds = FakeDataset()
-    shapes = resolve_anchor_shapes(_cfg(), ds, log=lambda *_: None)
-    assert build_online_refiner(_cfg("model.anchors.mode=learned", "model.anchors.online_warmup=true"),
+    shapes = fit_anchor_shapes(_setup(), ds, log=lambda *_: None)
+    assert build_online_refiner(_setup("model.anchors.mode=learned", "model.anchors.online_warmup=true"),
                                 shapes, ds) is not None
-    assert build_online_refiner(_cfg("model.anchors.mode=learned"), shapes, ds) is None
+    assert build_online_refiner(_setup("model.anchors.mode=learned"), shapes, ds) is None
     kmeans = _cfg("model.anchors.mode=kmeans")
     kmeans.model.anchors.online_warmup = True  # load_config rejects the pair; the function must too
-    assert build_online_refiner(kmeans, shapes, ds) is None
+    assert build_online_refiner(AnchorSetup.from_config(kmeans), shapes, ds) is None
 
 
 def test_anchor_report_writes_json_and_png(tmp_path):

@@ -14,7 +14,7 @@
     plots.py           PlotsHook: plots/*.png
 
 Which hooks a run has, and in what order, is decided in one place:
-:func:`detkit.engine.trainer.build_hooks`.
+:func:`detkit.engine.hook_list.build_hooks`.
 """
 
 from detkit.engine.hooks.base import EpochEnd, Evaluation, Hook, StepInfo, StepLosses

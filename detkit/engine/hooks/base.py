@@ -1,7 +1,7 @@
 """The hook interface of the training loop, and the events the loop hands to its hooks.
 
 A hook is a small object with plain methods that :class:`detkit.engine.trainer.Trainer` calls at
-fixed points, in the order of its hook list (:func:`detkit.engine.trainer.build_hooks`)::
+fixed points, in the order of its hook list (:func:`detkit.engine.hook_list.build_hooks`)::
 
     before_train                                  once, after setup (and resume)
       before_epoch(epoch)                         each epoch

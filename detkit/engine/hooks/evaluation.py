@@ -1,6 +1,6 @@
 """Precise BatchNorm statistics and the periodic COCO evaluation of the validation split.
 
-Two hooks, because the checkpoint of an epoch sits between them (:func:`detkit.engine.trainer.
+Two hooks, because the checkpoint of an epoch sits between them (:func:`detkit.engine.hook_list.
 build_hooks`): last.pt must hold the statistics the evaluation used, so that a run resumed from it
 continues exactly as the uninterrupted one, and it is written before the evaluation starts, so that
 a run killed while evaluating keeps the epoch.

@@ -8,6 +8,7 @@ from typing import Optional
 from detkit.anchors import OnlineAnchorWarmup
 from detkit.config import save_config
 from detkit.engine.hooks.base import Hook, StepInfo
+from detkit.runtime import distributed as dist
 
 __all__ = ["OnlineAnchorsHook"]
 
@@ -26,7 +27,9 @@ class _InstallShapes:
 
 class OnlineAnchorsHook(Hook):
     """One refinement step before each warm-up iteration's forward pass, the check-and-freeze after
-    the last one; ``cfg.model.anchors.shapes`` (and so every checkpoint's ``anchor_shapes``) follows.
+    the last one; the trainer's ``anchor_shapes`` (and so every checkpoint's) follows. Under DDP each
+    step sees the boxes of every process (gathered here, as the anchors package never talks to other
+    processes).
 
     A checkpoint written during the warm-up holds the fit's state (``online_anchors``), so a resumed
     run continues the same fit; config.yaml is rewritten with the frozen shapes.
@@ -48,8 +51,9 @@ class OnlineAnchorsHook(Hook):
         cfg = trainer.cfg
         if trainer.iteration >= self._end(trainer):
             return
-        self.warmup = OnlineAnchorWarmup.create(cfg, cfg.model.anchors.shapes, trainer.train_set,
-                                                _InstallShapes(trainer))
+        self.warmup = OnlineAnchorWarmup.create(trainer.anchor_setup, cfg.train.warmup_iters, trainer.anchor_shapes,
+                                                trainer.train_set, _InstallShapes(trainer),
+                                                gather=dist.all_gather_objects)
         if self.warmup is None:
             return
         if self.resumed and self.resumed_state is not None:
@@ -62,15 +66,15 @@ class OnlineAnchorsHook(Hook):
 
     def before_step(self, trainer, images: list, targets: list) -> None:
         if self.warmup is not None:
-            trainer.cfg.model.anchors.shapes = self.warmup.step(targets, [img.shape[-2:] for img in images])
+            trainer.anchor_shapes = self.warmup.step(targets, [img.shape[-2:] for img in images])
 
     def after_step(self, trainer, step: StepInfo) -> None:
         if self.warmup is None or step.iteration < self._end(trainer):
             return
-        trainer.cfg.model.anchors.shapes = self.warmup.finish(log=trainer.log)
+        trainer.anchor_shapes = self.warmup.finish(log=trainer.log)
         self.warmup = None
         if trainer.ctx.is_main:
-            save_config(trainer.cfg, trainer.paths["config.yaml"])
+            save_config(trainer.resolved_config(), trainer.paths["config.yaml"])
 
     def checkpoint_state(self, trainer) -> dict:
         return {"online_anchors": None if self.warmup is None else self.warmup.state_dict()}

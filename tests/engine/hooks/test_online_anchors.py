@@ -2,7 +2,9 @@
 
 import numpy as np
 
-from detkit.anchors.modes import resolve_anchor_shapes
+from detkit.anchors.modes import fit_anchor_shapes
+from detkit.anchors.setup import AnchorSetup
+from detkit.config import load_config, replace_values
 from detkit.engine.hooks import OnlineAnchorsHook
 from tests.anchors.test_modes import FakeDataset, _cfg
 from tests.anchors.test_online import ONLINE, _batch
@@ -22,28 +24,33 @@ class ShapeSink:
 def _trainer(tmp_path, **attributes):
     cfg = _cfg(*ONLINE)  # warm-up of 6 iterations
     ds = FakeDataset()
-    cfg.model.anchors.shapes = resolve_anchor_shapes(cfg, ds, log=lambda *_: None)
-    trainer = fake_trainer(tmp_path, train_set=ds, bare_model=ShapeSink(), eval_model=ShapeSink(), **attributes)
+    setup = AnchorSetup.from_config(cfg)
+    shapes = fit_anchor_shapes(setup, ds, log=lambda *_: None)
+    trainer = fake_trainer(tmp_path, train_set=ds, bare_model=ShapeSink(), eval_model=ShapeSink(), anchor_setup=setup,
+                           anchor_shapes=shapes, **attributes)
     trainer.cfg = cfg
+    trainer.resolved_config = lambda: replace_values(cfg, {"model.anchors.shapes": trainer.anchor_shapes})
     return trainer, ds
 
 
 def test_refines_both_models_then_freezes_and_records_the_shapes(tmp_path):
     trainer, ds = _trainer(tmp_path)
-    start = [list(level) for level in trainer.cfg.model.anchors.shapes]
+    start = [list(level) for level in trainer.anchor_shapes]
     hook = OnlineAnchorsHook()
     hook.before_train(trainer)
     assert hook.warmup is not None and hook.checkpoint_state(trainer)["online_anchors"]["steps_done"] == 0
     for i in range(1, 7):
         hook.before_step(trainer, *_images_and_targets(ds, i))
         if i == 1:
-            assert trainer.bare_model.shapes == trainer.eval_model.shapes == trainer.cfg.model.anchors.shapes
-            assert not np.allclose(trainer.cfg.model.anchors.shapes[:4], np.asarray(start)[:4])
+            assert trainer.bare_model.shapes == trainer.eval_model.shapes == trainer.anchor_shapes
+            assert not np.allclose(trainer.anchor_shapes[:4], np.asarray(start)[:4])
         hook.after_step(trainer, step(i))
     assert hook.warmup is None and hook.checkpoint_state(trainer) == {"online_anchors": None}
     assert any(m.startswith("anchors:") for m in trainer.messages)
-    assert "shapes" in open(trainer.paths["config.yaml"]).read()  # config.yaml holds the frozen shapes
-    assert trainer.bare_model.shapes == trainer.cfg.model.anchors.shapes
+    saved = load_config(trainer.paths["config.yaml"])  # config.yaml holds the frozen shapes
+    np.testing.assert_allclose(saved.model.anchors.shapes, trainer.anchor_shapes)
+    assert trainer.cfg.model.anchors.shapes is None  # the live config is not changed
+    assert trainer.bare_model.shapes == trainer.anchor_shapes
 
 
 def test_resume_continues_the_fit_or_skips_it_after_the_warmup(tmp_path):
