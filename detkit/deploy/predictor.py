@@ -1,7 +1,13 @@
-"""A trained detector ready to use from Python: ``load_model(checkpoint).predict(image)``.
+"""A trained detector ready to use from Python: the one inference entry point.
+
+    model = load_model("runs/synthetic/best.pt")
+    model.predict(array_or_path)                  # one image: a dict of boxes, scores, labels, names
+    model.predict([a, b])                         # a list of images: a list of dicts
+    model.predict("photos/")                      # a folder or a glob pattern: one dict per image file
+    model.predict_files(["photos/"], output_dir)  # drawn images + detections.json, as `detkit infer`
 
 The predictor applies the checkpoint's test-time resize (``data.test_min_size`` / ``max_size``) and
-returns boxes in the pixels of the image it was given, as ``tools/infer.py`` does.
+returns boxes in the pixels of the image it was given.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import torch
 
 from detkit.data.image_io import read_image
 from detkit.data.transforms import build_transforms
-from detkit.deploy.infer_files import image_to_input
+from detkit.deploy.infer_files import expand_inputs, image_to_input, predict_files
 from detkit.errors import DataError
 from detkit.runtime.device import resolve_device
 from detkit.runtime.precision import Precision, autocast_of
@@ -33,12 +39,14 @@ class Predictor:
         cfg: the checkpoint's config (with any overrides applied).
         classes: class names; label ``k`` (1..K) is ``classes[k - 1]``.
         precision: the autocast of :meth:`predict` (``eval.precision``, resolved; None = fp32).
+        category_ids: the data set's category id of each class (detections.json's ``category_id``).
     """
 
     def __init__(self, model: torch.nn.Module, cfg, classes: Sequence[str], device: torch.device,
-                 precision: Optional[Precision] = None) -> None:
+                 precision: Optional[Precision] = None, category_ids: Optional[Sequence[int]] = None) -> None:
         self.model, self.cfg, self.classes, self.device = model, cfg, list(classes), device
         self.precision = precision
+        self.category_ids = list(category_ids) if category_ids is not None else list(range(1, len(classes) + 1))
         self.transform = build_transforms(cfg.data, train=False, seed=0)
 
     def _tensor(self, image: ImageLike) -> tuple:
@@ -56,13 +64,18 @@ class Predictor:
         """Detect objects in one image or a list of them.
 
         Args:
-            images: a file path, an RGB uint8 array (H, W, 3), or a list of them.
+            images: a file path, an RGB uint8 array (H, W, 3), or a list of them; or a folder or a glob
+                pattern (its image files, sorted), which gives a list with the ``"file"`` of each entry.
             score_threshold: keep detections scoring at least this (default: the model's
                 ``model.roi_head.score_thresh``).
         Returns:
             per image ``{"boxes": float32 (N, 4) xyxy in the input's pixels, "scores": float32 (N,),
             "labels": int64 (N,) in 1..K, "class_names": N names}`` (a list for a list input).
         """
+        if isinstance(images, (str, os.PathLike)) and not os.path.isfile(images):
+            paths = self._expand([os.fspath(images)])
+            found = self.predict(paths, score_threshold) if paths else []
+            return [dict(entry, file=path) for path, entry in zip(paths, found)]
         single = isinstance(images, (str, os.PathLike, np.ndarray))
         batch = [self._tensor(image) for image in ([images] if single else images)]
         outputs = []
@@ -78,6 +91,25 @@ class Predictor:
                           "class_names": [self.classes[int(k) - 1] for k in labels]})
         return found[0] if single else found
 
+    @staticmethod
+    def _expand(inputs: Sequence[str]) -> List[str]:
+        paths, problems = expand_inputs(inputs)
+        if problems and not paths:
+            raise DataError("predict: " + "; ".join(f"'{item}': {reason}" for item, reason in problems))
+        return paths
+
+    def predict_files(self, inputs: Sequence[str], output_dir: str, *, batch_size: int = 1,
+                      score_threshold: Optional[float] = None, progress: bool = True, log=print) -> dict:
+        """Detect on image files, folders and glob patterns; write each image with its boxes drawn and
+        ``detections.json`` (COCO results with file names) into ``output_dir``, as `detkit infer` does.
+
+        A file that cannot be read is reported and skipped. Returns ``{"processed": n, "failed":
+        [(path, reason), ...], "detections": n}``.
+        """
+        return predict_files(self.model, self.cfg, self.classes, self.category_ids, self._expand(list(inputs)),
+                             output_dir=output_dir, batch_size=batch_size, device=str(self.device),
+                             progress=progress, log=log, precision=self.precision, score_threshold=score_threshold)
+
 
 def load_model(checkpoint_path: str, *, device: str = "cpu", overrides: Sequence[str] = (),
                log=print) -> Predictor:
@@ -89,4 +121,5 @@ def load_model(checkpoint_path: str, *, device: str = "cpu", overrides: Sequence
     resolve_device(device, key="device")  # a clear error before the checkpoint is read
     model, cfg, ckpt = load_trained_model(checkpoint_path, torch.device(device), list(overrides))
     precision = prepare_inference(model, cfg, torch.device(device), log=log)
-    return Predictor(model, cfg, ckpt["classes"], torch.device(device), precision)
+    return Predictor(model, cfg, ckpt["classes"], torch.device(device), precision,
+                     category_ids=ckpt.get("category_ids"))
