@@ -1,7 +1,7 @@
 """Loader throughput (images/s) on BCCD with the train preset, at num_workers 0 and 2.
 
 Usage:
-    python benchmarks/bench_data.py [--config configs/bccd_r18_fpn.yaml] [--epochs 1]
+    python -m benchmarks.bench_data [--config configs/bccd_r18_fpn.yaml] [--epochs 1]
                                     [--workers 0 2] [--out benchmarks/results/bench_data.json]
 
 Two presets are timed: the config's own train preset, and a full one (horizontal + vertical
@@ -23,7 +23,8 @@ import time
 import torch
 
 from detkit.config import load_config
-from detkit.data.loader import build_dataset, build_loader
+from detkit.data.formats import build_dataset
+from detkit.data.loader import build_loader
 
 
 def time_loader(cfg, dataset, *, num_workers: int, epochs: int) -> dict:

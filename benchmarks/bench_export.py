@@ -1,6 +1,6 @@
 """Inference time per image on the CPU: torchvision eager against detkit eager, TorchScript and ONNX Runtime.
 
-    python benchmarks/bench_export.py [--checkpoint runs/bccd_r18_fpn/best.pt] [--images 16] [--blocks 5]
+    python -m benchmarks.bench_export [--checkpoint runs/bccd_r18_fpn/best.pt] [--images 16] [--blocks 5]
                                       [--size 320,427] [--threads 2] [--json out.json]
 
 Every model runs on the same BCCD images (../shared/data/BCCD, test split; RGB uint8 as read from
@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from typing import Callable, Dict, List, Tuple
@@ -39,15 +38,13 @@ from typing import Callable, Dict, List, Tuple
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from detkit.config import config_to_dict, load_config  # noqa: E402
-from detkit.data.image_io import read_image  # noqa: E402
-from detkit.deploy.export import export_checkpoint  # noqa: E402
-from detkit.deploy.exported_model import load_exported  # noqa: E402
-from detkit.deploy.predictor import load_model  # noqa: E402
-from detkit.modeling.detector import build_detector  # noqa: E402
-from detkit.weights.checkpoint import save_checkpoint  # noqa: E402
+from detkit.config import config_to_dict, load_config
+from detkit.data.image_io import read_image
+from detkit.deploy.export import export_checkpoint
+from detkit.deploy.exported_model import load_exported
+from detkit.deploy.predictor import load_model
+from detkit.modeling.detector import build_detector
+from detkit.weights.checkpoint import save_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BCCD = os.path.join(REPO, "..", "shared", "data", "BCCD")

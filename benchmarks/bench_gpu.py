@@ -22,7 +22,7 @@ Targets (issue 19): training and inference ratios >= 1.2, peak memory ratio <= 1
 Where CUDA is unavailable the script says so and exits 0 (status "skipped" in --json); ``--device cpu
 --smoke`` runs every code path on tiny inputs on the CPU (fp32, figures meaningless) for CI.
 
-    python benchmarks/bench_gpu.py [--batch 8] [--blocks 5] [--iters 4] [--warmup 3] [--precision fp16|bf16]
+    python -m benchmarks.bench_gpu [--batch 8] [--blocks 5] [--iters 4] [--warmup 3] [--precision fp16|bf16]
                                    [--min-size 800] [--max-size 1333] [--json FILE] [--device cpu --smoke]
 """
 
@@ -39,12 +39,10 @@ from typing import Callable, Dict, List
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # runnable without installing
-
-from detkit.atomic_io import write_json_atomic  # noqa: E402
-from detkit.config import load_config  # noqa: E402
-from detkit.modeling.detector import build_detector  # noqa: E402
-from detkit.runtime.device import cuda_unavailable_reason  # noqa: E402
+from detkit.atomic_io import write_json_atomic
+from detkit.config import load_config
+from detkit.modeling.detector import build_detector
+from detkit.runtime.device import cuda_unavailable_reason
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 80

@@ -18,7 +18,7 @@ Peak extra memory: each (case, library) call runs once more in a fresh subproces
 the resident set size before the call and its high-water mark after it (the mark is reset
 through /proc/self/clear_refs first), so the column is the extra RAM the call itself needed.
 
-    python benchmarks/bench_matching.py [--repeats 7] [--threads N] [--no-memory] [--json FILE]
+    python -m benchmarks.bench_matching [--repeats 7] [--threads N] [--no-memory] [--json FILE]
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ autocast + channels_last with detkit's inference BatchNorm folded; a plain name 
 The input is a fixed batch of synthetic images (noise plus painted rectangles, boxes as targets)
 already at the network resolution, identical for every model.
 
-    python benchmarks/bench_model.py [--batch 2] [--height 320] [--width 427] [--blocks 8] [--iters 1]
+    python -m benchmarks.bench_model [--batch 2] [--height 320] [--width 427] [--blocks 8] [--iters 1]
                                      [--warmup 2] [--threads N] [--json FILE]
                                      [--models detkit_fp32,detkit_fast,tv_fp32,tv_fast]
 """
@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import platform
 import statistics
-import sys
 import time
 from typing import Callable, Dict, List
 
@@ -43,16 +41,12 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # runnable without installing
-
-import detkit.modeling.roi_head as dk_roi_head  # noqa: E402
-import detkit.modeling.rpn as dk_rpn  # noqa: E402
-from detkit.atomic_io import write_json_atomic  # noqa: E402
-from detkit.config import Config  # noqa: E402
-from detkit.modeling.detector import build_detector  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_variants import DEFAULT_VARIANTS, make_variants, refresh_inference_model  # noqa: E402
+import detkit.modeling.roi_head as dk_roi_head
+import detkit.modeling.rpn as dk_rpn
+from benchmarks.bench_variants import DEFAULT_VARIANTS, make_variants, refresh_inference_model
+from detkit.atomic_io import write_json_atomic
+from detkit.config import Config
+from detkit.modeling.detector import build_detector
 
 
 def make_batch(batch: int, height: int, width: int, num_classes: int, seed: int):

@@ -15,7 +15,7 @@ steadier number on a shared machine). torchvision takes seconds per call at 100k
 repeats stop once they have used --budget seconds (at least --min-repeats of them).
 "identical" compares the full outputs.
 
-    python benchmarks/bench_nms.py [--repeats 7] [--min-repeats 3] [--budget 20] [--threads N]
+    python -m benchmarks.bench_nms [--repeats 7] [--min-repeats 3] [--budget 20] [--threads N]
                                    [--cases random-1000,clustered-2000,...] [--json FILE]
 """
 

@@ -1,7 +1,7 @@
 """COCO scale, stage by stage: indexing, DataLoader worker memory, anchor fitting, linting, evaluation.
 
 Usage:
-    python benchmarks/bench_scale.py [--scale 1.0] [--data DIR] [--keep] [--json OUT]
+    python -m benchmarks.bench_scale [--scale 1.0] [--data DIR] [--keep] [--json OUT]
                                      [--stages coco_index voc_index loader anchors lint eval]
                                      [--batches 2000] [--workers 4]
 
@@ -30,9 +30,7 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.dirname(HERE))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 STAGES = ("coco_index", "voc_index", "loader", "anchors", "lint", "eval")
 
@@ -138,7 +136,7 @@ def stage_loader(data: str, which: str, batches: int, workers: int) -> dict:
     if which == "detkit":
         loader = build_loader(cfg, "train", num_workers=workers, batch_size=2)
     else:
-        from peer_dataset import DictPerImageDataset
+        from benchmarks.peer_dataset import DictPerImageDataset
 
         dataset = DictPerImageDataset(ann_file, img_dir)
         sampler = torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(0))
@@ -185,7 +183,7 @@ def stage_anchors(data: str, which: str) -> dict:
     from detkit.anchors.boxes import collect_training_boxes
     from detkit.anchors.modes import run_anchor_modes
     from detkit.anchors.setup import AnchorSetup
-    from detkit.data.loader import build_dataset
+    from detkit.data.formats import build_dataset
 
     cfg = _coco_cfg(data)
     cfg.model.anchors.learned_init = "manual"
@@ -214,8 +212,8 @@ def stage_lint(data: str, which: str) -> dict:
 
 def stage_eval(data: str, which: str) -> dict:
     import numpy as np
-    from scale_data import make_detections
 
+    from benchmarks.scale_data import make_detections
     from detkit.data.coco import COCODataset
     from detkit.evaluation.evaluator import (
         COCO_METRIC_NAMES,
@@ -277,8 +275,9 @@ def _child(args) -> int:
 
 
 def _run_child(stage: str, which: str, args) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, os.path.abspath(__file__), "--stage", stage, "--which", which, "--data", args.data,
+    # a fresh interpreter per stage, run as a module from the caller's folder (--data may be relative to it)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "benchmarks.bench_scale", "--stage", stage, "--which", which, "--data", args.data,
            "--batches", str(args.batches), "--workers", str(args.workers)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     line = [s for s in proc.stdout.splitlines() if s.startswith("RESULT ")]
@@ -288,7 +287,7 @@ def _run_child(stage: str, which: str, args) -> dict:
 
 
 def generate(data: str, scale: float) -> dict:
-    from scale_data import make_coco, make_voc
+    from benchmarks.scale_data import make_coco, make_voc
 
     start = time.perf_counter()
     make_coco(os.path.join(data, "coco"), scale=scale, seed=0)

@@ -17,7 +17,7 @@ test image at batch 1 (eval mode, torch.inference_mode), alternating blocks like
 ``--profile`` then prints where a detkit training step's time goes in each of its variants
 (detkit/engine/step_profile.py), data loading from the real loader included.
 
-    python benchmarks/bench_train.py [--config configs/bccd_r18_fpn.yaml] [--blocks 4] [--iters 3]
+    python -m benchmarks.bench_train [--config configs/bccd_r18_fpn.yaml] [--blocks 4] [--iters 3]
                                      [--infer-images 8] [--warmup 2] [--threads N] [--json FILE]
                                      [--variants detkit_fp32,detkit_fast,tv_fp32,tv_fast] [--profile]
 """
@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import platform
 import statistics
-import sys
 import time
 
 import torch
@@ -37,16 +35,13 @@ import torchvision
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from detkit.atomic_io import write_json_atomic  # noqa: E402
-from detkit.config import load_config  # noqa: E402
-from detkit.data.loader import build_dataset, build_loader  # noqa: E402
-from detkit.engine.step_profile import StepProfiler  # noqa: E402
-from detkit.modeling.detector import build_detector  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_variants import DEFAULT_VARIANTS, make_variants, refresh_inference_model  # noqa: E402
+from benchmarks.bench_variants import DEFAULT_VARIANTS, make_variants, refresh_inference_model
+from detkit.atomic_io import write_json_atomic
+from detkit.config import load_config
+from detkit.data.formats import build_dataset
+from detkit.data.loader import build_loader
+from detkit.engine.step_profile import StepProfiler
+from detkit.modeling.detector import build_detector
 
 
 def model_builder(cfg, num_classes: int):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole GPU check in one short run (under 8 minutes): the CUDA tests, then benchmarks/bench_gpu.py.
+# The whole GPU check in one short run (under 8 minutes): the CUDA tests, then python -m benchmarks.bench_gpu.
 #
 #     benchmarks/gpu_check.sh [RESULTS_DIR] [WHEEL_DIR]
 #
@@ -19,7 +19,8 @@
 #         albucore simsimd stringzilla pydantic pydantic-core annotated-types typing-inspection -d WHEEL_DIR
 # The script then runs  pip install --no-deps --no-index WHEEL_DIR/*.whl  and
 # pip install --no-deps --no-index --no-build-isolation -e .  (no build isolation: offline, the build
-# backend already installed is used). The tests import this checkout through PYTHONPATH either way.
+# backend already installed is used). The tests and the benchmark (run as a module from the repository root)
+# import this checkout through PYTHONPATH either way.
 set -u
 
 cd "$(dirname "$0")/.."
@@ -63,7 +64,7 @@ timeout 300 "$PY" -m pytest tests/test_cuda.py -q -rs -p no:cacheprovider --juni
     > "$RESULTS/cuda_tests.txt" 2>&1
 TESTS_RC=$?
 
-timeout 180 "$PY" benchmarks/bench_gpu.py --json "$RESULTS/bench_gpu.json" > "$RESULTS/bench_gpu.txt" 2>&1
+timeout 180 "$PY" -m benchmarks.bench_gpu --json "$RESULTS/bench_gpu.json" > "$RESULTS/bench_gpu.txt" 2>&1
 BENCH_RC=$?
 
 {

@@ -30,7 +30,8 @@ LAYERS: List[Set[str]] = [
     {"evaluation"},
     {"engine"},
     {"deploy"},
-    {"cli", "__main__", "__init__"},
+    {"cli", "__init__"},
+    {"__main__"},
 ]
 # ops/ is the torchvision.ops of detkit: box functions and kernels that stand alone.
 ONLY_FROM: Dict[str, Set[str]] = {"ops": {"errors"}}

@@ -1,81 +1,11 @@
-"""Convert a Pascal VOC or YOLO split (or any data set a detkit config reads) to a COCO JSON file.
+"""`detkit convert` as a script, for existing command lines: `python tools/voc2coco.py ARGS` = `detkit convert ARGS`.
 
-Usage:
-    python tools/voc2coco.py --root ../shared/data/BCCD --split train --out bccd_train.json
-    python tools/voc2coco.py --root /data/VOC2007 --root /data/VOC2012 --split trainval --out 0712.json \
-                             --img-root /data
-    python tools/voc2coco.py --root my_folder --ann-dir xml --img-dir images --out all.json  # every XML
-    python tools/voc2coco.py --config configs/bccd_r18_fpn.yaml --config-split val --out val.json
-    python tools/voc2coco.py --format yolo --root my_yolo --split val --out val.json  # names from data.yaml
-
-Boxes: VOC's 1-based inclusive [xmin, ymin, xmax, ymax] becomes COCO [xmin-1, ymin-1, w, h] with
-w = xmax - xmin + 1; degenerate boxes are dropped and out-of-image boxes clipped, as the VOC data
-set does (the fixes are printed); difficult objects follow --difficult (ignore -> iscrowd 1).
-Reading the output with data.format=coco gives exactly the boxes and labels of the VOC data set.
-YOLO (--format yolo, detkit/data/yolo.py): --root and --split find images/<split> + labels/<split>
-(or <split>/images, or files side by side); --names FILE or a data.yaml / classes.txt in the root
-gives the class names; centre-size fractions become COCO pixel boxes.
+Same flags (see `detkit convert --help`); needs detkit installed (`pip install -e .` in the repository).
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
 
-from detkit.atomic_io import write_json_atomic
-from detkit.config import load_config
-from detkit.data.coco_export import dataset_to_coco
-from detkit.data.loader import build_dataset
-from detkit.data.voc import VOCDataset
-from detkit.data.yolo import YOLODataset
-from detkit.errors import DetkitError
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--format", choices=("voc", "yolo"), default="voc", help="the layout under --root")
-    parser.add_argument("--root", action="append", default=[], help="data set root (repeat to concatenate)")
-    parser.add_argument("--names", help="YOLO: class names file (data.yaml or one name per line)")
-    parser.add_argument("--split", action="append", default=[],
-                        help="ImageSets/Main/<split>.txt (one, or one per root); none = every XML file")
-    parser.add_argument("--ann-dir", default="Annotations")
-    parser.add_argument("--img-dir", default="JPEGImages")
-    parser.add_argument("--split-file", help="file of ids relative to each root (instead of --split)")
-    parser.add_argument("--classes", help="comma-separated class names (default: discovered, sorted)")
-    parser.add_argument("--difficult", choices=("ignore", "train", "drop"), default="ignore")
-    parser.add_argument("--skip-bad-images", action="store_true")
-    parser.add_argument("--ignore-unknown-classes", action="store_true")
-    parser.add_argument("--config", help="take the VOC settings of a detkit config instead of --root ...")
-    parser.add_argument("--config-split", choices=("train", "val"), default="train")
-    parser.add_argument("--img-root", help="write file names relative to this folder (default: the image folder)")
-    parser.add_argument("--out", required=True, help="output COCO JSON file")
-    parser.add_argument("overrides", nargs="*", help="config overrides (with --config), dotted.key=value")
-    args = parser.parse_args(argv)
-    try:
-        if args.config:
-            dataset = build_dataset(load_config(args.config, args.overrides), args.config_split, log_report=False)
-        elif args.root and args.format == "yolo":
-            classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-            dataset = YOLODataset(roots=args.root, splits=args.split, split_file=args.split_file, classes=classes,
-                                  names_file=args.names, skip_bad_images=args.skip_bad_images,
-                                  ignore_unknown_classes=args.ignore_unknown_classes, log_report=False)
-        elif args.root:
-            classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-            dataset = VOCDataset(roots=args.root, splits=args.split, ann_dir=args.ann_dir, img_dir=args.img_dir,
-                                 split_file=args.split_file, classes=classes, difficult=args.difficult,
-                                 skip_bad_images=args.skip_bad_images,
-                                 ignore_unknown_classes=args.ignore_unknown_classes, log_report=False)
-        else:
-            parser.error("give --root (one or more) or --config")
-        write_json_atomic(dataset_to_coco(dataset, img_root=args.img_root), args.out)
-    except DetkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(dataset.report.summary())
-    num_boxes = sum(len(dataset.get_annotation(i)["boxes"]) for i in range(len(dataset)))
-    print(f"wrote {args.out}: {len(dataset)} images, {num_boxes} boxes, classes {dataset.classes}")
-    return 0
-
+from detkit.cli.convert import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,7 @@ import numpy as np
 from detkit.anchors.fit import MIN_FIT_SIDE
 from detkit.anchors.metrics import BoxSet, grid_offsets
 from detkit.anchors.setup import AnchorSetup
-from detkit.data.loader import resized_annotations
+from detkit.data.resized_boxes import resized_annotations
 
 __all__ = ["collect_training_boxes", "with_flips", "fit_inputs", "batch_fit_boxes"]
 

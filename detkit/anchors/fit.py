@@ -22,7 +22,7 @@ __all__ = [
     "fit_score", "improves", "decide", "FitResult",
 ]
 
-# Boxes with a side under this many pixels are left out of fitting (ANCHORS.md: "drop sides under 2 px").
+# Boxes with a side under this many pixels are left out of fitting (docs/anchors.md, the kmeans mode).
 MIN_FIT_SIDE = 2.0
 
 

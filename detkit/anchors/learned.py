@@ -5,7 +5,7 @@ Shape shorthand: N training boxes, L levels, A anchor shapes per level.
 Why not through the RPN loss: under the delta codec the gradient of the regression loss with
 respect to an anchor's log-size equals the gradient to the regression bias, and anchors act
 through IoU matching, which is not differentiable. So the anchors get their own objective
-(ANCHORS.md): for every box a smooth best IoU over all anchors (the IoUs weighted by a softmax
+(docs/anchors.md): for every box a smooth best IoU over all anchors (the IoUs weighted by a softmax
 with temperature T over them, the weights held constant within a step) plus a soft recall at 0.7
 (a sigmoid of that smooth best IoU around 0.7), maximised with Adam on full batches (cosine-decayed
 learning rate; the best iterate by the hard metrics is kept). The IoU is grid-aware when the boxes' per-level offsets

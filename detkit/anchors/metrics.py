@@ -1,4 +1,4 @@
-"""How well a set of anchor shapes fits a set of ground-truth boxes (the metrics of ANCHORS.md).
+"""How well a set of anchor shapes fits a set of ground-truth boxes (the metrics of docs/anchors.md).
 
 Shape shorthand: N ground-truth boxes, I images, L levels, A anchor shapes per level and location,
 H_l / W_l the feature-map size of level l. Boxes are xyxy in network-input pixels (after the
@@ -236,7 +236,7 @@ def _summary(centred: np.ndarray, grid: Optional[np.ndarray], positives: Optiona
 def evaluate_anchors(shapes: np.ndarray, *, box_wh: Optional[np.ndarray] = None, boxes: Optional[BoxSet] = None,
                      strides: Optional[Sequence[int]] = None, offset: float = 0.0, size_divisible: int = 32,
                      count_positives: bool = True, pos_threshold: float = 0.7) -> Dict[str, object]:
-    """All metrics of ANCHORS.md for one anchor set.
+    """All metrics of docs/anchors.md for one anchor set.
 
     Give either `box_wh` (N, 2) for the centred metrics alone, or `boxes` (a :class:`BoxSet`) with
     `strides` for the centred and grid-aware ones. shapes: (L, A, 2).

@@ -9,7 +9,7 @@ trainer sends them to every process, keeps them in the run's state and writes th
 config.yaml and every checkpoint.
 
 The fits see the boxes of :mod:`detkit.anchors.boxes` (resized, on the grid, mirrored under the
-configured flips); the metrics printed are those of the unflipped training boxes (ANCHORS.md).
+configured flips); the metrics printed are those of the unflipped training boxes (docs/anchors.md).
 """
 
 from __future__ import annotations

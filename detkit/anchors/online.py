@@ -1,6 +1,6 @@
 """Online refinement of learned anchors during the LR warm-up (``model.anchors.online_warmup: true``).
 
-ANCHORS.md lets the learned mode continue its fit online during warm-up, then freeze. The trainer
+docs/anchors.md lets the learned mode continue its fit online during warm-up, then freeze. The trainer
 builds an :class:`OnlineAnchorWarmup` when ``model.anchors.mode: learned`` and ``online_warmup:
 true``. On each of the first ``train.warmup_iters`` iterations, before the forward pass, it takes one
 Adam step of :class:`detkit.anchors.learned.LearnedAnchors` on the batch's boxes (resized and

@@ -15,7 +15,7 @@ from detkit.anchors.modes import MODES, AnchorModeResult, format_metric_table, f
 from detkit.anchors.setup import AnchorSetup
 from detkit.atomic_io import write_json_atomic
 from detkit.config import Config
-from detkit.data.loader import build_dataset
+from detkit.data.formats import build_dataset
 
 __all__ = ["mode_summary", "plot_anchor_fit", "anchor_report"]
 

@@ -9,7 +9,8 @@ whenever ``round(val_fraction * N)`` leaves room.
 
 :func:`write_split` stores the result (file names per side, the settings) as JSON in the run folder;
 ``data.auto_split.file`` reads such a file back, so a later evaluation or another run uses exactly
-the same images even if the settings or the folder listing change.
+the same images even if the settings or the folder listing change. :func:`auto_split_side` applies
+either rule to the whole data set (detkit/data/formats.py reads it) and returns one side.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from detkit.atomic_io import write_json_atomic
-from detkit.data.dataset import DetectionDataset
+from detkit.config import AutoSplitConfig
+from detkit.data.dataset import DetectionDataset, resolve_path
 from detkit.errors import ConfigError
 
 __all__ = ["stratified_split", "split_from_file", "subset", "write_split", "image_keys", "auto_split_enabled",
-           "SPLIT_FILE_NAME"]
+           "auto_split_side", "SPLIT_FILE_NAME"]
 
 SPLIT_FILE_NAME = "split.json"
 
@@ -33,6 +35,17 @@ SPLIT_FILE_NAME = "split.json"
 def auto_split_enabled(data_cfg) -> bool:
     """True when ``data.auto_split`` divides data.train's source (a fraction or a split file is set)."""
     return data_cfg.auto_split.val_fraction is not None or data_cfg.auto_split.file is not None
+
+
+def auto_split_side(whole: DetectionDataset, settings: AutoSplitConfig, split: str) -> DetectionDataset:
+    """Side `split` ('train' or 'val') of `whole` (data.train's source, read whole) divided by
+    ``settings`` (data.auto_split): the images its split file places there, else the stratified split's."""
+    if settings.file is not None:
+        train_idx, val_idx = split_from_file(whole, resolve_path(settings.file))
+    else:
+        labels = [whole.index.labels[whole.index.box_slice(i)] for i in range(len(whole))]
+        train_idx, val_idx = stratified_split(labels, settings.val_fraction, settings.seed)
+    return subset(whole, train_idx if split == "train" else val_idx, split)
 
 
 def stratified_split(labels_per_image: Sequence[np.ndarray], val_fraction: float,

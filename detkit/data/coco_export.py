@@ -1,4 +1,4 @@
-"""Any detkit data set -> COCO JSON (used by tools/voc2coco.py; also a ready COCO ground truth).
+"""Any detkit data set -> COCO JSON (used by `detkit convert`; also a ready COCO ground truth).
 
 Boxes are written with :func:`~detkit.data.coco.xyxy_to_coco_box` (the data set's continuous
 coordinates, so a VOC box [xmin, ymin, xmax, ymax] becomes [xmin - 1, ymin - 1, xmax - xmin + 1,
@@ -11,11 +11,12 @@ back with COCODataset gives exactly the same boxes, labels and ids.
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Callable, Optional
 
+from detkit.atomic_io import write_json_atomic
 from detkit.data.coco import xyxy_to_coco_box
 
-__all__ = ["dataset_to_coco"]
+__all__ = ["dataset_to_coco", "write_coco_file"]
 
 
 def dataset_to_coco(dataset, *, img_root: Optional[str] = None, description: Optional[str] = None) -> dict:
@@ -42,3 +43,17 @@ def dataset_to_coco(dataset, *, img_root: Optional[str] = None, description: Opt
                   for cid, name in zip(dataset.category_ids, dataset.classes)]
     info = {"description": description or f"converted by detkit from {getattr(dataset, 'name', 'a data set')}"}
     return {"info": info, "images": images, "annotations": annotations, "categories": categories}
+
+
+def write_coco_file(dataset, path: str, *, img_root: Optional[str] = None,
+                    log: Callable[[str], None] = print) -> dict:
+    """Write :func:`dataset_to_coco` of ``dataset`` to ``path`` (atomically), as ``detkit convert`` does.
+
+    Logs the data set's report (every box it dropped or clipped) and a one-line summary; returns the COCO dict.
+    """
+    coco = dataset_to_coco(dataset, img_root=img_root)
+    write_json_atomic(coco, path)
+    log(dataset.report.summary())
+    num_boxes = sum(1 for a in coco["annotations"] if not a["iscrowd"])  # ignore regions are not boxes
+    log(f"wrote {path}: {len(dataset)} images, {num_boxes} boxes, classes {dataset.classes}")
+    return coco

@@ -13,50 +13,27 @@ sample (see :data:`SAMPLE_KEYS`)::
      "ignore_labels": np.int64 (G,) the class of each ignore region (for evaluation),
      "image_id": int, "orig_size": (h, w), "file_name": str}
 
-``get_annotation(i)`` returns the same dict without "image" and never decodes an image.
+``get_annotation(i)`` returns the same dict without "image" and never decodes an image; one image's
+annotation as an object is an :class:`~detkit.data.index.ImageRecord`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import List, Optional, Tuple, Union
 
-import numpy as np
 from torch.utils.data import Dataset
 
 from detkit.data.image_io import checked_image_size, read_image
-from detkit.data.index import AnnotationIndex
+from detkit.data.index import AnnotationIndex, ImageRecord
 from detkit.data.report import DataReport
 from detkit.errors import DataError
 
-__all__ = ["ImageRecord", "DetectionDataset", "RecordsView", "SAMPLE_KEYS", "resolve_path", "probe_image",
+__all__ = ["DetectionDataset", "RecordsView", "SAMPLE_KEYS", "resolve_path", "probe_image",
            "read_image_header", "settle_bad_annotations"]
 
 SAMPLE_KEYS = ("image", "boxes", "labels", "ignore_boxes", "ignore_labels", "image_id", "orig_size", "file_name")
-
-
-@dataclass
-class ImageRecord:
-    """One image's annotation, already in detkit's convention.
-
-    Attributes:
-        image_id: unique int id (COCO: the JSON's id; VOC: 1-based position in the data set).
-        path: image file path as opened.
-        file_name: the name shown to users and written to COCO JSON (relative to the image folder).
-        size: (h, w) of the decoded, EXIF-applied image.
-        boxes: float32 (N, 4); labels: int64 (N,); ignore_boxes: float32 (G, 4); ignore_labels: int64 (G,).
-    """
-
-    image_id: int
-    path: str
-    file_name: str
-    size: Tuple[int, int]
-    boxes: np.ndarray
-    labels: np.ndarray
-    ignore_boxes: np.ndarray
-    ignore_labels: np.ndarray
 
 
 class RecordsView(Sequence):

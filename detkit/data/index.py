@@ -13,17 +13,42 @@ interned), which a worker reads without writing, so the pages stay shared::
               ignore_boxes[ignore_offsets[i]:ignore_offsets[i + 1]]  ignore_labels[...]
               image_ids[i], sizes[i] = (h, w), paths.get(i), file_names.get(i)
 
-:meth:`AnnotationIndex.record` rebuilds the :class:`~detkit.data.dataset.ImageRecord` of one image.
+:class:`ImageRecord` is one image's annotation as an object (what a reader builds, and what
+:meth:`AnnotationIndex.record` rebuilds of one image); it lives here, beside the index that stores it,
+so that dataset.py depends on this module and not the other way round.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Sequence
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["StringTable", "AnnotationIndex"]
+__all__ = ["ImageRecord", "StringTable", "AnnotationIndex"]
+
+
+@dataclass
+class ImageRecord:
+    """One image's annotation, already in detkit's convention.
+
+    Attributes:
+        image_id: unique int id (COCO: the JSON's id; VOC: 1-based position in the data set).
+        path: image file path as opened.
+        file_name: the name shown to users and written to COCO JSON (relative to the image folder).
+        size: (h, w) of the decoded, EXIF-applied image.
+        boxes: float32 (N, 4); labels: int64 (N,); ignore_boxes: float32 (G, 4); ignore_labels: int64 (G,).
+    """
+
+    image_id: int
+    path: str
+    file_name: str
+    size: Tuple[int, int]
+    boxes: np.ndarray
+    labels: np.ndarray
+    ignore_boxes: np.ndarray
+    ignore_labels: np.ndarray
 
 
 class StringTable:
@@ -117,8 +142,8 @@ class AnnotationIndex:
             raise ValueError("inconsistent AnnotationIndex arrays")
 
     @classmethod
-    def from_records(cls, records: Sequence) -> "AnnotationIndex":
-        """An index of :class:`~detkit.data.dataset.ImageRecord` objects, in order."""
+    def from_records(cls, records: Sequence[ImageRecord]) -> "AnnotationIndex":
+        """An index of :class:`ImageRecord` objects, in order."""
         def flat(arrays, width):
             arrays = [np.asarray(a).reshape(-1, width) if width else np.asarray(a).reshape(-1) for a in arrays]
             if arrays:
@@ -162,10 +187,8 @@ class AnnotationIndex:
         """int64 (B,) the image (position) of every box."""
         return np.repeat(np.arange(len(self), dtype=np.int64), self.boxes_per_image())
 
-    def record(self, i: int):
-        """The :class:`~detkit.data.dataset.ImageRecord` of image `i` (arrays are copies)."""
-        from detkit.data.dataset import ImageRecord
-
+    def record(self, i: int) -> ImageRecord:
+        """The :class:`ImageRecord` of image `i` (arrays are copies)."""
         b, g = self.box_slice(i), self.ignore_slice(i)
         return ImageRecord(image_id=int(self.image_ids[i]), path=self.paths.get(i),
                            file_name=self.file_names.get(i), size=(int(self.sizes[i, 0]), int(self.sizes[i, 1])),

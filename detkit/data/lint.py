@@ -1,4 +1,4 @@
-"""The data linter behind tools/lint_data.py: what a data set holds and every fix it needed.
+"""The data linter behind `detkit lint` (tools/lint_data.py): what a data set holds and every fix it needed.
 
 :func:`lint_config` builds each split's data set with ``skip_bad_images`` and
 ``ignore_unknown_classes`` forced on (so one run reports every problem instead of stopping at
@@ -6,24 +6,28 @@ the first), optionally decodes every image (catching corruption that the cheap c
 time miss), and gathers: image count, boxes per class, ignore regions, empty images, every fix
 of the data set's report (degenerate, clipped, duplicates, near-duplicates, unknown classes, bad
 images, size / file name mismatches), and box size statistics in original pixels and after the
-resize. :func:`plot_lint` draws class counts and box size distributions into a PNG.
+resize. :func:`plot_lint` draws class counts and box size distributions into a PNG;
+:func:`lint_report` (what ``detkit lint`` runs) does all of it: lint, print, JSON, PNG.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Dict, List, Optional, Sequence
+import os
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
+from detkit.atomic_io import write_json_atomic
 from detkit.config import Config, DataConfig
+from detkit.data.formats import build_dataset
 from detkit.data.image_io import read_image
-from detkit.data.loader import build_dataset, resized_annotations
+from detkit.data.resized_boxes import resized_annotations
 from detkit.data.transforms import test_min_size
 from detkit.errors import DataError
 
-__all__ = ["lint_dataset", "lint_config", "plot_lint", "box_size_stats", "public_result", "format_lint"]
+__all__ = ["lint_dataset", "lint_config", "plot_lint", "box_size_stats", "public_result", "format_lint", "lint_report"]
 
 _PERCENTILES = (0, 5, 25, 50, 75, 95, 100)
 
@@ -202,3 +206,25 @@ def format_lint(result: dict) -> str:
                 lines.append(f"  box sqrt(area), {where}: min {sq['p0']}, median {sq['p50']}, max {sq['p100']}; "
                              f"h/w median {ar['p50']}; COCO buckets {st['coco_buckets']}")
     return "\n".join(lines)
+
+
+def lint_report(cfg: Config, splits: Sequence[str] = ("train", "val"), *, decode: bool = True,
+                json_path: Optional[str] = None, png_path: Optional[str] = None,
+                log: Callable[[str], None] = print) -> dict:
+    """Lint ``splits`` of ``cfg`` (:func:`lint_config`), log the summary, write the JSON and the plot.
+
+    Args:
+        json_path: write :func:`public_result` of the result here (default: no JSON).
+        png_path: the plot file (default: ``json_path`` with .png, else lint_data.png in the current folder).
+    Returns:
+        the full result of :func:`lint_config`.
+    """
+    result = lint_config(cfg, splits, decode=decode)
+    log(format_lint(result))
+    if json_path:
+        write_json_atomic(public_result(result), json_path)
+        log(f"wrote {json_path}")
+    png = png_path or (os.path.splitext(json_path)[0] + ".png" if json_path else "lint_data.png")
+    plot_lint(result, png)
+    log(f"wrote {png}")
+    return result

@@ -3,6 +3,18 @@
 Boxes arrive here already converted to detkit's convention (float32 x1, y1, x2, y2 in continuous
 absolute pixel coordinates, see voc.py / coco.py for the conversions). Every change is counted
 in the data set's :class:`~detkit.data.report.DataReport`; nothing is fixed silently.
+
+There is one implementation, vectorised over images: :func:`sanitize_groups` applies the rules to
+the boxes of many images at once (the COCO reader passes all of COCO's 860k boxes in one call), and
+:func:`sanitize_boxes` (the VOC and YOLO readers, one image at a time) is its one-group case. The
+rules, in this order, each written once below:
+
+    1. degenerate (:func:`_degenerate`): a non-finite coordinate or no area -> dropped
+    2. clip (:func:`_clip`): clipped to the image; left without area (entirely outside) -> dropped
+    3. exact duplicates (:func:`_exact_duplicates`): the same label and float32 coordinates as an
+       earlier box of the image -> dropped
+    4. near-duplicates (:func:`_near_duplicate_counts`): pairs of boxes of one label with
+       IoU >= NEAR_DUPLICATE_IOU -> counted, kept
 """
 
 from __future__ import annotations
@@ -11,38 +23,14 @@ from collections import Counter
 from typing import Callable, Tuple
 
 import numpy as np
-import torch
 
 from detkit.data.report import DataReport
-from detkit.ops.boxes import box_iou
 
 __all__ = ["sanitize_boxes", "sanitize_groups", "NEAR_DUPLICATE_IOU"]
 
 # Two boxes of the same class overlapping at least this much are reported as near-duplicates
 # (kept: they may be real, e.g. touching cells; only a person can tell).
 NEAR_DUPLICATE_IOU = 0.9
-
-
-def _drop_exact_duplicates(boxes: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Keep mask of the first occurrence of each (label, x1, y1, x2, y2)."""
-    keep = np.ones(len(boxes), dtype=bool)
-    seen = set()
-    for i in range(len(boxes)):
-        key = (int(labels[i]), *boxes[i].tolist())
-        if key in seen:
-            keep[i] = False
-        seen.add(key)
-    return keep
-
-
-def _count_near_duplicates(boxes: np.ndarray, labels: np.ndarray) -> int:
-    """Number of pairs of same-label boxes with IoU >= NEAR_DUPLICATE_IOU."""
-    if len(boxes) < 2:
-        return 0
-    iou = box_iou(torch.from_numpy(boxes), torch.from_numpy(boxes)).numpy()  # (N, N)
-    same = labels[:, None] == labels[None, :]
-    upper = np.triu(np.ones_like(same), k=1)
-    return int(np.count_nonzero((iou >= NEAR_DUPLICATE_IOU) & same & upper))
 
 
 def sanitize_boxes(
@@ -66,74 +54,24 @@ def sanitize_boxes(
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    h, w = size
-    finite = np.isfinite(boxes).all(axis=1)
-    valid = finite & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    for i in np.flatnonzero(~valid):
-        report.add("degenerate_dropped", example=f"{where}: {boxes[i].tolist()}",
-                   detail="non-finite" if not finite[i] else "zero or negative area")
-    boxes, labels = boxes[valid], labels[valid]
-
-    clipped = boxes.copy()
-    clipped[:, 0::2] = np.clip(clipped[:, 0::2], 0.0, w)
-    clipped[:, 1::2] = np.clip(clipped[:, 1::2], 0.0, h)
-    clipped += 0.0  # -0.0 -> 0.0 (np.clip keeps the sign of a zero or not, depending on its code path)
-    changed = (clipped != boxes).any(axis=1)
-    inside = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
-    for i in np.flatnonzero(changed & inside):
-        report.add("clipped", example=f"{where}: {boxes[i].tolist()} in {w}x{h}")
-    for i in np.flatnonzero(~inside):
-        report.add("degenerate_dropped", example=f"{where}: {boxes[i].tolist()} in {w}x{h}",
-                   detail="entirely outside the image")
-    boxes, labels = clipped[inside].astype(np.float32), labels[inside]
-
-    keep = _drop_exact_duplicates(boxes, labels)
-    for i in np.flatnonzero(~keep):
-        report.add("duplicate_dropped", example=f"{where}: {boxes[i].tolist()}")
-    boxes, labels = boxes[keep], labels[keep]
-    near = _count_near_duplicates(boxes, labels)
-    if near:
-        report.add("near_duplicate", near, example=where)
-    return np.ascontiguousarray(boxes, dtype=np.float32).reshape(-1, 4), labels
-
-
-def _pairs_within_runs(keys: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Every (i, j), i < j, of positions with equal `keys` (sorted, nondecreasing int64 (B,))."""
-    if len(keys) < 2:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    lengths = np.diff(np.r_[starts, len(keys)])
-    run_end = np.repeat(starts + lengths, lengths)  # (B,) one past the end of each position's run
-    later = run_end - np.arange(len(keys)) - 1  # partners after each position
-    first = np.repeat(np.arange(len(keys)), later)
-    pair_start = np.cumsum(later) - later
-    second = first + 1 + (np.arange(len(first)) - np.repeat(pair_start, later))
-    return first, second
-
-
-def _pair_iou_float32(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of row i of `a` with row i of `b` (float32 (P, 4) each), with box_iou's float32 arithmetic."""
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    wh = np.maximum(np.minimum(a[:, 2:], b[:, 2:]) - np.maximum(a[:, :2], b[:, :2]), np.float32(0))
-    inter = wh[:, 0] * wh[:, 1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return inter / (area_a + area_b - inter)
+    kept, out = sanitize_groups(boxes, labels, np.zeros(len(boxes), np.int64), np.asarray([size]),
+                                lambda g: where, report)
+    return out, labels[kept]
 
 
 def sanitize_groups(boxes: np.ndarray, labels: np.ndarray, group: np.ndarray, sizes: np.ndarray,
                     where: Callable[[int], str], report: DataReport) -> Tuple[np.ndarray, np.ndarray]:
     """:func:`sanitize_boxes` of many images at once, with the same results and the same report.
 
-    A group is what one :func:`sanitize_boxes` call saw (one image's boxes, or its ignore regions);
+    A group is what one :func:`sanitize_boxes` call sees (one image's boxes, or its ignore regions);
     boxes of a group keep their order. The report receives the counts, examples (in the order of the
-    per-group calls: by group, then as sanitize_boxes meets them) and details that calling
-    sanitize_boxes on every group in increasing group order would give.
+    per-group calls: by group, then as the rules meet them) and details that calling sanitize_boxes
+    on every group in increasing group order gives.
 
     Args:
         boxes: (B, 4) x1, y1, x2, y2 (float64 as converted); labels: (B,) int64; group: (B,) int64.
         sizes: (number of groups, 2) (h, w) of each group's image.
-        where: group -> the text sanitize_boxes would have been given as ``where``.
+        where: group -> the text naming it in the report's examples (sanitize_boxes' ``where``).
 
     Returns:
         (kept indices int64 (M,) into the input, in input order, their clipped boxes float32 (M, 4)).
@@ -142,66 +80,136 @@ def sanitize_groups(boxes: np.ndarray, labels: np.ndarray, group: np.ndarray, si
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     group = np.asarray(group, dtype=np.int64).reshape(-1)
     sizes = np.asarray(sizes).reshape(-1, 2)
-    events: dict = {}  # kind -> list of (group, phase, index, example, detail)
+    events: dict = {}  # kind -> list of (group, rule, index, example style, detail)
 
-    def note(kind, idx, phase, example, detail=None):
+    def note(kind, idx, rule, style, detail=None):
         for i in idx:
-            events.setdefault(kind, []).append((int(group[i]), phase, int(i), example, detail))
+            events.setdefault(kind, []).append((int(group[i]), rule, int(i), style, detail))
 
-    finite = np.isfinite(b).all(axis=1)
-    with np.errstate(invalid="ignore"):
-        valid = finite & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+    finite, valid = _degenerate(b)
     bad = np.flatnonzero(~valid)
     note("degenerate_dropped", bad[~finite[bad]], 0, "box", "non-finite")
     note("degenerate_dropped", bad[finite[bad]], 0, "box", "zero or negative area")
-    h, w = sizes[group, 0].astype(np.float64), sizes[group, 1].astype(np.float64)
-    clipped = b.copy()
-    clipped[:, 0::2] = np.clip(clipped[:, 0::2], 0.0, w[:, None])
-    clipped[:, 1::2] = np.clip(clipped[:, 1::2], 0.0, h[:, None])
-    clipped += 0.0  # as sanitize_boxes
-    changed = (clipped != b).any(axis=1)
-    inside = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    clipped, changed, inside = _clip(b, sizes[group].astype(np.float64))
     note("clipped", np.flatnonzero(valid & changed & inside), 1, "box_in")
     note("degenerate_dropped", np.flatnonzero(valid & ~inside), 2, "box_in", "entirely outside the image")
     kept = np.flatnonzero(valid & inside)
     out = clipped[kept].astype(np.float32)
 
-    # exact duplicates: the same (group, label, x1, y1, x2, y2) as an earlier kept box
-    norm = out
-    order = np.lexsort((kept, norm[:, 3], norm[:, 2], norm[:, 1], norm[:, 0], labels[kept], group[kept]))
-    same = np.zeros(len(kept), dtype=bool)
-    if len(kept) > 1:
-        s = order
-        same[s[1:]] = ((group[kept][s[1:]] == group[kept][s[:-1]]) & (labels[kept][s[1:]] == labels[kept][s[:-1]])
-                       & (norm[s[1:]] == norm[s[:-1]]).all(axis=1))
-    note("duplicate_dropped", kept[same], 3, "box32")
-    boxes32_of = dict(zip(kept[same].tolist(), out[same]))
-    final_pos = np.flatnonzero(~same)
-    final, out = kept[final_pos], out[final_pos]
+    duplicate = _exact_duplicates(group[kept], labels[kept], out)
+    note("duplicate_dropped", kept[duplicate], 3, "box32")
+    boxes32_of = dict(zip(kept[duplicate].tolist(), out[duplicate]))
+    final, out = kept[~duplicate], out[~duplicate]
 
-    # near duplicates: pairs of kept boxes of one group and label with IoU >= NEAR_DUPLICATE_IOU
-    key_order = np.lexsort((final, labels[final], group[final]))
-    run_key = group[final][key_order] * (int(labels.max(initial=0)) + 1) + labels[final][key_order]
-    first, second = _pairs_within_runs(run_key)
-    iou = _pair_iou_float32(out[key_order[first]], out[key_order[second]])
-    near_groups = group[final][key_order[first[iou >= NEAR_DUPLICATE_IOU]]]
-    for g, n in zip(*np.unique(near_groups, return_counts=True)):
+    for g, n in zip(*_near_duplicate_counts(group[final], labels[final], out)):
         events.setdefault("near_duplicate", []).append((int(g), 4, -1, "where", int(n)))
 
+    def example(g: int, i: int, style: str) -> str:
+        if style == "box":
+            return f"{where(g)}: {b[i].tolist()}"
+        if style == "box_in":
+            return f"{where(g)}: {b[i].tolist()} in {int(sizes[g, 1])}x{int(sizes[g, 0])}"
+        return f"{where(g)}: {boxes32_of[i].tolist()}"
+
+    _report_events(events, report, where, example)
+    return final, out
+
+
+# --------------------------------------------------------------------------- the rules
+def _degenerate(b: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Rule 1 on float64 (B, 4): (finite bool (B,), valid bool (B,): finite with x2 > x1 and y2 > y1)."""
+    finite = np.isfinite(b).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        valid = finite & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+    return finite, valid
+
+
+def _clip(b: np.ndarray, hw: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rule 2: float64 (B, 4) clipped to float64 (B, 2) (h, w) of each box's image, as
+    (clipped float64 (B, 4), changed bool (B,), inside bool (B,): the clipped box still has area)."""
+    clipped = b.copy()
+    clipped[:, 0::2] = np.clip(clipped[:, 0::2], 0.0, hw[:, 1:2])
+    clipped[:, 1::2] = np.clip(clipped[:, 1::2], 0.0, hw[:, 0:1])
+    clipped += 0.0  # -0.0 -> 0.0 (np.clip keeps the sign of a zero or not, depending on its code path)
+    changed = (clipped != b).any(axis=1)
+    inside = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    return clipped, changed, inside
+
+
+def _exact_duplicates(group: np.ndarray, labels: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Rule 3: bool (M,), True where (group, label, x1, y1, x2, y2) repeats an earlier box's.
+
+    Args: group, labels: int64 (M,); boxes: float32 (M, 4) clipped (compared in float32, as stored).
+    """
+    position = np.arange(len(boxes))
+    # Sorted by (group, label, coordinates, position): equal keys are neighbours, the first one first.
+    order = np.lexsort((position, boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], labels, group))
+    repeat = np.zeros(len(boxes), dtype=bool)
+    if len(boxes) > 1:
+        cur, prev = order[1:], order[:-1]
+        repeat[cur] = ((group[cur] == group[prev]) & (labels[cur] == labels[prev])
+                       & (boxes[cur] == boxes[prev]).all(axis=1))
+    return repeat
+
+
+def _near_duplicate_counts(group: np.ndarray, labels: np.ndarray, boxes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Rule 4: (groups int64 (K,), pair counts int64 (K,)) of the groups that hold pairs of boxes of
+    one label with IoU >= NEAR_DUPLICATE_IOU (each unordered pair counted once).
+
+    Args: group, labels: int64 (M,); boxes: float32 (M, 4).
+    """
+    order = np.lexsort((np.arange(len(boxes)), labels, group))
+    first, second = _pairs_within_runs(group[order], labels[order])
+    iou = _pair_iou_float32(boxes[order[first]], boxes[order[second]])
+    return np.unique(group[order[first[iou >= NEAR_DUPLICATE_IOU]]], return_counts=True)
+
+
+def _pairs_within_runs(*keys: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Every (i, j), i < j, of positions equal in all `keys` (int64 (B,) each, sorted jointly)."""
+    n = len(keys[0])
+    if n < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    new_run = np.zeros(n, dtype=bool)
+    new_run[0] = True
+    for key in keys:
+        new_run[1:] |= key[1:] != key[:-1]
+    starts = np.flatnonzero(new_run)
+    lengths = np.diff(np.r_[starts, n])
+    run_end = np.repeat(starts + lengths, lengths)  # (B,) one past the end of each position's run
+    later = run_end - np.arange(n) - 1  # partners after each position
+    first = np.repeat(np.arange(n), later)
+    pair_start = np.cumsum(later) - later
+    second = first + 1 + (np.arange(len(first)) - np.repeat(pair_start, later))
+    return first, second
+
+
+def _pair_iou_float32(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of row i of `a` with row i of `b` (float32 (P, 4) each), with box_iou's float32 arithmetic
+    (the same operations in the same order, so a pair on the threshold lands on the same side)."""
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    wh = np.maximum(np.minimum(a[:, 2:], b[:, 2:]) - np.maximum(a[:, :2], b[:, :2]), np.float32(0))
+    inter = wh[:, 0] * wh[:, 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return inter / (area_a + area_b - inter)
+
+
+# --------------------------------------------------------------------------- the report
+def _report_events(events: dict, report: DataReport, where: Callable[[int], str],
+                   example: Callable[[int, int, str], str]) -> None:
+    """Add every kind's events to `report` as the per-group calls would have, one add_counted per kind.
+
+    Args:
+        events: kind -> list of (group, rule, box index, example style, detail); near_duplicate
+            entries carry the group's pair count as their detail.
+        example: (group, box index, style) -> the example text of one event.
+    """
     for kind, entries in events.items():
-        entries.sort(key=lambda e: (e[0], e[1], e[2]))
+        entries.sort(key=lambda e: (e[0], e[1], e[2]))  # by group, then rule, then box: the per-group order
         if kind == "near_duplicate":
             for g, _, _, _, n in entries:
                 report.add(kind, n, example=where(g))
             continue
         details = Counter(e[4] for e in entries if e[4] is not None)
-        examples = []
-        for g, _, i, style, _ in entries[:report.max_examples]:
-            if style == "box":
-                examples.append(f"{where(g)}: {b[i].tolist()}")
-            elif style == "box_in":
-                examples.append(f"{where(g)}: {b[i].tolist()} in {int(sizes[g, 1])}x{int(sizes[g, 0])}")
-            else:
-                examples.append(f"{where(g)}: {boxes32_of[i].tolist()}")
+        examples = [example(g, i, style) for g, _, i, style, _ in entries[:report.max_examples]]
         report.add_counted(kind, len(entries), examples=examples, details=details)
-    return final, out

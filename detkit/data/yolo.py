@@ -35,8 +35,9 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from detkit.data.dataset import DetectionDataset, ImageRecord, probe_image, resolve_path, settle_bad_annotations
+from detkit.data.dataset import DetectionDataset, probe_image, resolve_path, settle_bad_annotations
 from detkit.data.image_io import IMAGE_EXTENSIONS
+from detkit.data.index import ImageRecord
 from detkit.data.report import DataReport
 from detkit.data.sanitize import sanitize_boxes
 from detkit.errors import DataError

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from detkit.atomic_io import check_writable_folder, write_json_atomic
-from detkit.deploy.export_graph import OUTPUT_NAMES, ExportableDetector
+from detkit.deploy.export_graph import OUTPUT_NAMES, ExportableDetector, describe_unexportable, unexportable_settings
 from detkit.deploy.export_verify import Tolerances, compare_detections, split_map, summarise
 from detkit.deploy.exported_model import METADATA_KEY, TORCHSCRIPT_EXTRA, load_exported, require_onnx
 from detkit.errors import DetkitError, ExportError
@@ -74,15 +74,12 @@ def build_export_model(checkpoint: str, overrides: Sequence[str] = (),
     from detkit.weights.trained_model import load_trained_model, prepare_inference
 
     model, cfg, ckpt = load_trained_model(checkpoint, torch.device("cpu"), list(overrides) + ["eval.precision=fp32"])
-    if cfg.model.roi_head.nms_method != "hard":
-        raise ExportError(f"'{checkpoint}' post-processes with soft-NMS (model.roi_head.nms_method="
-                          f"{cfg.model.roi_head.nms_method}), which has no ONNX or TorchScript form: export it with "
-                          "the override model.roi_head.nms_method=hard (hard NMS at model.roi_head.nms_thresh; "
-                          "the verification then compares with the eager model doing the same)")
-    if cfg.model.test_hflip:
-        raise ExportError(f"'{checkpoint}' runs with flip test-time augmentation (model.test_hflip=true), which the "
-                          "exported single-pass graph does not compute: export it with the override "
-                          "model.test_hflip=false")
+    unexportable = unexportable_settings(test_hflip=cfg.model.test_hflip, nms_method=cfg.model.roi_head.nms_method)
+    if unexportable:  # every such setting in one message: a user fixes them all in one go
+        raise ExportError(f"'{checkpoint}' has {len(unexportable)} inference setting"
+                          f"{'s' if len(unexportable) > 1 else ''} that the exported graph does not compute "
+                          "(the verification then compares with the eager model using the exportable values):\n"
+                          + describe_unexportable(unexportable))
     precision = prepare_inference(model, cfg, torch.device("cpu"), log=log)
     model.set_memory_format("contiguous")  # the exported graph is laid out by its runtime
     graph = ExportableDetector(model, min_size=test_min_size(cfg.data), max_size=cfg.data.max_size).eval()
@@ -153,7 +150,7 @@ def verification_images(paths: Optional[Sequence[str]], predictor, log: Callable
     if paths:
         images = [(p, read_image(p)) for p in paths]
     else:
-        from detkit.data.loader import build_dataset
+        from detkit.data.formats import build_dataset
 
         try:
             dataset = build_dataset(predictor.cfg, "val", classes=predictor.classes, log_report=False)
@@ -226,8 +223,8 @@ def _verify(predictor, exported, verify_images, verify_split, tol: Tolerances, l
     summary = summarise(comparisons)
     out = {"images": [c.as_dict() for c in comparisons], "summary": summary, "passed": summary["passed"]}
     if verify_split:
+        from detkit.data.formats import build_dataset
         from detkit.data.image_io import read_image
-        from detkit.data.loader import build_dataset
 
         dataset = build_dataset(predictor.cfg, verify_split, classes=predictor.classes, log_report=False)
         log(f"  COCO mAP over the {verify_split} split ({len(dataset)} images), eager and exported ...")

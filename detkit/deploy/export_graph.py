@@ -33,7 +33,7 @@ graph works at any image size. Single images only: the batch dimension is not pa
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, NamedTuple, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -43,9 +43,46 @@ from torchvision.ops import roi_align as tv_roi_align
 
 from detkit.ops.boxes import clip_boxes, remove_small_boxes
 
-__all__ = ["ExportableDetector", "OUTPUT_NAMES", "cv2_linear_resize", "resize_for_detector"]
+__all__ = ["ExportableDetector", "OUTPUT_NAMES", "cv2_linear_resize", "resize_for_detector", "UnexportableSetting",
+           "unexportable_settings", "describe_unexportable"]
 
 OUTPUT_NAMES = ("boxes", "scores", "labels")
+
+
+class UnexportableSetting(NamedTuple):
+    """An inference setting the exported graph does not compute: ``key=value`` as configured, the
+    ``exportable`` value to set instead, and why."""
+
+    key: str
+    value: str
+    exportable: str
+    why: str
+
+
+def unexportable_settings(*, test_hflip: bool, nms_method: str) -> List[UnexportableSetting]:
+    """Every inference setting of a detector that its exported graph would not reproduce (empty: exportable).
+
+    Collected all at once so that a user learns every override to give from one error, not one per try.
+    """
+    found = []
+    if nms_method != "hard":
+        # Soft-NMS is a sequential loop with data-dependent decay: ONNX and TorchScript graphs of it
+        # would not be the eager model's. Refuse rather than export a different detector.
+        found.append(UnexportableSetting("model.roi_head.nms_method", nms_method, "hard",
+                                         "soft-NMS has no ONNX or TorchScript form (hard NMS runs at "
+                                         "model.roi_head.nms_thresh)"))
+    if test_hflip:
+        found.append(UnexportableSetting("model.test_hflip", "true", "false",
+                                         "flip test-time augmentation needs a second, mirrored pass, which the "
+                                         "exported single-pass graph does not compute"))
+    return found
+
+
+def describe_unexportable(settings: List[UnexportableSetting]) -> str:
+    """One line per setting (``key=value: why; set key=exportable``) and the override line that fixes them all."""
+    lines = [f"  {s.key}={s.value}: {s.why}; set {s.key}={s.exportable}" for s in settings]
+    fix = " ".join(f"{s.key}={s.exportable}" for s in settings)
+    return "\n".join(lines + [f"export with the override{'s' if len(settings) > 1 else ''}: {fix}"])
 
 
 # cv2.INTER_LINEAR on 8-bit images works in fixed point: tap weights are rounded to 11 bits
@@ -151,15 +188,11 @@ class ExportableDetector(nn.Module):
     def __init__(self, detector: nn.Module, *, min_size: int, max_size: int) -> None:
         super().__init__()
         rpn, roi = detector.rpn, detector.roi_head
-        if getattr(detector, "test_hflip", False):
-            raise ValueError("model.test_hflip=true (flip test-time augmentation) cannot be exported; export with "
-                             "the override model.test_hflip=false")
-        if roi.nms_method != "hard":
-            # Soft-NMS is a sequential loop with data-dependent decay: ONNX and TorchScript graphs of
-            # it would not be the eager model's. Refuse rather than export a different detector.
-            raise ValueError(f"model.roi_head.nms_method={roi.nms_method!r} (soft-NMS) cannot be exported; "
-                             "export with the override model.roi_head.nms_method=hard (hard NMS at "
-                             "model.roi_head.nms_thresh), which the exported graph computes")
+        unexportable = unexportable_settings(test_hflip=bool(getattr(detector, "test_hflip", False)),
+                                             nms_method=roi.nms_method)
+        if unexportable:
+            raise ValueError("the detector has inference settings the exported graph does not compute:\n"
+                             + describe_unexportable(unexportable))
         self.backbone = detector.backbone
         self.rpn_head = rpn.head
         self.box_head = roi.box_head

@@ -1,6 +1,7 @@
 """Inference on image files: expand inputs, detect in batches, draw, write detections.json.
 
 A file that cannot be read is reported and skipped; the others are still processed.
+:func:`infer_inputs` is what ``detkit infer`` runs: a checkpoint or an exported model over inputs.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from tqdm import tqdm
 from detkit.config import Config
 from detkit.data.image_io import IMAGE_EXTENSIONS, read_image
 from detkit.data.transforms import build_transforms
-from detkit.deploy.exported_model import ExportedModel
-from detkit.errors import DataError
+from detkit.deploy.exported_model import ExportedModel, load_exported
+from detkit.errors import DataError, ExportError
 from detkit.evaluation.evaluator import write_json
 from detkit.runtime.precision import Precision, autocast_of
 from detkit.vis import draw_detections
 
-__all__ = ["image_to_input", "expand_inputs", "predict_files"]
+__all__ = ["image_to_input", "expand_inputs", "predict_files", "infer_inputs"]
 
 
 def expand_inputs(inputs: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -137,3 +138,53 @@ def _output_image_path(output_dir: str, path: str, used_names: set) -> str:
         name, counter = f"{stem}_{counter}{ext}", counter + 1
     used_names.add(name)
     return os.path.join(output_dir, name)
+
+
+def infer_inputs(inputs: Sequence[str], *, output_dir: str, checkpoint: Optional[str] = None,
+                 exported: Optional[str] = None, overrides: Sequence[str] = (), device: str = "cpu",
+                 batch_size: int = 1, score_threshold: Optional[float] = None, progress: bool = True,
+                 log: Callable[[str], None] = print) -> dict:
+    """Run a checkpoint (or an exported model) over image files, folders and glob patterns, as ``detkit infer``.
+
+    Args:
+        checkpoint / exported: a detkit checkpoint, or a file written by export (exactly one of them).
+        overrides: ``dotted.key=value`` inference settings of the checkpoint's config (e.g.
+            ``eval.fold_bn=false``, ``eval.precision=fp32``); an exported model has its settings baked in.
+        score_threshold: keep detections at or above it: for a checkpoint it sets
+            ``model.roi_head.score_thresh``; an exported model's own threshold is baked in, so there it
+            can only raise it.
+    Returns:
+        ``{"processed": n, "failed": [(input or path, reason), ...], "detections": n}``; an input that
+        matches no file counts as failed (and is logged), as does an unreadable image.
+    Raises:
+        ExportError: overrides or a device other than the CPU with an exported model.
+        CheckpointError, ConfigError: the checkpoint or an override is invalid.
+    """
+    from detkit.runtime.device import resolve_device
+    from detkit.weights.trained_model import load_trained_model, prepare_inference
+
+    if (checkpoint is None) == (exported is None):
+        raise ExportError("give either a checkpoint (--checkpoint) or an exported model (--model), not both or none")
+    if exported is not None:
+        if overrides or device != "cpu":
+            raise ExportError("key=value overrides, --precision and --device apply to --checkpoint; an exported "
+                              "--model runs on the CPU with the settings baked in at export (re-export to change "
+                              "them)")
+        model, cfg, precision = load_exported(exported), None, None
+        classes, category_ids = model.classes, model.category_ids
+    else:
+        resolve_device(device, key="--device")
+        if score_threshold is not None:  # the model's own threshold: it also applies before its top-N cut
+            overrides = [*overrides, f"model.roi_head.score_thresh={score_threshold}"]
+        model, cfg, ckpt = load_trained_model(checkpoint, overrides=list(overrides))
+        precision = prepare_inference(model, cfg, torch.device(device), log=log)
+        classes, score_threshold = ckpt["classes"], None  # now in the config: predict_files need not filter
+        category_ids = ckpt.get("category_ids") or list(range(1, len(classes) + 1))
+    paths, problems = expand_inputs(inputs)
+    for item, reason in problems:
+        log(f"skipped: {item}: {reason}")
+    summary = predict_files(model, cfg, classes, category_ids, paths, output_dir=output_dir,
+                            batch_size=max(1, batch_size), device=device, progress=progress, log=log,
+                            precision=precision, score_threshold=score_threshold)
+    summary["failed"] = list(problems) + summary["failed"]
+    return summary

@@ -23,7 +23,8 @@ import torch
 from detkit.anchors import AnchorSetup
 from detkit.config import Config, load_config, save_config
 from detkit.data.auto_split import SPLIT_FILE_NAME
-from detkit.data.loader import build_dataset, build_loader
+from detkit.data.formats import build_dataset
+from detkit.data.loader import build_loader
 from detkit.engine import hooks as H
 from detkit.engine.hook_list import build_hooks
 from detkit.engine.optim import build_optimizer, build_scheduler

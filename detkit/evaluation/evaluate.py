@@ -75,7 +75,7 @@ def evaluate_checkpoint(checkpoint_path: str, *, config_path: Optional[str] = No
     :func:`load_trained_model` ("train_model" evaluates the trained weights of a moving-average run).
     """
     from detkit.config import load_config, replace_values
-    from detkit.data.loader import build_dataset
+    from detkit.data.formats import build_dataset
     from detkit.evaluation.evaluator import format_coco_table, format_per_class_table, write_json
 
     resolve_device(device, key="device")  # before the checkpoint is read and the data set is scanned

@@ -29,7 +29,7 @@ STRIDES = [4, 8, 16, 32, 64]
 def bccd():
     if not (BCCD / "Annotations").is_dir():
         pytest.skip("../shared/data/BCCD is not present")
-    from detkit.data.loader import build_dataset
+    from detkit.data.formats import build_dataset
 
     cfg = load_config(REPO / "configs" / "bccd_r18_fpn.yaml",
                       ["data.min_size=[480]", "data.max_size=640", f"data.train.roots=[{BCCD.resolve()}]",

@@ -1,5 +1,6 @@
 """The per-image COCO reader detkit had before the compact index (pycocotools' index, one record and one
-sanitize_boxes call per image): the oracle that tests/data/test_scale_index.py holds COCODataset to."""
+per-image sanitation call, tests/data/sanitize_reference.py): the oracle that tests/data/test_scale_index.py
+holds COCODataset to."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import os
 import numpy as np
 
 from detkit.data.coco import coco_box_to_xyxy, load_coco_api
-from detkit.data.dataset import ImageRecord, probe_image, settle_bad_annotations
+from detkit.data.dataset import probe_image, settle_bad_annotations
+from detkit.data.index import ImageRecord
 from detkit.data.report import DataReport
-from detkit.data.sanitize import sanitize_boxes
 from detkit.errors import DataError
+from tests.data.sanitize_reference import reference_sanitize_boxes
 
 
 def reference_coco(ann_file, img_dir, *, classes=None, skip_bad_images=False, ignore_unknown_classes=False,
@@ -65,9 +67,9 @@ def reference_coco(ann_file, img_dir, *, classes=None, skip_bad_images=False, ig
                 boxes.append(box)
                 labels.append(label)
         where = info["file_name"]
-        boxes, labels = sanitize_boxes(np.array(boxes), np.array(labels), (h, w), report, where)
-        ignore_boxes, ignore_labels = sanitize_boxes(np.array(ignore_boxes), np.array(ignore_labels), (h, w),
-                                                     report, where + " (crowd)")
+        boxes, labels = reference_sanitize_boxes(np.array(boxes), np.array(labels), (h, w), report, where)
+        ignore_boxes, ignore_labels = reference_sanitize_boxes(np.array(ignore_boxes), np.array(ignore_labels),
+                                                               (h, w), report, where + " (crowd)")
         if drop_empty and len(boxes) == 0:
             report.add("empty_dropped", example=info["file_name"])
             continue

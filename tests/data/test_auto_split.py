@@ -7,7 +7,7 @@ import pytest
 
 from detkit.config import load_config
 from detkit.data.auto_split import split_from_file, stratified_split
-from detkit.data.loader import build_dataset
+from detkit.data.formats import build_dataset
 from detkit.errors import ConfigError
 from tests.data.test_yolo import _yolo_set
 

@@ -1,4 +1,4 @@
-"""detkit/data/loader.py and samplers.py: batches, grouped / sharded sampling, determinism, resized boxes."""
+"""detkit/data/loader.py and samplers.py: batches, grouped / sharded sampling, determinism."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from data_helpers import tiny_synthetic_config, write_coco, write_image
+from data_helpers import tiny_synthetic_config
 
-from detkit.config import config_from_dict
-from detkit.data.loader import box_shapes_after_resize, build_dataset, build_loader, resized_annotations
+from detkit.data.loader import build_loader
 from detkit.data.samplers import GroupedBatchSampler, InferenceBatchSampler, aspect_ratio_groups
 from detkit.errors import ConfigError
 
@@ -101,37 +100,6 @@ def test_distributed_loader_splits_global_batch(synth_cfg):
     assert sorted(ids[0] + ids[1]) == list(range(1, 7))
     with pytest.raises(ConfigError, match="divisible"):
         build_loader(synth_cfg, "train", distributed=True, num_replicas=4, rank=0)
-
-
-def test_coco_config_paths_relative_to_root(tmp_path):
-    write_image(tmp_path / "coco" / "imgs" / "a.jpg", (30, 40))
-    write_coco(tmp_path / "coco" / "ann.json", [{"id": 1, "file_name": "a.jpg", "width": 40, "height": 30}],
-               [{"id": 1, "image_id": 1, "category_id": 5, "bbox": [1, 2, 3, 4], "iscrowd": 0}],
-               [{"id": 5, "name": "thing"}])
-    split = {"roots": [str(tmp_path / "coco")], "ann_file": "ann.json", "img_dir": "imgs"}
-    cfg = config_from_dict({"data": {"format": "coco", "train": split, "val": split}})
-    ds = build_dataset(cfg, "train")
-    assert ds.classes == ["thing"] and ds.get_annotation(0)["boxes"].tolist() == [[1, 2, 4, 6]]
-
-
-def test_resized_boxes_for_anchor_fitting(synth_cfg):
-    ds = build_dataset(synth_cfg, "train")
-    entries = resized_annotations(ds, synth_cfg.data, min_size=[32, 128], max_size=1000)
-    assert len(entries) == 2 * len(ds) and {e["size"] for e in entries} == {(32, 32), (128, 128)}
-    shapes = box_shapes_after_resize(ds, synth_cfg.data, min_size=128, max_size=1000)
-    wh = np.concatenate([ds.get_annotation(i)["boxes"] for i in range(len(ds))])
-    np.testing.assert_allclose(shapes, 2 * (wh[:, 2:] - wh[:, :2]), rtol=1e-6)
-
-
-def test_bccd_box_shapes_at_480(bccd_root):
-    cfg = config_from_dict({"data": {"format": "voc", "train": {"roots": [str(bccd_root)], "splits": ["train"]},
-                                     "val": {"roots": [str(bccd_root)], "splits": ["test"]},
-                                     "min_size": [480], "max_size": 640}})
-    ds = build_dataset(cfg, "train", log_report=False)
-    shapes = box_shapes_after_resize(ds, cfg.data)
-    assert shapes.shape == (2804, 2) and (shapes > 0).all()  # 205 images at scale 1 (ANCHORS.md)
-    small = box_shapes_after_resize(ds, cfg.data, min_size=320, max_size=427)
-    np.testing.assert_allclose(small[:, 1], shapes[:, 1] * 320 / 480, rtol=1e-5)
 
 
 def test_replicas_split_the_single_process_global_batches():

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from benchmarks.scale_data import make_coco
 from detkit.data.coco import COCODataset
 from detkit.data.index import AnnotationIndex
 from detkit.data.report import DataReport
@@ -20,9 +20,7 @@ from detkit.data.voc import VOCDataset
 from detkit.data.yolo import YOLODataset
 from tests.data.coco_reference import reference_coco
 from tests.data.data_helpers import tiny_synthetic_config, write_coco, write_image
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from scale_data import make_coco  # noqa: E402
+from tests.data.sanitize_reference import reference_sanitize_boxes
 
 
 def _flawed_groups(seed: int):
@@ -46,10 +44,11 @@ def _flawed_groups(seed: int):
 
 
 @pytest.mark.parametrize("seed", range(60))
-def test_sanitize_groups_is_sanitize_boxes_per_group(seed):
+def test_sanitize_groups_and_boxes_match_the_per_image_reference(seed):
+    # sanitize_boxes is sanitize_groups with one group; both are held to the old per-image loop
     sizes, parts = _flawed_groups(seed)
-    ref_report, report = DataReport("x"), DataReport("x")
-    expected = [sanitize_boxes(b, lab, tuple(int(v) for v in sizes[g]), ref_report, f"img{g}")
+    ref_report, report, single_report = DataReport("x"), DataReport("x"), DataReport("x")
+    expected = [reference_sanitize_boxes(b, lab, tuple(int(v) for v in sizes[g]), ref_report, f"img{g}")
                 for g, (b, lab) in enumerate(parts)]
     boxes = np.concatenate([b for b, _ in parts]) if parts else np.zeros((0, 4))
     labels = np.concatenate([lab for _, lab in parts]) if parts else np.zeros(0, np.int64)
@@ -59,6 +58,11 @@ def test_sanitize_groups_is_sanitize_boxes_per_group(seed):
     assert out.dtype == np.float32
     assert np.array_equal(labels[kept], np.concatenate([e[1] for e in expected]) if parts else np.zeros(0))
     assert report.to_dict() == ref_report.to_dict()
+    for g, (b, lab) in enumerate(parts):
+        got_boxes, got_labels = sanitize_boxes(b, lab, tuple(int(v) for v in sizes[g]), single_report, f"img{g}")
+        assert got_boxes.dtype == np.float32 and got_labels.dtype == np.int64
+        assert np.array_equal(got_boxes, expected[g][0]) and np.array_equal(got_labels, expected[g][1])
+    assert single_report.to_dict() == ref_report.to_dict()
 
 
 def _same_records(dataset, records):

@@ -12,7 +12,7 @@ from data_helpers import tiny_synthetic_config
 
 from detkit.config import SyntheticConfig
 from detkit.data.coco import COCODataset
-from detkit.data.loader import build_dataset
+from detkit.data.formats import build_dataset
 from detkit.data.synthetic import SYNTHETIC_CLASSES, prepare_synthetic, render_image, synthetic_cache_dir
 from detkit.errors import ConfigError
 

@@ -11,7 +11,7 @@ import pytest
 from data_helpers import voc_xml, write_image, write_voc
 
 from detkit.config import config_from_dict
-from detkit.data.loader import build_dataset
+from detkit.data.formats import build_dataset
 from detkit.data.voc import VOCDataset, voc_box_to_xyxy, xyxy_to_voc_box
 from detkit.errors import DataError
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from detkit.config import load_config
-from detkit.data.loader import build_dataset
+from detkit.data.formats import build_dataset
 from detkit.data.yolo import YOLODataset, find_yolo_folders, parse_yolo_labels, read_yolo_names
 from detkit.errors import DataError
 

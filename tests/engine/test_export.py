@@ -19,7 +19,12 @@ import tools.infer as infer_tool
 from detkit.config import load_config
 from detkit.data.transforms import resize_scale, resized_size
 from detkit.deploy.export import build_export_model, export_checkpoint
-from detkit.deploy.export_graph import cv2_linear_resize, resize_for_detector
+from detkit.deploy.export_graph import (
+    cv2_linear_resize,
+    describe_unexportable,
+    resize_for_detector,
+    unexportable_settings,
+)
 from detkit.deploy.export_verify import Tolerances, compare_detections
 from detkit.deploy.exported_model import load_exported, require_onnx
 from detkit.engine.trainer import Trainer
@@ -178,6 +183,41 @@ def test_export_errors_are_clear(trained, tmp_path):
         export_checkpoint(str(trained("c5_manual")), "torchscript", str(tmp_path / "m.pt"),
                           overrides=["model.test_hflip=true"], **quiet)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_unexportable_settings_are_all_named_in_one_message():
+    assert unexportable_settings(test_hflip=False, nms_method="hard") == []
+    found = unexportable_settings(test_hflip=True, nms_method="linear")
+    assert [(s.key, s.value, s.exportable) for s in found] == [("model.roi_head.nms_method", "linear", "hard"),
+                                                                ("model.test_hflip", "true", "false")]
+    lines = describe_unexportable(found).splitlines()
+    assert lines[0].startswith("  model.roi_head.nms_method=linear: soft-NMS") and lines[0].endswith(
+        "set model.roi_head.nms_method=hard")
+    assert lines[1].startswith("  model.test_hflip=true: flip test-time augmentation")
+    assert lines[2] == "export with the overrides: model.roi_head.nms_method=hard model.test_hflip=false"
+
+
+def test_a_recipe_like_checkpoint_names_every_unexportable_setting_once_and_the_fix_exports(trained, tmp_path,
+                                                                                            capsys):
+    """As configs/bccd_recipe.yaml infers (soft-NMS and flip TTA): one error with both settings and the
+    override line; that line, copied onto the same command, exports."""
+    from detkit.weights.checkpoint import load_checkpoint, save_checkpoint
+
+    checkpoint = load_checkpoint(trained("c5_manual"))
+    checkpoint["config"]["model"]["test_hflip"] = True
+    checkpoint["config"]["model"]["roi_head"]["nms_method"] = "gaussian"
+    recipe_like = tmp_path / "recipe_like.pt"
+    save_checkpoint(checkpoint, str(recipe_like))
+    command = ["--checkpoint", str(recipe_like), "--format", "torchscript", "--output", str(tmp_path / "m.pt"),
+               "--no-verify"]
+    assert export_tool.main(command) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "2 inference settings" in err
+    assert "model.roi_head.nms_method=gaussian" in err and "model.test_hflip=true" in err
+    fix = err.strip().splitlines()[-1]
+    assert fix == "export with the overrides: model.roi_head.nms_method=hard model.test_hflip=false"
+    assert export_tool.main(command + fix.split(": ", 1)[1].split()) == 0
+    assert (tmp_path / "m.pt").is_file()
 
 
 def test_corrupt_exported_file_is_a_clear_error(tmp_path):

@@ -89,7 +89,7 @@ def test_a_checkpoint_evaluates_in_the_other_precision(tiny_cfg, tmp_path, nativ
     model, cfg, ckpt = load_trained_model(str(tmp_path / "run" / "last.pt"), overrides=[f"eval.precision={evaluated}"])
     precision = prepare_inference(model, cfg, CPU, log=lambda *_: None)
     assert precision.name == evaluated
-    from detkit.data.loader import build_dataset
+    from detkit.data.formats import build_dataset
 
     val = build_dataset(cfg, "val", classes=ckpt["classes"])
     metrics, results = run_evaluation(model, val, cfg, CPU, progress=False, precision=precision)

@@ -1,4 +1,5 @@
-"""End-to-end checks of tools/eval.py and tools/infer.py on a checkpoint trained for two iterations."""
+"""End-to-end checks of tools/eval.py and tools/infer.py (the shims of `detkit eval` and `detkit infer`)
+on a checkpoint trained for two iterations."""
 
 import json
 
@@ -86,7 +87,7 @@ def test_infer_with_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
 
 
 def test_eval_tool_precise_bn_reestimates_the_statistics(trained_run, tmp_path, capsys):
-    from detkit.data.loader import build_dataset
+    from detkit.data.formats import build_dataset
     from detkit.evaluation.precise_bn import refresh_detector_bn_stats
     from detkit.weights.checkpoint import load_checkpoint
     from detkit.weights.trained_model import load_trained_model
@@ -123,7 +124,7 @@ def test_infer_precision_and_unfolded_batch_norm_give_the_same_detections(traine
     monkeypatch.setenv("DETKIT_CPU_BF16", "1")  # bf16 even on a CPU without it (emulated: slower, same results)
     images = tmp_path / "images"
     write_images(images, 2)
-    runs = {"folded": ["--precision", "fp32"], "unfolded": ["--precision", "fp32", "--set", "eval.fold_bn=false"],
+    runs = {"folded": ["--precision", "fp32"], "unfolded": ["--precision", "fp32", "eval.fold_bn=false"],
             "bf16": ["--precision", "bf16"]}
     found = {}
     for name, extra in runs.items():
@@ -138,7 +139,7 @@ def test_infer_precision_and_unfolded_batch_norm_give_the_same_detections(traine
         assert da["bbox"] == pytest.approx(db["bbox"], abs=0.05) and da["score"] == pytest.approx(db["score"], abs=1e-3)
     assert found["bf16"]  # runs and finds something; its scores are bf16-rounded, not compared one by one
     assert infer_tool.main(["--checkpoint", str(trained_run / "best.pt"), str(images), "--quiet",
-                            "--output-dir", str(tmp_path / "x"), "--set", "eval.precision=fp8"]) == 1
+                            "--output-dir", str(tmp_path / "x"), "eval.precision=fp8"]) == 1
     assert "eval.precision" in capsys.readouterr().err
 
 

@@ -1,4 +1,4 @@
-"""benchmarks/mosaic_voc.py: the derived 2x2-mosaic VOC set reads back through detkit's VOC loader with
+"""scripts/mosaic_voc.py: the derived 2x2-mosaic VOC set reads back through detkit's VOC loader with
 every kept box moved to its tile, the other classes dropped, and each source image used --uses times."""
 
 import xml.etree.ElementTree as ET
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks import mosaic_voc
 from detkit.data.voc import VOCDataset
+from scripts import mosaic_voc
 
 W, H = 64, 48
 

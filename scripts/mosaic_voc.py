@@ -6,7 +6,7 @@ With no other data set on the machine, this script makes one from a VOC set: eve
 image, and four times as many per image), and only the classes named by ``--classes`` are annotated
 (the others stay in the pixels, unannotated, as background). Nothing is written outside ``--out``.
 
-    python benchmarks/mosaic_voc.py --root ../shared/data/BCCD --out runs/data/bccd_mosaic \
+    python -m scripts.mosaic_voc --root ../shared/data/BCCD --out runs/data/bccd_mosaic \
         --classes Platelets WBC --splits train val test --uses 2
 
 Each source image appears ``--uses`` times per split, beside other images each time (seeded

@@ -12,7 +12,7 @@ epochs, 200 warm-up iterations, x0.1 at 75% and 92%), in fp32, on detkit's data 
 samples, horizontal flip and resize as a detkit run of that config), and evaluates it with detkit's
 COCO evaluation on the config's validation split every ``train.eval_every`` epochs and at the end.
 
-    python benchmarks/train_torchvision_p1.py --config configs/bccd_r18_fpn.yaml --output-dir runs/tv_p1 \
+    python -m scripts.train_torchvision_p1 --config configs/bccd_r18_fpn.yaml --output-dir runs/tv_p1 \
         [--data-from my_recipe.yaml] [key=value ...]
 
 ``--data-from`` takes the data *source* of another config (format, splits, paths, classes, the
@@ -38,15 +38,14 @@ import torch
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from detkit.config import apply_overrides, config_from_dict, config_to_dict, load_config, save_config  # noqa: E402
-from detkit.data.loader import build_dataset, build_loader  # noqa: E402
-from detkit.engine.hooks.base import Evaluation  # noqa: E402
-from detkit.engine.hooks.records import eval_record  # noqa: E402
-from detkit.engine.optim import build_scheduler  # noqa: E402
-from detkit.evaluation.evaluator import evaluate_detections, write_json  # noqa: E402
-from detkit.weights.checkpoint import save_checkpoint  # noqa: E402
+from detkit.config import apply_overrides, config_from_dict, config_to_dict, load_config, save_config
+from detkit.data.formats import build_dataset
+from detkit.data.loader import build_loader
+from detkit.engine.hooks.base import Evaluation
+from detkit.engine.hooks.records import eval_record
+from detkit.engine.optim import build_scheduler
+from detkit.evaluation.evaluator import evaluate_detections, write_json
+from detkit.weights.checkpoint import save_checkpoint
 
 
 def build_reference(num_classes: int, min_size: int, max_size: int, seed: int) -> FasterRCNN:

@@ -7,7 +7,7 @@ window holds are annotated, clipped to it; those with less than ``--min-visible`
 are marked difficult (detkit ignores them) rather than dropped, because their visible part is still in
 the pixels. Nothing is written outside ``--out``.
 
-    python benchmarks/object_crops_voc.py --root ../shared/data/BCCD --out runs/data/bccd_wbc_crops \\
+    python -m scripts.object_crops_voc --root ../shared/data/BCCD --out runs/data/bccd_wbc_crops \\
         --around WBC --classes WBC --splits train test --max-images 100 0
 
 ``--max-images`` caps each split (one number per split, 0 for no cap): a seeded choice among its crops.
@@ -23,8 +23,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # runnable as a script
-from benchmarks.mosaic_voc import Box, read_objects, read_split, write_xml  # noqa: E402
+from scripts.mosaic_voc import Box, read_objects, read_split, write_xml
 
 Window = Tuple[int, int, int, int]  # (left, top, right, bottom) in pixels, right/bottom exclusive
 

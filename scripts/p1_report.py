@@ -7,7 +7,7 @@ evaluation) and eval.json (final COCO metrics, per-class AP), and prints:
 - per run, the metrics.jsonl summary: a line per epoch (mean loss, images/s, seconds) and a line per
   evaluation (mAP, AP50, AP75, per-class AP).
 
-    python benchmarks/p1_report.py runs/p1_manual runs/p1_kmeans [--reference 0.584] \
+    python -m scripts.p1_report runs/p1_manual runs/p1_kmeans [--reference 0.584] \
         [--base configs/bccd_r18_fpn.yaml]
 
 With ``--base``, a "changes" column lists each run's config values that differ from that config
@@ -30,20 +30,9 @@ import argparse
 import json
 import os
 import statistics
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from detkit.config import config_to_dict, load_config, read_config_file  # noqa: E402
-from detkit.engine.metrics_log import read_records  # noqa: E402
-
-
-def read_run_records(run_dir: str) -> list:
-    """The records of ``run_dir``'s metrics.jsonl (FileNotFoundError when the run has none)."""
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.exists(path):
-        raise FileNotFoundError(path)
-    return read_records(path)
+from detkit.config import config_to_dict, load_config, read_config_file
+from scripts.run_records import read_run_records
 
 
 def load_run(run_dir: str) -> dict:

@@ -1,15 +1,14 @@
-"""benchmarks/eval_settings.py: inference settings of one checkpoint compared on a split."""
+"""scripts/eval_settings.py: inference settings of one checkpoint compared on a split."""
 
 import json
 
 import pytest
 
-from benchmarks import eval_settings
 from detkit.config import load_config
 from detkit.engine.trainer import Trainer
 from detkit.evaluation.evaluate import evaluate_checkpoint
-
-from .conftest import tiny_overrides
+from scripts import eval_settings
+from tests.engine.conftest import tiny_overrides
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ while training on ``train``), without retraining. Each ``--setting NAME=OVERRIDE
 (OVERRIDES: ``key=value`` config overrides separated by spaces, empty for the checkpoint's own
 settings), and a Markdown table is printed and written as JSON:
 
-    python benchmarks/eval_settings.py --checkpoint runs/abl_base9/last.pt --split val \\
+    python -m scripts.eval_settings --checkpoint runs/abl_base9/last.pt --split val \\
         --setting "as trained=" \\
         --setting "score 0.001=model.roi_head.score_thresh=0.001" \\
         --setting "soft-NMS=model.roi_head.score_thresh=0.001 model.roi_head.nms_method=gaussian" \\
@@ -26,10 +26,8 @@ import tempfile
 import time
 from typing import List, Sequence, Tuple
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from detkit.atomic_io import write_json_atomic  # noqa: E402
-from detkit.errors import DetkitError  # noqa: E402
+from detkit.atomic_io import write_json_atomic
+from detkit.errors import DetkitError
 
 METRICS = ("mAP", "AP50", "AP75", "APs", "APm", "APl")
 

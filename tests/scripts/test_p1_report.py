@@ -1,4 +1,4 @@
-"""benchmarks/p1_report.py: the Markdown summary of finished runs matches the runs' own files."""
+"""scripts/p1_report.py: the Markdown summary of finished runs matches the runs' own files."""
 
 import json
 import shutil
@@ -6,11 +6,10 @@ import shutil
 import pytest
 import yaml
 
-from benchmarks import p1_report
 from detkit.config import load_config
 from detkit.engine.trainer import Trainer
-
-from .conftest import tiny_overrides
+from scripts import p1_report
+from tests.engine.conftest import tiny_overrides
 
 
 @pytest.fixture(scope="module")

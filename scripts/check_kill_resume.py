@@ -32,8 +32,8 @@ order, and no torn line. Findings (failures only with ``--strict``): epoch and e
 repeated against the reference, temporary files that the kills left in the run folder, best.pt and
 eval.json against the reference.
 
-    python benchmarks/bench_kill_resume.py [--kills 8] [--seed 0] [--epochs 2] [--output-dir DIR]
-                                           [--json FILE] [--strict]
+    python -m scripts.check_kill_resume [--kills 8] [--seed 0] [--epochs 2] [--output-dir DIR]
+                                        [--json FILE] [--strict]
 
 Without ``--output-dir`` everything goes to a temporary folder, removed at the end; with it, the runs
 and one log per attempt (``logs/``, each line with its second since the process started) are kept.
@@ -58,12 +58,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from detkit.atomic_io import write_json_atomic
+from detkit.weights.checkpoint import load_checkpoint
+from tests.engine.conftest import tiny_overrides  # the settings the engine tests train with
 
-from detkit.atomic_io import write_json_atomic  # noqa: E402
-from detkit.weights.checkpoint import load_checkpoint  # noqa: E402
-from tests.engine.conftest import tiny_overrides  # noqa: E402  (the settings the engine tests train with)
+REPO = Path(__file__).resolve().parents[1]
 
 KINDS = ("random", "checkpoint", "evaluation", "eval-line")
 POLL_S = 0.004
@@ -403,7 +402,7 @@ def verify_run(ref_dir: Path, run_dir: Path, attempts: List[Attempt]) -> dict:
             "failures": failures, "findings": findings}
 
 
-# --------------------------------------------------------------------------- the benchmark
+# --------------------------------------------------------------------------- the check
 def train_command(root: Path, run_dir: Path, epochs: int, resume: bool) -> List[str]:
     overrides = tiny_overrides(root, **{"output.dir": str(run_dir), "train.epochs": epochs})
     return [sys.executable, str(REPO / "tools" / "train.py"), "--quiet", "--config", str(root / "defaults.yaml"),
@@ -414,7 +413,7 @@ def save_log(attempt: Attempt, path: Path) -> None:
     path.write_text("".join(f"{t:8.3f} {text}\n" for t, text in attempt.lines), encoding="utf-8")
 
 
-def run_benchmark(root: Path, kills: int, seed: int, epochs: int, log: Callable[[str], None] = print) -> dict:
+def run_check(root: Path, kills: int, seed: int, epochs: int, log: Callable[[str], None] = print) -> dict:
     """Train the reference, then kill and resume runs until ``kills`` kills have landed; the report."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "defaults.yaml").write_text("# the config defaults: the tiny settings come as overrides\n")
@@ -551,7 +550,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"--output-dir {args.output_dir} is not empty: give a new or empty folder")
     root = Path(args.output_dir) if args.output_dir else Path(tempfile.mkdtemp(prefix="detkit-kill-resume-"))
     try:
-        report = run_benchmark(root.resolve(), args.kills, args.seed, args.epochs)
+        report = run_check(root.resolve(), args.kills, args.seed, args.epochs)
     finally:
         if not args.output_dir:
             shutil.rmtree(root, ignore_errors=True)

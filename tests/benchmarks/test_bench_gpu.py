@@ -5,18 +5,20 @@ its results folder."""
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
+from benchmarks import bench_gpu
 from detkit.runtime.device import cuda_unavailable_reason
-from tests.data.tools_runner import REPO, run_tool
+
+REPO = Path(__file__).resolve().parents[2]
 
 no_gpu = pytest.mark.skipif(cuda_unavailable_reason() is None, reason="checks the behaviour where CUDA is missing")
 
 
 def test_smoke_mode_runs_every_measurement(tmp_path, capsys):
-    assert run_tool("bench_gpu.py", "--device", "cpu", "--smoke", "--json", str(tmp_path / "b.json"),
-                    folder="benchmarks") == 0
+    assert bench_gpu.main(["--device", "cpu", "--smoke", "--json", str(tmp_path / "b.json")]) == 0
     result = json.loads((tmp_path / "b.json").read_text())
     assert result["status"] == "measured" and result["smoke"] and result["device"] == "cpu"
     for key in ("train", "infer_batch1", "infer_batch2"):
@@ -28,12 +30,12 @@ def test_smoke_mode_runs_every_measurement(tmp_path, capsys):
 
 
 def test_cpu_without_smoke_is_refused():
-    assert run_tool("bench_gpu.py", "--device", "cpu", folder="benchmarks") == 2
+    assert bench_gpu.main(["--device", "cpu"]) == 2
 
 
 @no_gpu
 def test_without_cuda_it_says_so_and_exits_cleanly(tmp_path, capsys):
-    assert run_tool("bench_gpu.py", "--json", str(tmp_path / "b.json"), folder="benchmarks") == 0
+    assert bench_gpu.main(["--json", str(tmp_path / "b.json")]) == 0
     assert "CUDA is unavailable" in capsys.readouterr().out
     assert json.loads((tmp_path / "b.json").read_text())["status"] == "skipped"
 

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_bench_scale_runs_every_stage(tmp_path):
     out = tmp_path / "scale.json"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_scale.py"), "--scale", "0.002", "--batches", "5",
+    subprocess.run([sys.executable, "-m", "benchmarks.bench_scale", "--scale", "0.002", "--batches", "5",
                     "--workers", "1", "--data", str(tmp_path / "data"), "--json", str(out)], check=True, cwd=ROOT,
                    timeout=600)
     report = json.loads(out.read_text())

@@ -5,7 +5,7 @@ weights of every evaluation as ``evaluated/epoch_NNN.pt``. This script evaluates
 ``--split`` (a split no choice was tuned on, e.g. BCCD's test), next to the validation mAP the run
 logged, and prints per run a Markdown table and the first evaluation that reaches ``--target``:
 
-    python benchmarks/recipe_report.py runs/recipe_12ep runs/recipe_36ep --split test --target 0.584 \
+    python -m scripts.recipe_report runs/recipe_12ep runs/recipe_36ep --split test --target 0.584 \
         --reference 77:0.584 --plot benchmarks/results/recipe_curve.png
 
 The minutes of an evaluation are the run's compute time up to the end of it (training epochs plus
@@ -23,7 +23,7 @@ Run folders do not outlive the machine they trained on, so ``--json FILE`` write
 ``--from-json FILE`` (repeatable) reads such a file back: a committed results file redraws the plot,
 alone or next to new runs, without the weights it was computed from.
 
-    python benchmarks/recipe_report.py --from-json benchmarks/results/recipe_curves.json --split test \
+    python -m scripts.recipe_report --from-json benchmarks/results/recipe_curves.json --split test \
         --plot benchmarks/results/recipe_curve.png
 """
 
@@ -36,19 +36,9 @@ import os
 import re
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from detkit.engine.metrics_log import read_records  # noqa: E402
+from scripts.run_records import read_run_records
 
 _WALL = re.compile(r"wall time ([0-9.]+) min")
-
-
-def read_run_records(run_dir: str) -> list:
-    """The records of ``run_dir``'s metrics.jsonl (FileNotFoundError when the run has none)."""
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.exists(path):
-        raise FileNotFoundError(path)
-    return read_records(path)
 
 
 def eval_minutes(records: list) -> dict:

@@ -1,13 +1,13 @@
-"""benchmarks/object_crops_voc.py: each crop is a window around one object, the objects it holds read back
+"""scripts/object_crops_voc.py: each crop is a window around one object, the objects it holds read back
 through detkit's VOC loader in the crop's coordinates, and partly visible ones become ignore regions."""
 
 import numpy as np
 import pytest
-from data_helpers import write_voc
 from PIL import Image
 
-from benchmarks import object_crops_voc
 from detkit.data.voc import VOCDataset
+from scripts import object_crops_voc
+from tests.data.data_helpers import write_voc
 
 W, H = 200, 100
 

@@ -1,4 +1,4 @@
-"""benchmarks/recipe_report.py and benchmarks/train_torchvision_p1.py: the time-to-accuracy curves
+"""scripts/recipe_report.py and scripts/train_torchvision_p1.py: the time-to-accuracy curves
 of a detkit run (re-evaluated from its kept weights) and of the torchvision reference (as logged)."""
 
 import json
@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import recipe_report, train_torchvision_p1
 from detkit.config import load_config
 from detkit.engine.trainer import Trainer
-
-from .conftest import tiny_overrides
+from scripts import recipe_report, train_torchvision_p1
+from tests.engine.conftest import tiny_overrides
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

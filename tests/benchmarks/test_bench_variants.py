@@ -1,17 +1,15 @@
 """benchmarks/bench_model.py and bench_variants.py: the four precision variants run and are what they say."""
 
-import sys
-
 import torch
 
-from tests.data.tools_runner import run_tool
+from benchmarks import bench_model, bench_variants
 
 
 def test_bench_model_runs_every_variant(tmp_path, monkeypatch):
     monkeypatch.setenv("DETKIT_CPU_BF16", "1")  # the fast variants on any CPU (emulated there: slower, same code)
-    result = run_tool("bench_model.py", "--batch", "1", "--height", "128", "--width", "160", "--blocks", "1",
-                      "--warmup", "0", "--models", "detkit_fp32,detkit_fast,tv_fp32,tv_fast",
-                      "--json", str(tmp_path / "bench.json"), folder="benchmarks")
+    result = bench_model.main(["--batch", "1", "--height", "128", "--width", "160", "--blocks", "1",
+                               "--warmup", "0", "--models", "detkit_fp32,detkit_fast,tv_fp32,tv_fast",
+                               "--json", str(tmp_path / "bench.json")])
     assert (tmp_path / "bench.json").is_file()
     rows = {r["model"]: r for r in result["rows"]}
     assert set(rows) == {"detkit_fp32", "detkit_fast", "tv_fp32", "tv_fast"}
@@ -21,19 +19,11 @@ def test_bench_model_runs_every_variant(tmp_path, monkeypatch):
 
 def test_variants_set_layout_precision_and_fold_the_fast_inference_model(monkeypatch):
     monkeypatch.setenv("DETKIT_CPU_BF16", "1")
-    import importlib.util
-
-    from tests.data.tools_runner import REPO
-
-    spec = importlib.util.spec_from_file_location("_bench_variants", REPO / "benchmarks" / "bench_variants.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
     from detkit.config import Config
     from detkit.modeling.detector import build_detector
 
-    variants = module.make_variants(["detkit_fp32", "detkit_fast"], lambda base: build_detector(Config(), 2, log=print),
-                                    log=lambda *_: None)
+    variants = bench_variants.make_variants(["detkit_fp32", "detkit_fast"],
+                                            lambda base: build_detector(Config(), 2, log=print), log=lambda *_: None)
     slow, fast = variants["detkit_fp32"], variants["detkit_fast"]
     assert slow.precision.name == "fp32" and fast.precision.name == "bf16"
     assert slow.train_model.backbone.body.conv1.weight.is_contiguous()

@@ -1,0 +1,1 @@
+"""Tests of benchmarks/, one file per script, mirroring that folder."""

@@ -1,0 +1,1 @@
+"""Tests of scripts/, one file per script, mirroring that folder."""
