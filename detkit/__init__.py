@@ -4,7 +4,7 @@ The few names a script needs::
 
     import detkit
     cfg = detkit.load_config("configs/synthetic.yaml", ["train.epochs=1"])   # YAML + dotted overrides
-    metrics = detkit.train(cfg)                                              # runs tools/train.py's job
+    metrics = detkit.train(cfg)                                              # what `detkit train` does
     model = detkit.load_model("runs/synthetic/best.pt")                      # a Predictor
     found = model.predict("image.jpg")                                       # boxes, scores, labels, names
 

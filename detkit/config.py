@@ -320,7 +320,7 @@ class EvalConfig:
     # Autocast of evaluation and inference (the tools, the Python API, evaluation during training):
     # the same choices as train.precision; the weights are fp32 whatever precision trained them.
     precision: str = field(default="auto", metadata=_choices("auto", "fp32", "bf16", "fp16"))
-    # Inference outside training (tools/eval.py, tools/infer.py, detkit.load_model) folds every frozen
+    # Inference outside training (detkit eval, detkit infer, detkit.load_model) folds every frozen
     # BatchNorm into the convolution before it (detkit/modeling/fold_bn.py): same outputs, fewer ops.
     fold_bn: bool = True
     # The COCOeval implementation: pycocotools (the reference) or faster (faster-coco-eval: the same

@@ -2,7 +2,7 @@
 with one short error for every way it can fail.
 
 Every checkpoint and weights file detkit reads goes through :func:`load_torch_file`: ``--resume``,
-``--weights`` / ``model.backbone.weights``, ``tools/eval.py``, ``tools/infer.py`` and ``load_model``.
+``--weights`` / ``model.backbone.weights``, ``detkit eval``, ``detkit infer`` and ``load_model``.
 """
 
 from __future__ import annotations

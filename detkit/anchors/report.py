@@ -1,4 +1,4 @@
-"""The anchor report behind tools/anchors.py: every sizing mode on the training split, as a table,
+"""The anchor report behind `detkit anchors`: every sizing mode on the training split, as a table,
 ``anchors.json`` and a PNG (the boxes' w-h scatter on log axes, each level's anchors in its colour)."""
 
 from __future__ import annotations

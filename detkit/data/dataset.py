@@ -126,7 +126,7 @@ class DetectionDataset(Dataset):
             raise DataError(
                 f"image file '{path}' decodes to {image.shape[1]}x{image.shape[0]} "
                 f"(w x h) but its annotation says {size[1]}x{size[0]}; "
-                f"boxes cannot be placed reliably (run tools/lint_data.py to list such images)")
+                f"boxes cannot be placed reliably (run detkit lint to list such images)")
         sample["image"] = image
         return sample
 

@@ -1,4 +1,4 @@
-"""The data linter behind `detkit lint` (tools/lint_data.py): what a data set holds and every fix it needed.
+"""The data linter behind `detkit lint`: what a data set holds and every fix it needed.
 
 :func:`lint_config` builds each split's data set with ``skip_bad_images`` and
 ``ignore_unknown_classes`` forced on (so one run reports every problem instead of stopping at

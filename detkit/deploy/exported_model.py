@@ -1,4 +1,4 @@
-"""Running an exported detector (ONNX through ONNX Runtime, or TorchScript) from Python or tools/infer.py.
+"""Running an exported detector (ONNX through ONNX Runtime, or TorchScript) from Python or `detkit infer`.
 
 An exported file is self-contained: the graph takes one RGB image as uint8 (H, W, 3) and returns
 ``boxes`` float32 (D, 4) xyxy in that image's pixels, ``scores`` float32 (D,) and ``labels`` int64 (D,)
@@ -43,7 +43,7 @@ def exported_format(path: str) -> str:
     """'onnx' or 'torchscript', from the file's content (a TorchScript file is a zip archive)."""
     if not os.path.isfile(path):
         raise ExportError(f"exported model '{path}' does not exist (expected a .onnx or TorchScript .pt file "
-                          f"written by tools/export.py)")
+                          f"written by detkit export)")
     if zipfile.is_zipfile(path):
         return "torchscript"
     if path.lower().endswith(".onnx"):

@@ -173,7 +173,7 @@ class Trainer:
         """One optimizer step; returns every loss (mean over processes) and their sum ``loss``, read lazily.
 
         On CUDA nothing here waits for the GPU except what the model's data-dependent shapes need
-        (listed in README.md, "Training on a GPU") and, with fp16, the gradient scaler's inf check;
+        (listed in docs/gpu.md) and, with fp16, the gradient scaler's inf check;
         the loss values stay on the device until a hook reads them (every train.log_every steps).
         """
         images = [img.to(self.device, non_blocking=True) for img in images]

@@ -4,7 +4,7 @@
 :class:`ConfigError` naming the option, instead of torch's "Found no NVIDIA driver" traceback from
 deep inside the first ``.to()`` after the data report and the anchor fit have already run. Every
 entry point calls it first: :func:`detkit.engine.trainer.train` and the Trainer, evaluation
-(tools/eval.py, :func:`detkit.evaluation.evaluate.evaluate_checkpoint`), inference (tools/infer.py,
+(`detkit eval`, :func:`detkit.evaluation.evaluate.evaluate_checkpoint`), inference (`detkit infer`,
 :func:`detkit.load_model`).
 """
 

@@ -1,6 +1,6 @@
 """The anchor modes on real data: BCCD train at scale 1 (min side 480, max 640), 15 anchors on P2..P6.
 
-ANCHORS.md's bar: kmeans and learned each beat manual by >= 0.1 mBIoU; grid R@0.7 >= 0.90 (kmeans)
+docs/anchors.md's bar: kmeans and learned each beat manual by >= 0.1 mBIoU; grid R@0.7 >= 0.90 (kmeans)
 and >= 0.95 (learned); learned anchors inside their bands, finite, never two of a level with
 IoU_c > 0.95; the chosen shapes survive a config save / load unchanged. Skipped without BCCD.
 """

@@ -1,4 +1,4 @@
-"""detkit/anchors/modes.py, boxes.py and report.py (tools/anchors.py): data set -> shapes, table, JSON, PNG."""
+"""detkit/anchors/modes.py, boxes.py and report.py (detkit anchors): data set -> shapes, table, JSON, PNG."""
 
 import importlib.util
 import json

@@ -35,6 +35,6 @@ def test_bccd_box_shapes_at_480(bccd_root):
                                      "min_size": [480], "max_size": 640}})
     ds = build_dataset(cfg, "train", log_report=False)
     shapes = _box_shapes(resized_annotations(ds, cfg.data))
-    assert shapes.shape == (2804, 2) and (shapes > 0).all()  # 205 images at scale 1 (ANCHORS.md)
+    assert shapes.shape == (2804, 2) and (shapes > 0).all()  # 205 images at scale 1 (docs/anchors.md)
     small = _box_shapes(resized_annotations(ds, cfg.data, min_size=320, max_size=427))
     np.testing.assert_allclose(small[:, 1], shapes[:, 1] * 320 / 480, rtol=1e-5)

@@ -5,11 +5,11 @@ confusion matrix equal the per-detection versions they replaced (tests/engine/ev
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from benchmarks.scale_data import make_coco, make_detections
 from detkit.data.coco import COCODataset
 from detkit.data.synthetic import prepare_synthetic
 from detkit.data.voc import VOCDataset
@@ -24,9 +24,6 @@ from detkit.evaluation.evaluator import (
 )
 from tests.data.data_helpers import BCCD, tiny_synthetic_config
 from tests.engine.eval_reference import reference_confusion_matrix, reference_voc_evaluate
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from scale_data import make_coco, make_detections  # noqa: E402
 
 
 def _random_set(seed: int, num_images: int = 60, num_classes: int = 5, labelled_ignore: bool = True):

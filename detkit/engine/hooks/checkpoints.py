@@ -13,7 +13,7 @@ __all__ = ["LastCheckpointHook", "BestCheckpointHook", "EvaluatedWeightsHook", "
            "EVALUATED_DIR"]
 
 EVALUATED_DIR = "evaluated"
-# What an evaluated-weights file keeps of the full checkpoint: enough for tools/eval.py and tools/infer.py.
+# What an evaluated-weights file keeps of the full checkpoint: enough for detkit eval and detkit infer.
 _WEIGHTS_KEYS = ("model", "config", "classes", "category_ids", "anchor_shapes", "epoch", "iteration",
                  "precision", "online_anchors")
 

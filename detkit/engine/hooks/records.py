@@ -1,7 +1,7 @@
 """The records a run logs — one per ``train.log_every`` iterations, one per epoch, one per
 evaluation — built once here and written by every sink (metrics.jsonl, TensorBoard).
 
-Record keys (metrics.jsonl's format, read by detkit.vis and benchmarks/p1_report.py):
+Record keys (metrics.jsonl's format, read by detkit.vis and scripts/p1_report.py):
     train: type, epoch, iteration, lr, time, img_per_s, every loss key, loss
     epoch: type, epoch, iteration, time, seconds, img_per_s
     eval:  type, epoch, iteration, time, the 12 COCO numbers, voc_mAP50, per_class_AP {class: AP},
