@@ -6,19 +6,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detkit.config import load_config
 from detkit.deploy.predictor import load_model
-from detkit.engine.trainer import Trainer
 from detkit.errors import DataError
-from tests.engine.conftest import tiny_overrides
+from tests.engine.conftest import train_tiny_run
 
 
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("tiny")
-    cfg = load_config(None, tiny_overrides(tmp, **{"train.max_iters": 2, "model.roi_head.score_thresh": 0.0}))
-    Trainer(cfg, quiet=True, log=lambda *_: None).run()
-    return load_model(str(tmp / "run" / "last.pt"), log=lambda *_: None)
+    run = train_tiny_run(tmp_path_factory.mktemp("tiny"), **{"train.max_iters": 2, "model.roi_head.score_thresh": 0.0})
+    return load_model(str(run / "last.pt"), log=lambda *_: None)
 
 
 @pytest.fixture

@@ -36,6 +36,14 @@ def tiny_overrides(tmp_path, **extra):
     return [f"{k}={v}" for k, v in values.items()]
 
 
+def train_tiny_run(tmp_path, **extra):
+    """Train the tiny setup (with ``extra`` overrides) into ``tmp_path/run`` and return that run folder."""
+    from detkit.engine.trainer import Trainer
+
+    Trainer(load_config(None, tiny_overrides(tmp_path, **extra)), quiet=True, log=lambda *_: None).run()
+    return tmp_path / "run"
+
+
 @pytest.fixture
 def tiny_cfg(tmp_path):
     def make(**extra):

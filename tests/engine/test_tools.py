@@ -10,18 +10,14 @@ from PIL import Image
 
 import tools.eval as eval_tool
 import tools.infer as infer_tool
-from detkit.config import load_config
-from detkit.engine.trainer import Trainer
 
-from .conftest import tiny_overrides
+from .conftest import train_tiny_run
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("tiny")
-    cfg = load_config(None, tiny_overrides(tmp, **{"train.max_iters": 2, "model.roi_head.score_thresh": 0.0}))
-    Trainer(cfg, quiet=True, log=lambda *_: None).run()
-    return tmp / "run"
+    return train_tiny_run(tmp_path_factory.mktemp("tiny"),
+                          **{"train.max_iters": 2, "model.roi_head.score_thresh": 0.0})
 
 
 def write_images(folder, count, size=(48, 64)):

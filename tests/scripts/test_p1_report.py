@@ -7,17 +7,13 @@ import pytest
 import yaml
 
 from detkit.config import load_config
-from detkit.engine.trainer import Trainer
 from scripts import p1_report
-from tests.engine.conftest import tiny_overrides
+from tests.engine.conftest import train_tiny_run
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("report")
-    cfg = load_config(None, tiny_overrides(tmp, **{"train.eval_every": 1, "train.seed": 3}))
-    Trainer(cfg, quiet=True, log=lambda *_: None).run()
-    return tmp / "run"
+    return train_tiny_run(tmp_path_factory.mktemp("report"), **{"train.eval_every": 1, "train.seed": 3})
 
 
 def test_summary_row_matches_eval_json_and_log(finished_run):
