@@ -7,7 +7,8 @@ torchvision's signatures where it has the same operator (``nms(boxes, scores, io
 ``batched_nms(boxes, scores, idxs, iou_threshold)``, ``roi_align(...)``).
 
     boxes.py        box_area, box_iou, box_iof, centred_iou, xyxy <-> cxcywh, clip, remove_small
-    nms.py          nms, batched_nms (their Numba kernels: nms_kernels.py)
+    nms.py          nms, batched_nms, offset_by_group (their Numba kernels: nms_kernels.py)
+    score_order.py  the order by score every ranking follows (equal scores by increasing index), topk_stable
     soft_nms.py     soft_nms, batched_soft_nms (linear or gaussian score decay; per class)
     matching.py     match_max_iou, max_iou_stats, max_iof (fused IoU + max, no A x G matrix)
     roi_align.py    roi_align, multilevel_roi_align (Numba on the CPU, torchvision's sampling)
@@ -30,16 +31,17 @@ from detkit.ops.boxes import (
     remove_small_boxes,
 )
 from detkit.ops.matching import match_max_iou, max_iof, max_iou_stats
-from detkit.ops.nms import batched_nms, nms
+from detkit.ops.nms import batched_nms, nms, offset_by_group
 from detkit.ops.roi_align import multilevel_roi_align, roi_align
+from detkit.ops.score_order import topk_stable
 from detkit.ops.soft_nms import batched_soft_nms, soft_nms
 
 __all__ = [
     # boxes.py
     "box_area", "box_iou", "box_iof", "centred_iou", "box_xyxy_to_cxcywh", "box_cxcywh_to_xyxy", "clip_boxes",
     "remove_small_boxes",
-    # nms.py, soft_nms.py
-    "nms", "batched_nms", "soft_nms", "batched_soft_nms",
+    # nms.py, soft_nms.py, score_order.py
+    "nms", "batched_nms", "offset_by_group", "soft_nms", "batched_soft_nms", "topk_stable",
     # matching.py
     "match_max_iou", "max_iou_stats", "max_iof",
     # roi_align.py

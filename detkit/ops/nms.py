@@ -2,17 +2,29 @@
 
 Shape shorthand: N boxes, K kept boxes.
 
-Both give exactly torchvision's CPU answers, ties included:
+Both give exactly torchvision's CPU answers:
 
-* Order: scores sorted with ``torch.sort(scores, stable=True, descending=True)``, the very call
-  torchvision's CPU kernel makes, so equal scores are visited (and returned) by increasing index.
+* Order: the one rule of :mod:`detkit.ops.score_order`: boxes are visited (and kept indices
+  returned) by decreasing score, **equal scores by increasing index**, i.e. in the order of
+  ``torch.sort(scores, stable=True, descending=True)``, the very call torchvision's CPU kernel makes.
+  ONNX Runtime's ``NonMaxSuppression`` visits equal scores in the same order, so the exported
+  detector (:mod:`detkit.deploy.export_graph`) suppresses as the eager one does.
 * Suppression: box j is dropped when an already kept box i has ``IoU(i, j) > iou_threshold``, with
   the IoU computed in the input dtype as torchvision's C++ kernel does; the Numba kernels that do
   it, and how they prune the search, are in :mod:`detkit.ops.nms_kernels`.
 * float16 / bfloat16: torchvision's CPU kernel rejects them; detkit computes on the exactly upcast
   float32 values, i.e. the result is ``torchvision.ops.nms(boxes.float(), scores.float(), t)``.
 * CUDA tensors are handed to torchvision's CUDA kernel unchanged (no host round trip, so their
-  values are not checked for NaN / inf).
+  values are not checked for NaN / inf; its order of equal scores is its unstable sort's).
+
+``batched_nms`` groups boxes (classes, or pyramid levels) in one of three ways (``mode``):
+``"auto"`` is torchvision's choice (the coordinate-offset trick up to 4000 coordinates, NMS per
+group above: identical to ``torchvision.ops.batched_nms``, whose own order of equal scores above
+4000 coordinates is its unstable sort's, where detkit's keeps the rule); ``"offsets"`` and
+``"per_group"`` use one of the two at every size, so that a caller whose other implementation
+cannot switch on the input's size (an exported graph) computes the same thing. The offsets of
+``"offsets"`` are :func:`offset_by_group`'s, a function of torch operators that an exported graph
+calls as well.
 
 The wrappers check the arguments, convert CPU tensors to NumPy once, and convert the kept
 indices back.
@@ -27,12 +39,13 @@ from torch import Tensor
 from detkit.ops.box_args import check_boxes_scores
 from detkit.ops.nms_kernels import batched_nms_kernel, nms_kernel
 
-__all__ = ["nms", "batched_nms"]
+__all__ = ["nms", "batched_nms", "offset_by_group", "BATCHED_NMS_MODES"]
 
 # torchvision.ops.batched_nms switches from the coordinate trick to per-class NMS above this
 # number of box coordinates on the CPU; the two can differ (offsets change IoU rounding), so
 # detkit follows the same switch to return identical results.
 _TORCHVISION_VANILLA_NUMEL = 4000
+BATCHED_NMS_MODES = ("auto", "offsets", "per_group")
 
 
 def _to_numpy(t: Tensor, name: str) -> np.ndarray:
@@ -46,7 +59,8 @@ def _to_numpy(t: Tensor, name: str) -> np.ndarray:
 
 
 def _score_order(scores: Tensor) -> np.ndarray:
-    """torchvision's CPU visiting order: stable descending sort (equal scores by increasing index)."""
+    """The visiting order (detkit.ops.score_order's rule, torchvision's CPU order): a stable descending
+    sort, equal scores by increasing index."""
     return torch.sort(scores.detach(), dim=0, descending=True, stable=True)[1].numpy()
 
 
@@ -76,42 +90,77 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     return torch.from_numpy(keep)
 
 
-def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
-    """NMS applied independently per category, identical to ``torchvision.ops.batched_nms`` (CPU).
+def offset_by_group(boxes: Tensor, idxs: Tensor) -> Tensor:
+    """The boxes moved so that boxes of different groups never overlap: torchvision's coordinate-offset
+    trick, ``boxes + idxs * (max coordinate + 1)``, for any box coordinates and in torch operators only
+    (traceable, exportable to ONNX, defined for no boxes).
 
-    torchvision uses the coordinate-offset trick when ``boxes.numel() <= 4000`` and per-class NMS
-    above; the offsets can change the IoU rounding, so detkit takes the same branch. Per-class
-    NMS is one Numba call (each class in its own tile of one grid); when kept boxes have equal
-    scores, their order comes from the same final torch sort torchvision uses.
+    The offset unit is ``max(max coordinate, 0) - min(min coordinate, 0) + 1``: for boxes with
+    non-negative coordinates (a detector's boxes, clipped to the image) exactly torchvision's
+    ``max coordinate + 1``, computed in the boxes' dtype as torchvision does.
+
+    Args:
+        boxes: Tensor[N, 4]; idxs: int64[N] group of each box.
+    Returns:
+        Tensor[N, 4] in the boxes' dtype.
+    """
+    flat = torch.cat((boxes.reshape(-1), boxes.new_zeros(1)))  # the zero: a unit for no boxes, and >= 0 spans
+    unit = (flat.max() - flat.min()) + 1
+    return boxes + (idxs.to(boxes.dtype) * unit)[:, None]
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float, *, mode: str = "auto") -> Tensor:
+    """NMS applied independently per category, identical to ``torchvision.ops.batched_nms`` (CPU).
 
     Args:
         boxes: Tensor[N, 4]; scores: Tensor[N]; idxs: Tensor[N] integer category of each box.
         iou_threshold: as in :func:`nms`.
+        mode: how the categories are kept apart (see the module docstring). ``"auto"``: as
+            torchvision, the coordinate-offset trick when ``boxes.numel() <= 4000`` and NMS per category
+            above (the offsets can change the IoU rounding, so detkit takes the same branch);
+            ``"offsets"``: ``nms(offset_by_group(boxes, idxs), scores)`` at every size;
+            ``"per_group"``: NMS per category at every size (one Numba call, each category in its own
+            tile of one grid). On CUDA, "auto" is torchvision's batched_nms.
     Returns:
-        Tensor[K] int64: kept indices by decreasing score.
+        Tensor[K] int64: kept indices by decreasing score, equal scores by increasing index.
     """
     check_boxes_scores(boxes, scores, same_dtype=True)
     if not isinstance(idxs, Tensor) or idxs.shape != scores.shape or idxs.is_floating_point() or idxs.is_complex():
         raise ValueError(f"idxs must be an integer tensor of shape ({boxes.shape[0]},), got "
                          f"{getattr(idxs, 'dtype', type(idxs).__name__)} of shape {tuple(getattr(idxs, 'shape', ()))}")
+    if mode not in BATCHED_NMS_MODES:
+        raise ValueError(f"mode must be one of {', '.join(map(repr, BATCHED_NMS_MODES))}, got {mode!r}")
     if boxes.device.type != "cpu":
-        import torchvision
-        return torchvision.ops.batched_nms(boxes, scores, idxs, iou_threshold)
+        return _batched_nms_cuda(boxes, scores, idxs, iou_threshold, mode)
     if boxes.shape[0] == 0:
         return torch.empty((0,), dtype=torch.int64)
     if boxes.dtype in (torch.float16, torch.bfloat16):
         boxes, scores = boxes.float(), scores.float()
-    if boxes.numel() <= _TORCHVISION_VANILLA_NUMEL:
+    if mode == "offsets":
+        _to_numpy(boxes, "boxes")
+        return nms(offset_by_group(boxes, idxs), scores, iou_threshold)
+    if mode == "auto" and boxes.numel() <= _TORCHVISION_VANILLA_NUMEL:
         _to_numpy(boxes, "boxes")
         max_coordinate = boxes.max()
         offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
         return nms(boxes + offsets[:, None], scores, iou_threshold)
     boxes_np = _to_numpy(boxes, "boxes")
-    scores_np = _to_numpy(scores, "scores")
+    _to_numpy(scores, "scores")
     classes = idxs.detach().to(torch.int64).contiguous().numpy()
-    keep_np, ties = batched_nms_kernel(boxes_np, scores_np, _score_order(scores), classes, float(iou_threshold))
-    keep = torch.from_numpy(keep_np)
-    if not ties:   # the order by decreasing score is unique
-        return keep
-    keep = keep.sort()[0]   # torchvision's final (unstable) sort decides the order of equal scores
-    return keep[scores[keep].sort(descending=True)[1]]
+    return torch.from_numpy(batched_nms_kernel(boxes_np, _score_order(scores), classes, float(iou_threshold)))
+
+
+def _batched_nms_cuda(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float, mode: str) -> Tensor:
+    """batched_nms on a GPU with torchvision's kernels (their order of equal scores is theirs)."""
+    import torchvision
+
+    if mode == "auto":
+        return torchvision.ops.batched_nms(boxes, scores, idxs, iou_threshold)
+    if mode == "offsets":
+        return torchvision.ops.nms(offset_by_group(boxes, idxs), scores, iou_threshold)
+    keep = torch.zeros_like(scores, dtype=torch.bool)
+    for group in torch.unique(idxs):
+        rows = torch.where(idxs == group)[0]
+        keep[rows[torchvision.ops.nms(boxes[rows], scores[rows], iou_threshold)]] = True
+    kept = torch.where(keep)[0]
+    return kept[torch.sort(scores[kept], descending=True, stable=True).indices]

@@ -9,6 +9,12 @@ dtype exactly as torchvision's C++ kernel does (``areas = (x2 - x1) * (y2 - y1)`
 ``w = max(0, min(x2) - max(x1))``, ``inter = w * h``, ``iou = inter / (area_i + area_j - inter)``)
 and compared with the threshold in float64.
 
+Tie-break (detkit.ops.score_order's rule, shared by the eager detector, its exported graph and
+torchvision's CPU ``nms``): the wrappers pass ``order`` = the stable descending sort of the scores,
+so boxes with equal scores are visited by increasing index, and every kernel returns the kept
+indices in visiting order. Which of two overlapping boxes with equal scores survives therefore
+depends only on their indices, never on a sort's whim.
+
 Greedy NMS is evaluated as "keep a box unless a kept box suppresses it", which gives the same set
 and order as torchvision's "each kept box suppresses the later ones". Kept boxes are indexed by
 their centres in a multi-level uniform grid (level l holds boxes whose longer side is within a
@@ -296,7 +302,8 @@ def _nms_grid(boxes, areas, order, thr, keep, classes, shift):
 
 @nb.njit(cache=True)
 def nms_kernel(boxes, order, thr):
-    """Greedy NMS. boxes: (N, 4) float32/64; order: (N,) int64 visiting order (by score).
+    """Greedy NMS. boxes: (N, 4) float32/64; order: (N,) int64 visiting order (the stable
+    descending sort of the scores: equal scores by increasing index).
 
     Returns the kept indices (K,) int64 in visiting order.
     """
@@ -314,7 +321,8 @@ def nms_kernel(boxes, order, thr):
 
 @nb.njit(cache=True)
 def nms_plain_kernel(boxes, order, thr):
-    """The reference quadratic loop of torchvision's CPU kernel (tests and negative thresholds)."""
+    """The reference quadratic loop of torchvision's CPU kernel (tests and negative thresholds); order as
+    :func:`nms_kernel`'s, kept indices in visiting order."""
     areas = _box_areas(boxes)
     keep = np.empty(order.shape[0], np.int64)
     nk = 0
@@ -379,12 +387,12 @@ def _class_tiles(boxes, classes):
 
 
 @nb.njit(cache=True)
-def batched_nms_kernel(boxes, scores, order, classes, thr):
-    """Independent greedy NMS per class. boxes: (N, 4); scores: (N,); order: (N,) int64 by score;
-    classes: (N,) int64.
+def batched_nms_kernel(boxes, order, classes, thr):
+    """Independent greedy NMS per class. boxes: (N, 4); order: (N,) int64 visiting order (the
+    stable descending sort of the scores); classes: (N,) int64.
 
-    Returns (kept indices (K,) int64 by decreasing score, equal scores by increasing index;
-    whether two kept boxes have equal scores).
+    Returns the kept indices (K,) int64 in visiting order: by decreasing score, equal scores by
+    increasing index, whatever their classes (the visiting order of every class is ``order``'s).
     """
     n = order.shape[0]
     areas = _box_areas(boxes)
@@ -404,7 +412,4 @@ def batched_nms_kernel(boxes, scores, order, classes, thr):
             if mask[order[t]]:
                 keep[nk] = order[t]
                 nk += 1
-    ties = False
-    for s in range(1, nk):
-        ties = ties or scores[keep[s]] == scores[keep[s - 1]]
-    return keep[:nk], ties
+    return keep[:nk]

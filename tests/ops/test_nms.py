@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchvision
 
-from detkit.ops.nms import batched_nms, nms
+from detkit.ops.nms import batched_nms, nms, offset_by_group
 from detkit.ops.nms_kernels import nms_kernel, nms_plain_kernel
 from detkit.testing import clustered_boxes, uniform_boxes
 
@@ -187,6 +187,17 @@ def test_nms_cuda_goes_to_torchvision():
     assert torch.equal(batched_nms(boxes, scores, idxs, 0.5), torchvision.ops.batched_nms(boxes, scores, idxs, 0.5))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mode", ["offsets", "per_group"])
+def test_batched_nms_modes_on_cuda_keep_the_cpu_set(mode):
+    """Distinct scores: the CUDA kernels (their own IoU rounding aside) keep what the CPU keeps."""
+    boxes, scores = uniform_boxes(2000, 0)
+    idxs = torch.from_numpy(np.random.default_rng(0).integers(0, 5, 2000))
+    out = batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.5, mode=mode)
+    assert out.is_cuda
+    assert torch.equal(out.cpu(), batched_nms(boxes, scores, idxs, 0.5, mode=mode))
+
+
 # --------------------------------------------------------------------------- batched_nms
 @pytest.mark.parametrize("thr", THRESHOLDS)
 @pytest.mark.parametrize("n", [400, 3000])   # 400: coordinate trick path, 3000: per-class path
@@ -197,13 +208,56 @@ def test_batched_nms_matches_torchvision(seed, n, thr):
     assert_same(batched_nms(boxes, scores, idxs, thr), torchvision.ops.batched_nms(boxes, scores, idxs, thr))
 
 
+def in_rule_order(keep, scores):
+    """Kept indices in detkit.ops.score_order's order: decreasing score, equal scores by increasing index."""
+    keep = keep.sort().values
+    return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
+
+
 @pytest.mark.parametrize("n", [300, 2500])
 def test_batched_nms_ties_and_sparse_class_ids(n):
+    """torchvision's set; its order of equal scores on its per-class path (n = 2500) comes from an
+    unstable sort, detkit's from the rule (equal scores by increasing index), on every path."""
     boxes, scores = integer_boxes(n, 3, canvas=40)
     g = np.random.default_rng(1)
     for idxs in (torch.from_numpy(g.integers(0, 4, n)), torch.from_numpy(g.choice([-7, 3, 10**12], n))):
         for thr in (0.2, 0.5):
-            assert_same(batched_nms(boxes, scores, idxs, thr), torchvision.ops.batched_nms(boxes, scores, idxs, thr))
+            theirs = torchvision.ops.batched_nms(boxes, scores, idxs, thr)
+            ours = batched_nms(boxes, scores, idxs, thr)
+            assert_same(ours, in_rule_order(theirs, scores))
+            if n * 4 <= 4000:  # the offset path: torchvision's nms order, the rule
+                assert_same(ours, theirs)
+
+
+def reference_per_group(boxes, scores, idxs, thr):
+    """torchvision's nms within each group, the kept boxes in the rule's order."""
+    keep = torch.cat([rows[torchvision.ops.nms(boxes[rows], scores[rows], thr)]
+                      for rows in (torch.where(idxs == g)[0] for g in torch.unique(idxs))])
+    return in_rule_order(keep, scores)
+
+
+@pytest.mark.parametrize("n", [300, 2500])
+@pytest.mark.parametrize("thr", [0.2, 0.5, -0.5])
+def test_batched_nms_modes_at_every_size(n, thr):
+    """"per_group": NMS within each group whatever the size; "offsets": torchvision's coordinate trick
+    (offset_by_group's offsets) whatever the size; both in the rule's order, ties included."""
+    boxes, scores = integer_boxes(n, 4, canvas=40)
+    idxs = torch.from_numpy(np.random.default_rng(2).integers(0, 5, n))
+    assert_same(batched_nms(boxes, scores, idxs, thr, mode="per_group"), reference_per_group(boxes, scores, idxs, thr))
+    shifted = boxes + (idxs.to(boxes) * (boxes.max() + 1))[:, None]  # torchvision's offsets
+    assert torch.equal(offset_by_group(boxes, idxs), shifted)
+    assert_same(batched_nms(boxes, scores, idxs, thr, mode="offsets"), torchvision.ops.nms(shifted, scores, thr))
+    with pytest.raises(ValueError, match="mode"):
+        batched_nms(boxes, scores, idxs, thr, mode="vanilla")
+
+
+def test_offset_by_group_separates_groups_at_any_coordinates():
+    boxes = torch.tensor([[-50.0, -50.0, -10.0, -10.0], [-50.0, -50.0, -10.0, -10.0], [0.0, 0.0, 5.0, 5.0]])
+    idxs = torch.tensor([0, 1, 1])
+    shifted = offset_by_group(boxes, idxs)
+    assert torchvision.ops.box_iou(shifted[:1], shifted[1:2]).item() == 0.0  # not torchvision's max + 1 = -9
+    assert batched_nms(boxes, torch.ones(3), idxs, 0.5, mode="offsets").tolist() == [0, 1, 2]
+    assert offset_by_group(torch.zeros((0, 4)), torch.zeros(0, dtype=torch.int64)).shape == (0, 4)
 
 
 def test_batched_nms_empty_and_errors():
