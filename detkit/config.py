@@ -17,7 +17,7 @@ import os
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import yaml
 
@@ -31,10 +31,13 @@ __all__ = [
     "apply_overrides", "config_from_dict", "config_to_dict", "validate",
 ]
 
-# Every GroupNorm detkit builds (backbone and FPN with model.backbone.norm = gn, the box head with
-# model.roi_head.fc_norm = gn) splits its channels into this many groups (Wu & He, "Group Normalization",
-# 2018); validate() rejects channel counts it does not divide.
+# Every GroupNorm detkit builds (backbone and FPN with model.backbone.norm / fpn_norm = gn, the box head
+# with model.roi_head.fc_norm / conv_norm = gn) splits its channels into this many groups (Wu & He,
+# "Group Normalization", 2018); validate() rejects channel counts it does not divide.
 GROUP_NORM_GROUPS = 32
+
+# The norms model.backbone.fpn_norm may name (besides true = the backbone's norm, false = none).
+FPN_NORMS = ("bn", "sync_bn", "gn")
 
 
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -50,19 +53,28 @@ class BackboneConfig:
     depth: int = field(default=18, metadata=_choices(18, 34, 50, 101))
     # bn: trainable BatchNorm (from scratch); frozen_bn: fixed affine + statistics;
     # sync_bn: BatchNorm synchronised across DDP processes; gn: GroupNorm(32).
-    norm: str = field(default="bn", metadata=_choices("bn", "frozen_bn", "sync_bn", "gn"))
+    # null (auto): frozen_bn when the run starts from pretrained weights (model.weights or
+    # model.backbone.weights), else bn; resolved when the Config is built (ModelConfig.__post_init__).
+    norm: Optional[str] = field(default=None, metadata=_choices("bn", "frozen_bn", "sync_bn", "gn"))
     # Freeze the stem and the first `freeze_at` residual stages (0 = train everything).
-    freeze_at: int = field(default=0, metadata={"min": 0, "max": 5})
+    # null (auto): 2 (stem + layer1, torchvision's trainable_backbone_layers=3) with pretrained weights, else 0.
+    freeze_at: Optional[int] = field(default=None, metadata={"min": 0, "max": 5})
     # fpn: P2..P6 (strides 4..64); c4 / c5: a single level of stride 16 / 32.
     features: str = field(default="fpn", metadata=_choices("fpn", "c4", "c5"))
     fpn_channels: int = field(default=256, metadata={"gt": 0})
     # Zero-initialise the last norm gamma of every residual block (each block starts as the identity).
     zero_init_residual: bool = False
-    # Normalise the FPN's lateral and output convs with the backbone's norm layer (BatchNorm for bn /
-    # sync_bn, GroupNorm for gn). Unnormalised, as torchvision, when false. Needs features = fpn and a
-    # trainable norm (not frozen_bn).
-    fpn_norm: bool = False
-    # Optional local state dict (torchvision ResNet format or a detkit checkpoint).
+    # Normalise the FPN's lateral and output convs. false: unnormalised (torchvision's default FPN);
+    # true: with the backbone's norm layer (BatchNorm for bn / sync_bn, GroupNorm for gn; not with
+    # frozen_bn); bn / sync_bn / gn: with that norm whatever the backbone's (torchvision's
+    # fasterrcnn_resnet50_fpn_v2: a frozen_bn body and a bn FPN). Needs features = fpn.
+    fpn_norm: Union[bool, str] = field(default=False, metadata=_choices(False, True, *FPN_NORMS))
+    # eps of the body's norm layers (BatchNorm2d, FrozenBatchNorm2d, GroupNorm); the FPN's keep 1e-5.
+    # torchvision's COCO_V1 Faster R-CNN (v1) weights were trained with frozen BatchNorm at eps 0.0.
+    norm_eps: float = field(default=1e-5, metadata={"min": 0.0})
+    # Optional initial backbone weights (detkit/hub.py): a local state dict (a torchvision ResNet's, a
+    # detkit checkpoint, a torchvision detector's), or a torchvision weights name such as
+    # "torchvision:ResNet50_Weights.IMAGENET1K_V2", read from torch hub's cache (downloaded there if missing).
     weights: Optional[str] = None
 
 
@@ -75,6 +87,11 @@ class AnchorConfig:
     ratios: List[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     # Anchor centre offset in units of stride: 0.0 as torchvision, 0.5 as Detectron2.
     offset: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})
+    # torchvision's anchor arithmetic, for models that reproduce torchvision's: round the zero-centred
+    # base anchors to integers, and take each level's stride as padded image size // feature size per
+    # axis (so P6 of an 800-row batch, 13 rows, has a row stride of 61, not 64).
+    round_base: bool = False
+    strides_from_size: bool = False
     # Resolved anchor shapes, L levels x A shapes x (w, h). Filled in by training (any mode) and
     # stored in the resolved config and checkpoints so that evaluation rebuilds the same anchors.
     shapes: Optional[List[List[List[float]]]] = None
@@ -115,6 +132,9 @@ class RPNConfig:
     smooth_l1_beta: float = field(default=1.0 / 9, metadata={"min": 0.0})
     # Intersection-over-anchor-area above which an ignore region (crowd / difficult) ignores an anchor.
     ignore_iof_thresh: Optional[float] = 0.5
+    # 3x3 conv + ReLU layers of the head before its two 1x1 outputs: 1 as torchvision's RPNHead, 2 as
+    # fasterrcnn_resnet50_fpn_v2 (RPNHead(conv_depth=2)).
+    head_convs: int = field(default=1, metadata={"min": 1})
 
 
 @dataclass
@@ -129,6 +149,14 @@ class RoIHeadConfig:
     pool_size: int = field(default=7, metadata={"gt": 0})
     sampling_ratio: int = field(default=2, metadata={"min": 0})
     aligned: bool = False
+    # 3x3 conv (+ norm) + ReLU layers of conv_dim channels on the pooled RoIs before the FC layers
+    # (torchvision's FastRCNNConvFCHead): 0 = FC layers only (torchvision's TwoMLPHead); 4 convs of 256
+    # with bn and num_fc = 1 is fasterrcnn_resnet50_fpn_v2's head.
+    num_conv: int = field(default=0, metadata={"min": 0})
+    conv_dim: int = field(default=256, metadata={"gt": 0})
+    # Norm after each of those convs: none (the convs keep a bias), bn (BatchNorm2d over the RoIs, as
+    # torchvision v2) or gn (GroupNorm, 32 groups, per RoI).
+    conv_norm: str = field(default="bn", metadata=_choices("none", "bn", "gn"))
     num_fc: int = field(default=2, metadata={"gt": 0})
     fc_dim: int = field(default=1024, metadata={"gt": 0})
     # Normalisation after each FC layer: none (torchvision), ln (LayerNorm) or gn (GroupNorm, 32 groups).
@@ -164,6 +192,40 @@ class ModelConfig:
     # Test-time augmentation: average each image's detections with its left-right mirror image's
     # (per proposal, before NMS). Twice the backbone work at inference; not part of exported graphs.
     test_hflip: bool = False
+    # The box kernels of inference: "detkit" (Numba RoIAlign on the CPU; NMS and the RPN's top-k with
+    # detkit's one tie-break, equal scores by increasing index, shared with the exported graph) or
+    # "torchvision" (torchvision.ops.roi_align / batched_nms and torch.topk, as torchvision's detectors
+    # call them: bit-identical detections with torchvision's weights, ties broken as torchvision does).
+    kernels: str = field(default="detkit", metadata=_choices("detkit", "torchvision"))
+    # The whole detector's start (detkit/weights/start.py): a detkit checkpoint, a torchvision detection
+    # state dict file, or a torchvision weights name ("torchvision:FasterRCNN_ResNet50_FPN_Weights.COCO_V1").
+    # Tensors of the same name and shape are loaded; the class rows of the box predictor are copied per
+    # class name (detkit/weights/transfer.py). Read when a run starts, never on a resume.
+    weights: Optional[str] = None
+    # Data class name -> the weights' class name, for synonyms ({motorbike: motorcycle}); matched
+    # case-insensitively, applied before the names themselves.
+    class_map: Dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        resolve_backbone_defaults(self)
+
+
+def resolve_backbone_defaults(model: "ModelConfig") -> None:
+    """Fill in the automatic (null) ``model.backbone.norm`` and ``model.backbone.freeze_at``, in place.
+
+    From pretrained weights (``model.weights`` or ``model.backbone.weights`` set): ``frozen_bn`` and 2
+    (stem and layer1 frozen, torchvision's ``trainable_backbone_layers=3``); from scratch: ``bn`` and 0.
+    With ``fpn_norm = true`` (the FPN takes the backbone's norm, which must train) the automatic norm is
+    ``bn``. Values the config sets are kept; the resolved ones are what config.yaml and checkpoints hold.
+    """
+    bb = model.backbone
+    if not dataclasses.is_dataclass(bb):
+        return
+    pretrained = bool(model.weights or bb.weights)
+    if bb.norm is None:
+        bb.norm = "frozen_bn" if pretrained and bb.fpn_norm is not True else "bn"
+    if bb.freeze_at is None:
+        bb.freeze_at = 2 if pretrained else 0
 
 
 # --------------------------------------------------------------------------- data
@@ -252,6 +314,11 @@ class DataConfig:
     min_size: List[int] = field(default_factory=lambda: [800])
     max_size: int = field(default=1333, metadata={"gt": 0})
     test_min_size: Optional[int] = None  # null: the last entry of min_size
+    # Where evaluation and inference resize: "pipeline" (the data pipeline, cv2 bilinear on the uint8
+    # image) or "model" (the detector resizes the normalised float image itself, exactly as
+    # torchvision's GeneralizedRCNNTransform: float32 scale, bilinear interpolate, pad; so that a model
+    # with torchvision's weights gives torchvision's detections). Training always resizes in the pipeline.
+    test_resize: str = field(default="pipeline", metadata=_choices("pipeline", "model"))
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     aspect_ratio_grouping: bool = True
     num_workers: int = field(default=0, metadata={"min": 0})
@@ -350,10 +417,14 @@ class Config:
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is typing.Union:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return f"{_type_name(args[0])} or null"
+        args = typing.get_args(tp)
+        names = " or ".join(_type_name(a) for a in args if a is not type(None))
+        return f"{names} or null" if type(None) in args else names
     if origin in (list, List):
         return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin in (dict, Dict):
+        key_tp, value_tp = typing.get_args(tp)
+        return f"mapping of {_type_name(key_tp)} to {_type_name(value_tp)}"
     if dataclasses.is_dataclass(tp):
         return "mapping"
     return getattr(tp, "__name__", str(tp))
@@ -363,10 +434,18 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     """Check `value` against the annotation `tp` and return it converted (int -> float, nested dicts)."""
     origin = typing.get_origin(tp)
     if origin is typing.Union:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
             return None
-        return _convert(value, args[0], key)
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            return _convert(value, options[0], key)
+        for option in options:  # e.g. Union[bool, str]: the first type that takes the value as it is
+            try:
+                return _convert(value, option, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"key '{key}' expects {_type_name(tp)}, got {value!r}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"key '{key}' expects a mapping, got {value!r}")
@@ -378,6 +457,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"key '{key}' expects {_type_name(tp)}, got {value!r}")
         item_tp = typing.get_args(tp)[0]
         return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"key '{key}' expects {_type_name(tp)}, got {value!r}")
+        key_tp, value_tp = typing.get_args(tp)
+        return {_convert(k, key_tp, f"{key} (a key)"): _convert(v, value_tp, f"{key}.{k}") for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"key '{key}' expects bool (true/false), got {value!r}")
@@ -415,14 +499,25 @@ def _unknown_key_error(cls: type, prefix: str, name: str) -> ConfigError:
     return ConfigError(f"unknown key '{full}'; valid keys of {where}: {', '.join(valid)}")
 
 
+def _choice_list(choices: Sequence[Any]) -> str:
+    """The valid values as a user writes them in YAML: true / false for booleans, quoted strings."""
+    return ", ".join(("true" if c else "false") if isinstance(c, bool) else repr(c) for c in choices)
+
+
 def _build(cls: type, data: dict, prefix: str = "") -> Any:
     hints = _hints(cls)
+    choices = {f.name: f.metadata["choices"] for f in dataclasses.fields(cls) if "choices" in f.metadata}
     kwargs = {}
     for name, value in data.items():
         if not isinstance(name, str) or name not in hints:
             raise _unknown_key_error(cls, prefix, str(name))
         key = f"{prefix}.{name}" if prefix else name
-        kwargs[name] = _convert(value, hints[name], key)
+        try:
+            kwargs[name] = _convert(value, hints[name], key)
+        except ConfigError as exc:
+            if name not in choices:
+                raise
+            raise ConfigError(f"{exc}; choose one of {_choice_list(choices[name])}") from None
     return cls(**kwargs)
 
 
@@ -582,8 +677,7 @@ def _check_field_ranges(obj: Any, prefix: str) -> None:
         if value is None:
             continue
         if "choices" in meta and value not in meta["choices"]:
-            valid = ", ".join(repr(c) for c in meta["choices"])
-            raise ConfigError(f"key '{key}' = {value!r} is not valid; choose one of {valid}")
+            raise ConfigError(f"key '{key}' = {value!r} is not valid; choose one of {_choice_list(meta['choices'])}")
         if "min" in meta and value < meta["min"]:
             raise ConfigError(f"key '{key}' = {value!r} must be >= {meta['min']}")
         if "max" in meta and value > meta["max"]:
@@ -642,16 +736,26 @@ def validate(cfg: Config) -> None:
             for j, wh in enumerate(level):
                 _check_positive_list(wh, f"model.anchors.shapes[{i}][{j}]", 2)
     bb = m.backbone
-    if bb.fpn_norm and bb.features != "fpn":
-        raise ConfigError(f"key 'model.backbone.fpn_norm' = true needs model.backbone.features = 'fpn', "
-                          f"got '{bb.features}'")
-    if bb.fpn_norm and bb.norm == "frozen_bn":
+    if bb.fpn_norm is not False and bb.features != "fpn":
+        raise ConfigError(f"key 'model.backbone.fpn_norm' = {_choice_list([bb.fpn_norm])} needs "
+                          f"model.backbone.features = 'fpn', got '{bb.features}'")
+    if bb.fpn_norm is True and bb.norm == "frozen_bn":
         raise ConfigError("key 'model.backbone.fpn_norm' = true needs a trainable model.backbone.norm "
-                          "('bn', 'sync_bn' or 'gn'), got 'frozen_bn'")
+                          "('bn', 'sync_bn' or 'gn'), got 'frozen_bn'; or name the FPN's own norm: "
+                          f"fpn_norm = {' / '.join(FPN_NORMS)}")
     if a.online_warmup and a.mode != "learned":
         raise ConfigError(f"key 'model.anchors.online_warmup' = true refines learned anchors only; "
                           f"set model.anchors.mode = learned (got '{a.mode}') or online_warmup = false")
+    if bb.features == "fpn" and (bb.fpn_norm == "gn" or (bb.fpn_norm is True and bb.norm == "gn")) \
+            and bb.fpn_channels % GROUP_NORM_GROUPS:
+        raise ConfigError(f"key 'model.backbone.fpn_norm' normalises the FPN with GroupNorm ({GROUP_NORM_GROUPS} "
+                          f"groups), so model.backbone.fpn_channels must be a multiple of {GROUP_NORM_GROUPS} "
+                          f"(got {bb.fpn_channels})")
     h = m.roi_head
+    if h.num_conv > 0 and h.conv_norm == "gn" and h.conv_dim % GROUP_NORM_GROUPS:
+        raise ConfigError(f"key 'model.roi_head.conv_norm' = gn splits the conv channels into {GROUP_NORM_GROUPS} "
+                          f"groups, so model.roi_head.conv_dim must be a multiple of {GROUP_NORM_GROUPS} "
+                          f"(got {h.conv_dim}); or use conv_norm = bn or none")
     if h.fc_norm == "gn" and h.fc_dim % GROUP_NORM_GROUPS:
         raise ConfigError(f"key 'model.roi_head.fc_norm' = gn splits the FC features into {GROUP_NORM_GROUPS} "
                           f"groups, so model.roi_head.fc_dim must be a multiple of {GROUP_NORM_GROUPS} "

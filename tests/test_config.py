@@ -239,3 +239,45 @@ def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
         save_config(load_config(None, ["train.lr=0.5"]), out)
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
+@pytest.mark.parametrize("value, expected", [("false", False), ("true", True), ("bn", "bn"), ("sync_bn", "sync_bn"),
+                                             ("gn", "gn")])
+def test_fpn_norm_takes_a_bool_or_a_norm_name(value, expected, tmp_path):
+    cfg = load_config(None, [f"model.backbone.fpn_norm={value}"])
+    got = cfg.model.backbone.fpn_norm
+    assert got == expected and type(got) is type(expected)
+    save_config(cfg, tmp_path / "config.yaml")  # a saved config reads back the same value
+    again = load_config(str(tmp_path / "config.yaml")).model.backbone.fpn_norm
+    assert again == expected and type(again) is type(expected)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["model.backbone.fpn_norm=frozen_bn"],
+     r"'model.backbone.fpn_norm' = 'frozen_bn' is not valid; choose one of false, true, 'bn', 'sync_bn', 'gn'"),
+    (["model.backbone.fpn_norm=1"], r"'model.backbone.fpn_norm' expects bool or str, got 1; choose one of false, true"),
+    (["model.backbone.fpn_norm=null"], r"'model.backbone.fpn_norm' expects bool or str, got None"),
+    (["model.backbone.fpn_norm=bn", "model.backbone.features=c4", "model.anchors.sizes=[[32]]"],
+     r"'model.backbone.fpn_norm' = 'bn' needs model.backbone.features = 'fpn'"),
+    (["model.backbone.fpn_norm=true", "model.backbone.norm=frozen_bn"], r"or name the FPN's own norm"),
+    (["model.backbone.fpn_norm=gn", "model.backbone.fpn_channels=48"], r"fpn_channels must be a multiple of 32"),
+    (["model.backbone.norm_eps=-1"], r"'model.backbone.norm_eps' = -1.0 must be >= 0"),
+    (["model.rpn.head_convs=0"], r"'model.rpn.head_convs' = 0 must be >= 1"),
+    (["model.roi_head.num_conv=-1"], r"'model.roi_head.num_conv' = -1 must be >= 0"),
+    (["model.roi_head.conv_dim=0"], r"'model.roi_head.conv_dim' = 0 must be > 0"),
+    (["model.roi_head.conv_norm=ln"], r"'model.roi_head.conv_norm' = 'ln' is not valid; choose one of 'none', 'bn'"),
+    (["model.roi_head.num_conv=4", "model.roi_head.conv_norm=gn", "model.roi_head.conv_dim=48"],
+     r"conv_dim must be a multiple of 32"),
+])
+def test_v2_architecture_keys_are_validated(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, overrides)
+
+
+def test_torchvision_v2_settings_load():
+    cfg = load_config(None, ["model.backbone.depth=50", "model.backbone.norm=frozen_bn", "model.backbone.norm_eps=0",
+                             "model.backbone.fpn_norm=bn", "model.rpn.head_convs=2", "model.roi_head.num_conv=4",
+                             "model.roi_head.num_fc=1"])
+    bb, h = cfg.model.backbone, cfg.model.roi_head
+    assert (bb.fpn_norm, bb.norm_eps, cfg.model.rpn.head_convs) == ("bn", 0.0, 2)
+    assert (h.num_conv, h.conv_dim, h.conv_norm, h.num_fc, h.fc_dim) == (4, 256, "bn", 1, 1024)

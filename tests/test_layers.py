@@ -21,6 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "detkit"
 LAYERS: List[Set[str]] = [
     {"errors", "version"},
     {"atomic_io", "safe_load"},
+    {"hub"},
     {"config"},
     {"runtime"},
     {"ops", "testing"},

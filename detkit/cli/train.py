@@ -1,10 +1,10 @@
 """Train a detector. With no arguments: the built-in synthetic set (configs/synthetic.yaml).
 
-    detkit train [--config CFG] [--output-dir DIR] [--resume] [--weights PATH]
+    detkit train [--config CFG] [--output-dir DIR] [--resume] [--weights PATH|torchvision:NAME]
                  [--device cpu|cuda] [--seed N] [--quiet] [key=value ...]
 
 key=value pairs are config overrides (e.g. train.lr=0.01 data.min_size=[480]); the flags set keys
-too (--output-dir output.dir, --weights model.backbone.weights, --device train.device, --seed train.seed).
+too (--output-dir output.dir, --weights model.weights, --device train.device, --seed train.seed).
 Under torchrun (`torchrun --nproc_per_node N -m detkit train ...`) every process runs this command;
 rank 0 alone prints, writes metrics, plots and checkpoints.
 """
@@ -26,7 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help=f"YAML config (default: {DEFAULT_CONFIG})")
     parser.add_argument("--output-dir", help="output folder (sets output.dir)")
     parser.add_argument("--resume", action="store_true", help="continue the run in the output folder from last.pt")
-    parser.add_argument("--weights", help="initial weights: a torchvision ResNet state dict or a detkit checkpoint")
+    parser.add_argument("--weights", help="start the whole detector from these weights (sets model.weights): a detkit "
+                        "checkpoint, a torchvision detection state dict, or torchvision:<Enum>.<MEMBER>, e.g. "
+                        "torchvision:FasterRCNN_ResNet50_FPN_Weights.COCO_V1; a ResNet backbone alone: "
+                        "model.backbone.weights=PATH")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (sets train.device)")
     parser.add_argument("--seed", type=int, help="sets train.seed")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from detkit.runtime.device import resolve_device
 
     overrides = list(args.overrides)
-    for flag, key in ((args.output_dir, "output.dir"), (args.weights, "model.backbone.weights"),
+    for flag, key in ((args.output_dir, "output.dir"), (args.weights, "model.weights"),
                       (args.device, "train.device"), (args.seed, "train.seed")):
         if flag is not None:
             overrides.append(f"{key}={flag}")

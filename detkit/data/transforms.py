@@ -85,11 +85,14 @@ class DetectionTransform:
         scale_jitter: (low, high) factor range multiplied into the resize scale, or None.
         min_visibility, min_area: albumentations' box filters (used when augmentations is not empty).
         seed: seed of the generators used when no per-call rng_seed is given.
+        resize: False leaves the image at its size (scale 1): the detector resizes it instead
+            (``data.test_resize = "model"``).
     """
 
     def __init__(self, *, augmentations: Sequence[A.BasicTransform], min_sizes: Sequence[int], max_size: int,
                  scale_jitter: Optional[Sequence[float]] = None, min_visibility: float = 0.0,
-                 min_area: float = 0.0, seed: SeedLike = 0) -> None:
+                 min_area: float = 0.0, seed: SeedLike = 0, resize: bool = True) -> None:
+        self.resize = bool(resize)
         self.min_sizes = [int(s) for s in min_sizes]
         self.max_size = int(max_size)
         self.scale_jitter = tuple(scale_jitter) if scale_jitter is not None else None
@@ -139,7 +142,7 @@ class DetectionTransform:
         scale = resize_scale((h, w), s, self.max_size)
         if self.scale_jitter is not None:
             scale *= float(self.rng.uniform(*self.scale_jitter))
-        nh, nw = resized_size((h, w), scale)
+        nh, nw = resized_size((h, w), scale) if self.resize else (h, w)
         if (nh, nw) != (h, w):
             image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
         sy, sx = nh / h, nw / w
@@ -179,5 +182,6 @@ def build_transforms(data_cfg: DataConfig, *, train: bool, seed: SeedLike = 0) -
             augmentations=_augmentations(data_cfg), min_sizes=data_cfg.min_size, max_size=data_cfg.max_size,
             scale_jitter=data_cfg.augment.scale_jitter, min_visibility=data_cfg.augment.min_visibility,
             min_area=data_cfg.augment.min_area, seed=seed)
+    # data.test_resize = "model": the detector resizes the float image itself (torchvision's transform).
     return DetectionTransform(augmentations=[], min_sizes=[test_min_size(data_cfg)],
-                              max_size=data_cfg.max_size, seed=seed)
+                              max_size=data_cfg.max_size, seed=seed, resize=data_cfg.test_resize == "pipeline")

@@ -73,8 +73,12 @@ def build_export_model(checkpoint: str, overrides: Sequence[str] = (),
     from detkit.deploy.predictor import Predictor
     from detkit.weights.trained_model import load_trained_model, prepare_inference
 
-    model, cfg, ckpt = load_trained_model(checkpoint, torch.device("cpu"), list(overrides) + ["eval.precision=fp32"])
-    unexportable = unexportable_settings(test_hflip=cfg.model.test_hflip, nms_method=cfg.model.roi_head.nms_method)
+    # fp32, and detkit's kernels (the graph's order of equal scores; torchvision's batched_nms has its own)
+    model, cfg, ckpt = load_trained_model(checkpoint, torch.device("cpu"),
+                                          list(overrides) + ["eval.precision=fp32", "model.kernels=detkit"])
+    unexportable = unexportable_settings(test_hflip=cfg.model.test_hflip, nms_method=cfg.model.roi_head.nms_method,
+                                         test_resize=cfg.data.test_resize,
+                                         strides_from_size=cfg.model.anchors.strides_from_size)
     if unexportable:  # every such setting in one message: a user fixes them all in one go
         raise ExportError(f"'{checkpoint}' has {len(unexportable)} inference setting"
                           f"{'s' if len(unexportable) > 1 else ''} that the exported graph does not compute "

@@ -18,13 +18,25 @@ semantics:
 - anchors tiled in the graph for the feature sizes of the input (float64, as
   :class:`detkit.modeling.anchors.AnchorGenerator`), whatever mode chose their shapes: the shapes are
   baked in as constants;
-- proposals: per level top-k, decoding, clipping, min-size and score filters as boolean masks, then
-  ``torchvision.ops.nms`` with the coordinate-offset trick per level (exportable), top post-NMS;
+- proposals: per level top-k (:func:`detkit.ops.score_order.topk_stable`, ONNX's TopK), decoding,
+  clipping, min-size and score filters as boolean masks, then one ``torchvision.ops.nms`` per level
+  (the eager RPN's NMS within each level), the levels' kept boxes merged by decreasing score, top
+  post-NMS;
 - RoIAlign per level with ``torchvision.ops.roi_align`` (the Numba kernel's sampling is
-  torchvision's) and torchvision's level mapping; the proposals are grouped by level so that the
-  pooled rows need no scatter;
+  torchvision's) and torchvision's level mapping; the pooled rows are put back in the proposals'
+  order, so that the RoI head sees its rows in the eager model's order;
 - the RoI head's softmax, class-specific decoding, clipping, score threshold, per-class NMS (the
-  offset trick again), top ``detections_per_img``, and the rescale to the input image's pixels.
+  coordinate-offset trick of :func:`detkit.ops.nms.offset_by_group`, as the eager RoI head at every
+  size), top ``detections_per_img``, and the rescale to the input image's pixels.
+
+Equal scores: every ranking here follows the eager model's rule (:mod:`detkit.ops.score_order`): by
+decreasing score, equal scores by increasing index. The rows are in the eager model's order at every
+step, ONNX's TopK and NonMaxSuppression order equal values by increasing index, and so do torchvision's
+CPU ``nms`` and ``topk_stable`` in TorchScript; so the exported graph keeps the same candidates as the
+eager model when scores tie (they do: saturated sigmoids and softmaxes round to equal float32, and
+ReLU-dead regions give equal logits). NMS thresholds are passed as the largest float32 not above them:
+ONNX's NonMaxSuppression compares the float32 IoU with a float32 threshold, the eager kernels with
+the float64 one, and for float32 IoUs ``iou > t`` and ``iou > that float32`` are the same test.
 
 The only data-dependent sizes (the number of proposals and detections) come out of NMS and masks,
 which export as such; every other size is computed from the input's shape in tensors, so the traced
@@ -35,6 +47,7 @@ from __future__ import annotations
 
 from typing import List, NamedTuple, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -42,9 +55,11 @@ from torchvision.ops import nms as tv_nms
 from torchvision.ops import roi_align as tv_roi_align
 
 from detkit.ops.boxes import clip_boxes, remove_small_boxes
+from detkit.ops.nms import offset_by_group
+from detkit.ops.score_order import topk_stable
 
 __all__ = ["ExportableDetector", "OUTPUT_NAMES", "cv2_linear_resize", "resize_for_detector", "UnexportableSetting",
-           "unexportable_settings", "describe_unexportable"]
+           "unexportable_settings", "describe_unexportable", "nms_threshold"]
 
 OUTPUT_NAMES = ("boxes", "scores", "labels")
 
@@ -59,7 +74,8 @@ class UnexportableSetting(NamedTuple):
     why: str
 
 
-def unexportable_settings(*, test_hflip: bool, nms_method: str) -> List[UnexportableSetting]:
+def unexportable_settings(*, test_hflip: bool, nms_method: str, test_resize: str = "pipeline",
+                          strides_from_size: bool = False) -> List[UnexportableSetting]:
     """Every inference setting of a detector that its exported graph would not reproduce (empty: exportable).
 
     Collected all at once so that a user learns every override to give from one error, not one per try.
@@ -75,6 +91,13 @@ def unexportable_settings(*, test_hflip: bool, nms_method: str) -> List[Unexport
         found.append(UnexportableSetting("model.test_hflip", "true", "false",
                                          "flip test-time augmentation needs a second, mirrored pass, which the "
                                          "exported single-pass graph does not compute"))
+    if test_resize != "pipeline":
+        found.append(UnexportableSetting("data.test_resize", test_resize, "pipeline",
+                                         "the graph resizes the uint8 image as the data pipeline does (cv2), "
+                                         "not the normalised float image as torchvision's transform"))
+    if strides_from_size:
+        found.append(UnexportableSetting("model.anchors.strides_from_size", "true", "false",
+                                         "the graph tiles anchors at the nominal strides"))
     return found
 
 
@@ -163,15 +186,46 @@ def resize_for_detector(image: Tensor, min_size: float, max_size: float) -> Tupl
     return cv2_linear_resize(image, new[0:1], new[1:2]), new, orig
 
 
+def nms_threshold(iou_threshold: float) -> float:
+    """The largest float32 that is not above ``iou_threshold``.
+
+    ONNX's NonMaxSuppression takes its threshold as a float32 and compares the float32 IoU with it;
+    torchvision's and detkit's kernels compare with the float64 threshold. For a float32 IoU,
+    ``iou > t`` and ``iou > nms_threshold(t)`` are the same test (no float32 lies in between), whereas
+    the float32 nearest to t (0.3 -> 0.30000001) would keep a box whose IoU is exactly that float32.
+    """
+    t32 = np.float32(iou_threshold)
+    if float(t32) > iou_threshold:
+        t32 = np.nextafter(t32, np.float32(-np.inf))
+    return float(t32)
+
+
 def _offset_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
-    """NMS within each group (torchvision's coordinate-offset trick, which exports as one op).
+    """NMS within each group by torchvision's coordinate-offset trick, which exports as one operator:
+    the eager RoI head's ``batched_nms(..., mode="offsets")``, with the same offsets.
 
     boxes: Tensor[N, 4], scores: Tensor[N], groups: int64[N] -> kept indices int64[K] by decreasing
-    score. A zero is appended before taking the maximum so that an empty input has one too.
+    score, equal scores by increasing index.
     """
-    max_coordinate = torch.cat((boxes.reshape(-1), boxes.new_zeros(1))).max()
-    offsets = groups.to(boxes.dtype) * (max_coordinate + 1)
-    return tv_nms(boxes + offsets[:, None], scores, iou_threshold)
+    return tv_nms(offset_by_group(boxes, groups), scores, nms_threshold(iou_threshold))
+
+
+def _per_group_nms(boxes: Tensor, scores: Tensor, groups: Tensor, num_groups: int, iou_threshold: float) -> Tensor:
+    """NMS within each of ``num_groups`` groups, one NMS operator per group (no offsets): the eager RPN's
+    ``batched_nms(..., mode="per_group")``.
+
+    boxes: Tensor[N, 4], scores: Tensor[N], groups: int64[N] in [0, num_groups), non-decreasing (the
+    RPN's candidates come level by level) -> kept indices int64[K] by decreasing score, equal scores
+    by increasing index: each group's kept indices come in that order and below the next group's, so
+    a stable ranking of their concatenation orders equal scores by index.
+    """
+    kept = []
+    for group in range(num_groups):
+        rows = torch.where(groups == group)[0]
+        kept.append(rows[tv_nms(boxes[rows], scores[rows], nms_threshold(iou_threshold))])
+    kept = torch.cat(kept)
+    order = topk_stable(scores[kept], torch._shape_as_tensor(kept)[0])[1]
+    return kept[order]
 
 
 class ExportableDetector(nn.Module):
@@ -188,8 +242,10 @@ class ExportableDetector(nn.Module):
     def __init__(self, detector: nn.Module, *, min_size: int, max_size: int) -> None:
         super().__init__()
         rpn, roi = detector.rpn, detector.roi_head
-        unexportable = unexportable_settings(test_hflip=bool(getattr(detector, "test_hflip", False)),
-                                             nms_method=roi.nms_method)
+        unexportable = unexportable_settings(
+            test_hflip=bool(getattr(detector, "test_hflip", False)), nms_method=roi.nms_method,
+            test_resize="model" if getattr(detector, "test_resize", None) is not None else "pipeline",
+            strides_from_size=rpn.anchor_generator.strides_from_size)
         if unexportable:
             raise ValueError("the detector has inference settings the exported graph does not compute:\n"
                              + describe_unexportable(unexportable))
@@ -247,8 +303,8 @@ class ExportableDetector(nn.Module):
         return (shifts[:, None, :] + base[None, :, :]).reshape(-1, 4).to(torch.float32)
 
     def propose(self, features: List[Tensor], height: Tensor, width: Tensor) -> Tuple[Tensor, Tensor]:
-        """features: L x Tensor[1, C, H_l, W_l] -> (proposals Tensor[R, 4], their level int64[R]),
-        sorted by decreasing objectness within each level's NMS output."""
+        """features: L x Tensor[1, C, H_l, W_l] -> (proposals Tensor[R, 4], their level int64[R]) by
+        decreasing objectness, equal objectness by increasing candidate index (RegionProposalNetwork.propose's)."""
         logits, deltas = self.rpn_head(features)
         boxes, scores, levels = [], [], []
         for level, (lg, dl) in enumerate(zip(logits, deltas)):
@@ -257,7 +313,7 @@ class ExportableDetector(nn.Module):
             # (1, A*4, H, W) -> (A, 4, H, W) -> (H, W, A, 4) -> (H*W*A, 4)
             dl = dl.reshape(a, 4, dl.shape[-2], dl.shape[-1]).permute(2, 3, 0, 1).reshape(-1, 4).float()
             k = torch.minimum(torch._shape_as_tensor(lg)[0], torch.tensor(self.pre_nms_top_n))
-            top_logits, top = lg.topk(k)
+            top_logits, top = topk_stable(lg, k)  # equal logits by increasing anchor index, as the eager RPN
             anchors = self.level_anchors(level, features[level])
             boxes.append(self.rpn_coder.decode(dl[top], anchors[top]))
             scores.append(top_logits.sigmoid())
@@ -270,26 +326,29 @@ class ExportableDetector(nn.Module):
             valid = valid & (s[idx] >= self.rpn_score_thresh)
         idx = idx[torch.where(valid)[0]]
         b, s, lv = b[idx], s[idx], lv[idx]
-        kept = _offset_nms(b, s, lv, self.rpn_nms_thresh)[: self.post_nms_top_n]
+        kept = _per_group_nms(b, s, lv, len(logits), self.rpn_nms_thresh)[: self.post_nms_top_n]
         return b[kept], lv[kept]
 
     # ------------------------------------------------------------------ second stage
-    def pool(self, features: List[Tensor], proposals: Tensor) -> Tuple[Tensor, Tensor]:
-        """RoIAlign of each proposal on its level: -> (Tensor[R, C, S, S], the proposals Tensor[R, 4]
-        regrouped by level in the same order as the pooled rows)."""
+    def pool(self, features: List[Tensor], proposals: Tensor) -> Tensor:
+        """RoIAlign of each proposal on its level: -> Tensor[R, C, S, S], row r pooled from proposal r.
+
+        The proposals are pooled level by level, then the rows are put back in the proposals' order:
+        the RoI head's candidates are then in the eager model's order, which decides which of two
+        equal scores NMS visits first."""
         maps = [features[i] for i in self.pool_levels]
         if self.level_mapper is None:
             targets = torch.zeros_like(proposals[:, 0], dtype=torch.int64)
         else:
             targets = self.level_mapper([proposals])  # (R,) in [0, len(maps))
-        pooled, grouped = [], []
+        pooled, pooled_rows = [], []
         for level, feature in enumerate(maps):
             rows = torch.where(targets == level)[0]
             rois = torch.cat((torch.zeros_like(proposals[rows, :1]), proposals[rows]), dim=1)  # (R_l, 5)
             pooled.append(tv_roi_align(feature, rois, self.pool_output_size, self.pool_scales[level],
                                        self.sampling_ratio, self.aligned))
-            grouped.append(proposals[rows])
-        return torch.cat(pooled), torch.cat(grouped)
+            pooled_rows.append(rows)
+        return torch.cat(pooled)[torch.argsort(torch.cat(pooled_rows))]  # distinct rows: a plain sort is exact
 
     def detect(self, logits: Tensor, deltas: Tensor, proposals: Tensor, height: Tensor,
                width: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -314,7 +373,7 @@ class ExportableDetector(nn.Module):
         height, width = new[0].to(torch.float32), new[1].to(torch.float32)
         features = list(self.backbone(x).values())
         proposals, _ = self.propose(features, height, width)
-        pooled, proposals = self.pool(features, proposals)
+        pooled = self.pool(features, proposals)
         logits, deltas = self.predictor(self.box_head(pooled))
         boxes, scores, labels = self.detect(logits, deltas, proposals, height, width)
         # Detector.rescale: the ratio computed in double, applied in float32, then clipped to the image.

@@ -9,8 +9,11 @@ the largest coordinate difference) and the image passes when
   ``detections_per_img``. A score that close to a cut-off can cross it through float rounding
   alone (the exported graph sums in another order); such detections are counted and reported.
 
-The exported graph reproduces the eager pipeline exactly (including cv2's fixed-point resize), so
-the differences measured are float rounding: about 1e-4 px and 1e-6 in score on BCCD.
+The exported graph reproduces the eager pipeline exactly (including cv2's fixed-point resize, and the
+order of equal scores: detkit.ops.score_order's rule on both sides), so the differences measured are
+float rounding: about 1e-4 px and 1e-6 in score on BCCD. Both sides run in fp32 (detkit.deploy.export
+rebuilds the eager model with ``eval.precision=fp32``): an eager model under bf16 autocast would differ
+by bf16 rounding, not by anything the export changed.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 A run writes everything into one folder (``output.dir``): config.yaml (the resolved config, anchor
 shapes included), metrics.jsonl, last.pt / best.pt, eval.json, detections.json, plots/*.png and,
-with ``output.tensorboard``, TensorBoard event files (which hook writes what: :mod:`detkit.engine.hook_list`).
+with ``output.tensorboard``, TensorBoard event files (which hook writes what: :mod:`detkit.engine.hook_list`),
+and with ``model.weights`` transfer.json (what the start weights gave: :mod:`detkit.weights.start`).
 What the run resolves (anchor shapes, split file) stays in its state (:mod:`detkit.engine.resolved`): the
 Config it was given is never changed.
 
@@ -21,7 +22,7 @@ from typing import Callable, Optional, Union
 import torch
 
 from detkit.anchors import AnchorSetup
-from detkit.config import Config, load_config, save_config
+from detkit.config import Config, load_config, replace_values, save_config
 from detkit.data.auto_split import SPLIT_FILE_NAME
 from detkit.data.formats import build_dataset
 from detkit.data.loader import build_loader
@@ -36,10 +37,12 @@ from detkit.runtime import distributed as dist
 from detkit.runtime.device import apply_cuda_settings, resolve_device
 from detkit.runtime.precision import resolve_precision
 from detkit.weights.checkpoint import read_resume_checkpoint
+from detkit.weights.start import apply_start_weights, frozen_layers_warning
+from detkit.weights.transfer import TransferReport, write_transfer_report
 
 __all__ = ["Trainer", "train"]
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "eval.json", "detections.json")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "eval.json", "detections.json", "transfer.json")
 
 
 class Trainer:
@@ -55,7 +58,7 @@ class Trainer:
         # Checked before anything runs: no GPU for train.device = cuda is one error, not a traceback later.
         self.device = resolve_device(cfg.train.device, key="train.device",
                                      local_rank=self.ctx.local_rank if self.ctx.distributed else None)
-        dist.check_norm_for_device(cfg.model.backbone.norm, self.device)
+        dist.check_norm_for_device(cfg.model.backbone.norm, self.device, cfg.model.backbone.fpn_norm)
         self.iteration = self.start_epoch = self.epoch = 0
         self.best_value: Optional[float] = None
         self.last_good_checkpoint: Optional[str] = None
@@ -63,6 +66,7 @@ class Trainer:
         self.stopped_early = False
         self.anchor_shapes: Optional[list] = None  # L x A x [w, h], resolved in setup (changed by online anchors)
         self.split_file: Optional[str] = None  # the automatic split written into the run folder
+        self.transfer_report: Optional[TransferReport] = None  # what model.weights gave (not on a resume)
 
     @property
     def bare_model(self) -> torch.nn.Module:
@@ -85,7 +89,14 @@ class Trainer:
         self.anchor_setup = AnchorSetup.from_config(cfg)
         self.anchor_shapes = run_anchor_shapes(cfg.model.anchors, self.anchor_setup, self.train_set, checkpoint,
                                                log=self.log)
-        detector = build_detector(cfg, num_classes=len(self.classes), anchor_shapes=self.anchor_shapes)
+        warning = frozen_layers_warning(cfg)
+        if warning:
+            self.log(warning)
+        # A resume takes every weight from last.pt: the start weights' files are not read again (nor needed).
+        build_cfg = cfg if checkpoint is None else replace_values(cfg, {"model.backbone.weights": None})
+        detector = build_detector(build_cfg, num_classes=len(self.classes), anchor_shapes=self.anchor_shapes)
+        if cfg.model.weights and checkpoint is None:
+            self.transfer_report = apply_start_weights(detector, cfg, self.classes, log=self.log)
         self.model = dist.prepare_model(detector.to(self.device), cfg, self.device)
         self.eval_model = self.bare_model
         self.optimizer = build_optimizer(self.model, cfg.train)
@@ -108,6 +119,8 @@ class Trainer:
         if self.ctx.is_main:
             self.split_file = write_run_split(cfg.data, self.out, self.train_set, self.val_set, log=self.log)
             save_config(self.resolved_config(), self.paths["config.yaml"])
+            if self.transfer_report is not None:
+                write_transfer_report(self.transfer_report, self.paths["transfer.json"])
         self.log(f"batch: {self.ctx.local_batch(cfg.train.batch_size)} per process x {self.ctx.world_size} "
                  f"process(es) = {cfg.train.batch_size} global; {self.iters_per_epoch} iterations per epoch, "
                  f"{self.total_iters} in all")

@@ -86,7 +86,10 @@ def evaluate_checkpoint(checkpoint_path: str, *, config_path: Optional[str] = No
     if split not in (None, "train", "val") and cfg.data.format != "voc":
         raise ConfigError(f"--split {split!r}: a named split needs data.format 'voc' (this config has "
                           f"'{cfg.data.format}'); use --split train or val, or override data.val.ann_file")
-    if config_path is not None:  # another config for the data and settings; the model keeps its anchors
+    if config_path is not None and "source" in ckpt:
+        # torchvision weights: their inference settings (resize included) stay, the config gives the data set
+        cfg = with_data_source(cfg, load_config(config_path, overrides))
+    elif config_path is not None:  # another config for the data and settings; the model keeps its anchors
         cfg = replace_values(load_config(config_path, overrides), {"model.anchors.shapes": cfg.model.anchors.shapes})
     dataset = build_dataset(cfg, "train" if split == "train" else "val", classes=ckpt["classes"])
     if list(dataset.classes) != list(ckpt["classes"]):
@@ -108,3 +111,17 @@ def evaluate_checkpoint(checkpoint_path: str, *, config_path: Optional[str] = No
         write_json(results, os.path.join(output_dir, "detections.json"))
         log(f"wrote {os.path.join(output_dir, 'eval.json')} and detections.json")
     return metrics
+
+
+# The data keys that belong to a model's inference (its resize), not to the data set.
+RESIZE_KEYS = ("min_size", "max_size", "test_min_size", "test_resize")
+
+
+def with_data_source(cfg, source):
+    """``cfg`` with the data set of ``source`` (every data key but the resize: :data:`RESIZE_KEYS`)."""
+    from detkit.config import config_from_dict, config_to_dict
+
+    merged = config_to_dict(cfg)
+    data = config_to_dict(source)["data"]
+    merged["data"] = {**data, **{k: merged["data"][k] for k in RESIZE_KEYS}}
+    return config_from_dict(merged)

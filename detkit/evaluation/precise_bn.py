@@ -25,7 +25,7 @@ from typing import Callable, Iterable, List, Optional
 import torch
 from torch import Tensor, nn
 
-from detkit.config import Config
+from detkit.config import Config, replace_values
 from detkit.runtime import distributed as dist
 from detkit.runtime.precision import Precision, autocast_of
 
@@ -116,6 +116,8 @@ def refresh_detector_bn_stats(detector: nn.Module, cfg: Config, train_set, devic
 
     if num_batches <= 0 or not batch_norm_layers(detector.backbone):
         return 0
+    if cfg.data.test_resize != "pipeline":  # the detector resizes only in eval mode; here it is in train mode
+        cfg = replace_values(cfg, {"data.test_resize": "pipeline"})
     loader = build_loader(cfg, "train", dataset=train_set, train=False, shuffle=False, distributed=distributed)
 
     def forward(batch) -> None:

@@ -6,7 +6,7 @@
     sampler.py    BalancedSampler (positive / negative sampling) and its seeded generators
     codec.py      BoxCoder (box <-> offset encoding)
     rpn.py        RPNHead, RegionProposalNetwork
-    roi_head.py   MultiLevelRoIAlign, FCHead, BoxPredictor, RoIHead
+    roi_head.py   MultiLevelRoIAlign, FCHead, ConvFCHead, BoxPredictor, RoIHead
     detector.py   Detector and build_detector(cfg, num_classes), which wires them from a config
 
 Names are imported on first use (``from detkit.modeling import RoIHead``), so importing one
@@ -20,7 +20,8 @@ _LAZY = {
     "AnchorGenerator": "anchors", "shapes_from_sizes_ratios": "anchors", "strides_for_features": "anchors",
     "MaxIoUAssigner": "assigner", "BalancedSampler": "sampler", "SamplingRNG": "sampler", "BoxCoder": "codec",
     "RPNHead": "rpn", "RegionProposalNetwork": "rpn",
-    "MultiLevelRoIAlign": "roi_head", "FCHead": "roi_head", "BoxPredictor": "roi_head", "RoIHead": "roi_head",
+    "MultiLevelRoIAlign": "roi_head", "FCHead": "roi_head", "ConvFCHead": "roi_head",
+    "BoxPredictor": "roi_head", "RoIHead": "roi_head",
     "Detector": "detector", "build_detector": "detector",
 }
 

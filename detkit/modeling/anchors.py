@@ -111,12 +111,15 @@ class AnchorGenerator(nn.Module):
         strides: L strides in input pixels (the same stride along x and y).
         offset: anchor centre in units of stride: ``(j + offset) * stride`` (0 torchvision, 0.5 Detectron2).
         round_base: round the base anchors ``(-w/2, -h/2, w/2, h/2)`` to integers, as torchvision does.
+        strides_from_size: torchvision's strides: per level and axis, the padded image size (the first
+            level's size times its stride) // the level's size, instead of the nominal stride. They differ
+            where a level's size was rounded up: an 800-row batch has a 13-row P6 of row stride 61, not 64.
     """
 
     CACHE_SIZE = 64  # distinct (feature sizes, dtype, device) keys kept; padded batch sizes repeat
 
     def __init__(self, *, shapes: Sequence[Sequence[Sequence[float]]] | Tensor, strides: Sequence[int],
-                 offset: float = 0.0, round_base: bool = False) -> None:
+                 offset: float = 0.0, round_base: bool = False, strides_from_size: bool = False) -> None:
         super().__init__()
         shape_t = _as_shape_tensor(shapes)
         if len(strides) != shape_t.shape[0]:
@@ -126,6 +129,7 @@ class AnchorGenerator(nn.Module):
         self.strides = [int(s) for s in strides]
         self.offset = float(offset)
         self.round_base = bool(round_base)
+        self.strides_from_size = bool(strides_from_size)
         self._shapes = shape_t
         self._cache: Dict[tuple, List[Tensor]] = {}  # insertion-ordered; oldest dropped beyond CACHE_SIZE
 
@@ -166,16 +170,17 @@ class AnchorGenerator(nn.Module):
         return base.to(dtype=dtype, device=device)
 
     def grid_anchors(self, level: int, feature_size: Tuple[int, int], dtype: torch.dtype = torch.float32,
-                     device: torch.device | str = "cpu") -> Tensor:
+                     device: torch.device | str = "cpu", stride: Optional[Tuple[int, int]] = None) -> Tensor:
         """Anchors of one level over an (H_l, W_l) feature map: Tensor[H_l*W_l*A, 4] xyxy.
 
         Order: row-major positions (y outer, x inner), then the A shapes, as in torchvision.
+        ``stride``: (row, column) stride; default the level's nominal stride on both axes.
         """
         height, width = int(feature_size[0]), int(feature_size[1])
-        stride = self.strides[level]
+        stride_y, stride_x = stride if stride is not None else (self.strides[level], self.strides[level])
         base = self.base_anchors(level, torch.float64, device)  # (A, 4)
-        shifts_x = (torch.arange(width, dtype=torch.float64, device=device) + self.offset) * stride  # (W,)
-        shifts_y = (torch.arange(height, dtype=torch.float64, device=device) + self.offset) * stride  # (H,)
+        shifts_x = (torch.arange(width, dtype=torch.float64, device=device) + self.offset) * stride_x  # (W,)
+        shifts_y = (torch.arange(height, dtype=torch.float64, device=device) + self.offset) * stride_y  # (H,)
         shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")  # (H, W) each
         shift_x = shift_x.reshape(-1)  # (H, W) -> (H*W,)
         shift_y = shift_y.reshape(-1)  # (H, W) -> (H*W,)
@@ -200,12 +205,24 @@ class AnchorGenerator(nn.Module):
         key = (sizes, dtype, str(torch.device(device)))
         cached = self._cache.get(key)
         if cached is None:
-            cached = [self.grid_anchors(level, size, dtype, device) for level, size in enumerate(sizes)]
+            strides = self.level_strides(sizes)
+            cached = [self.grid_anchors(level, size, dtype, device, stride)
+                      for level, (size, stride) in enumerate(zip(sizes, strides))]
             if len(self._cache) >= self.CACHE_SIZE:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[key] = cached
         return list(cached)
 
+    def level_strides(self, feature_sizes: Sequence[Tuple[int, int]]) -> List[Tuple[int, int]]:
+        """(row, column) stride of each level for these feature sizes: the nominal strides, or with
+        ``strides_from_size`` torchvision's ``padded size // feature size`` (the padded size being the
+        first level's size times its stride, exact as the batch is padded to a multiple of it)."""
+        if not self.strides_from_size:
+            return [(s, s) for s in self.strides]
+        padded_h, padded_w = feature_sizes[0][0] * self.strides[0], feature_sizes[0][1] * self.strides[0]
+        return [(padded_h // max(h, 1), padded_w // max(w, 1)) for h, w in feature_sizes]
+
     def extra_repr(self) -> str:
         return (f"levels={self.num_levels}, anchors_per_location={self.num_anchors_per_location}, "
-                f"strides={self.strides}, offset={self.offset}, round_base={self.round_base}")
+                f"strides={self.strides}, offset={self.offset}, round_base={self.round_base}, "
+                f"strides_from_size={self.strides_from_size}")

@@ -15,9 +15,11 @@ multiple of size_divisible happen here, once, into a batch of the model's memory
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detkit.errors import ConfigError
@@ -25,7 +27,7 @@ from detkit.modeling.anchors import AnchorGenerator, resolve_anchor_shapes
 from detkit.modeling.assigner import MaxIoUAssigner
 from detkit.modeling.backbone import Backbone, load_backbone_weights
 from detkit.modeling.codec import BoxCoder
-from detkit.modeling.roi_head import BoxPredictor, FCHead, MultiLevelRoIAlign, RoIHead
+from detkit.modeling.roi_head import BoxPredictor, ConvFCHead, FCHead, MultiLevelRoIAlign, RoIHead
 from detkit.modeling.rpn import RegionProposalNetwork, RPNHead
 from detkit.modeling.sampler import BalancedSampler
 
@@ -47,11 +49,15 @@ class Detector(nn.Module):
         size_divisible: padded sides are rounded up to a multiple of this.
         test_hflip: in eval, average each image's detections with its mirror image's
             (:meth:`RoIHead.postprocess_hflip`); twice the backbone work per image.
+        test_resize: (min_size, max_size): in eval the detector resizes each image itself, exactly as
+            torchvision's GeneralizedRCNNTransform (normalise, then bilinear float resize by
+            min(min_size / shorter side, max_size / longer side), then pad) and returns boxes in the
+            pixels of the images it was given. None (default): images come resized by the data pipeline.
     """
 
     def __init__(self, *, backbone: Backbone, rpn: RegionProposalNetwork, roi_head: RoIHead,
                  pixel_mean: Sequence[float], pixel_std: Sequence[float], size_divisible: int = 32,
-                 test_hflip: bool = False) -> None:
+                 test_hflip: bool = False, test_resize: Optional[Tuple[float, float]] = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.rpn = rpn
@@ -61,6 +67,10 @@ class Detector(nn.Module):
         # (x - mean) / std == x * (1 / std) + (-mean / std)
         self.register_buffer("pixel_scale", 1.0 / std, persistent=False)
         self.register_buffer("pixel_shift", -mean / std, persistent=False)
+        # torchvision's normalisation, (x - mean) / std (not a multiply-add: the last bit matters for parity).
+        self.register_buffer("pixel_mean", mean, persistent=False)
+        self.register_buffer("pixel_std", std, persistent=False)
+        self.test_resize = None if test_resize is None else (float(test_resize[0]), float(test_resize[1]))
         self.size_divisible = int(size_divisible)
         self.test_hflip = bool(test_hflip)
         self.memory_format = torch.contiguous_format
@@ -73,22 +83,42 @@ class Detector(nn.Module):
         self.memory_format = MEMORY_FORMATS[name]
         return self.to(memory_format=self.memory_format)
 
+    @property
+    def resizes(self) -> bool:
+        """Whether :meth:`preprocess` resizes (``test_resize`` is set and the model is in eval mode)."""
+        return self.test_resize is not None and not self.training
+
+    def _resized_normalised(self, img: Tensor) -> Tensor:
+        """Tensor[3, H_i, W_i] in [0, 1] -> normalised and resized Tensor[3, H'_i, W'_i], torchvision's way."""
+        img = (img.to(self.pixel_mean) - self.pixel_mean) / self.pixel_std
+        h, w = int(img.shape[-2]), int(img.shape[-1])
+        min_size, max_size = self.test_resize
+        scale = min(min_size / min(h, w), max_size / max(h, w))
+        return F.interpolate(img[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True,
+                             align_corners=False)[0]
+
     def preprocess(self, images: Union[Sequence[Tensor], Tensor]) -> Tuple[Tensor, List[Tuple[int, int]]]:
-        """B x Tensor[3, H_i, W_i] in [0, 1] -> (normalised zero-padded Tensor[B, 3, H, W], B x (H_i, W_i))."""
+        """B x Tensor[3, H_i, W_i] in [0, 1] -> (normalised zero-padded Tensor[B, 3, H, W], B x (H_i, W_i)),
+        the sizes being those after the model's own resize when :attr:`resizes`."""
         if len(images) == 0:
             raise ValueError("Detector got an empty list of images")
-        sizes = []
         for i, img in enumerate(images):
             if img.dim() != 3 or img.shape[0] != 3:
                 raise ValueError(f"image {i} must be a Tensor[3, H, W], got shape {tuple(img.shape)}")
-            sizes.append((int(img.shape[1]), int(img.shape[2])))
+        resizing = self.resizes
+        if resizing:
+            images = [self._resized_normalised(img) for img in images]
+        sizes = [(int(img.shape[1]), int(img.shape[2])) for img in images]
         d = self.size_divisible
         height = -(-max(h for h, _ in sizes) // d) * d
         width = -(-max(w for _, w in sizes) // d) * d
         batch = torch.empty((len(sizes), 3, height, width), dtype=self.pixel_scale.dtype,
                             device=self.pixel_scale.device, memory_format=self.memory_format).zero_()
         for i, (img, (h, w)) in enumerate(zip(images, sizes)):
-            torch.addcmul(self.pixel_shift, img.to(batch), self.pixel_scale, out=batch[i, :, :h, :w])
+            if resizing:  # already normalised
+                batch[i, :, :h, :w].copy_(img)
+            else:
+                torch.addcmul(self.pixel_shift, img.to(batch), self.pixel_scale, out=batch[i, :, :h, :w])
         return batch, sizes
 
     def forward(self, images: Union[Sequence[Tensor], Tensor], targets: Optional[Sequence[Dict[str, Tensor]]] = None,
@@ -106,6 +136,11 @@ class Detector(nn.Module):
             raise ValueError("Detector needs targets in training mode")
         if targets is not None:
             self._check_targets(targets, len(images))
+        if self.resizes:
+            given = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+            orig_sizes = orig_sizes if orig_sizes is not None else given  # boxes back to the given pixels
+            if targets is not None:  # validation losses: the targets follow the model's resize
+                targets = self._resized_targets(targets, given)
         if self.test_hflip and not self.training:
             return self._forward_hflip(images, targets, orig_sizes)
         batch, image_sizes = self.preprocess(images)
@@ -135,6 +170,21 @@ class Detector(nn.Module):
         if orig_sizes is not None:
             detections = self.rescale(detections, image_sizes, orig_sizes)
         return (detections, {**rpn_losses, **roi_losses}) if targets is not None else detections
+
+    def _resized_targets(self, targets: Sequence[Dict[str, Tensor]],
+                         sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, Tensor]]:
+        """Targets of images of ``sizes`` with their boxes scaled as :meth:`preprocess` resizes the images."""
+        out = []
+        for t, (h, w) in zip(targets, sizes):
+            min_size, max_size = self.test_resize
+            scale = min(min_size / min(h, w), max_size / max(h, w))
+            nh, nw = math.floor(h * scale), math.floor(w * scale)  # F.interpolate's output size
+            t = dict(t)
+            for key in ("boxes", "ignore_boxes"):
+                if key in t:
+                    t[key] = t[key] * t[key].new_tensor([nw / w, nh / h, nw / w, nh / h])
+            out.append(t)
+        return out
 
     def _check_targets(self, targets: Sequence[Dict[str, Tensor]], num_images: int) -> None:
         if len(targets) != num_images:
@@ -208,7 +258,7 @@ def build_detector(cfg, num_classes: int, anchor_shapes=None, *, log: Callable[[
     bb = m.backbone
     backbone = Backbone(depth=bb.depth, norm=bb.norm, freeze_at=bb.freeze_at, features=bb.features,
                         fpn_channels=bb.fpn_channels, zero_init_residual=bb.zero_init_residual,
-                        fpn_norm=bb.fpn_norm)
+                        fpn_norm=bb.fpn_norm, norm_eps=bb.norm_eps)
     if bb.weights:
         load_backbone_weights(backbone, bb.weights, log=log)
 
@@ -219,12 +269,14 @@ def build_detector(cfg, num_classes: int, anchor_shapes=None, *, log: Callable[[
     if len(shapes) != len(backbone.strides):
         raise ConfigError(f"anchor shapes have {len(shapes)} levels but model.backbone.features = "
                           f"'{bb.features}' gives {len(backbone.strides)} (strides {backbone.strides})")
-    anchor_generator = AnchorGenerator(shapes=shapes, strides=backbone.strides, offset=m.anchors.offset)
+    anchor_generator = AnchorGenerator(shapes=shapes, strides=backbone.strides, offset=a.offset,
+                                       round_base=a.round_base, strides_from_size=a.strides_from_size)
 
     r = m.rpn
     rpn = RegionProposalNetwork(
         anchor_generator=anchor_generator,
-        head=RPNHead(in_channels=backbone.out_channels, num_anchors=anchor_generator.num_anchors_per_location),
+        head=RPNHead(in_channels=backbone.out_channels, num_anchors=anchor_generator.num_anchors_per_location,
+                     num_convs=r.head_convs),
         assigner=MaxIoUAssigner(pos_iou_thr=r.fg_iou_thresh, neg_iou_thr=r.bg_iou_thresh,
                                 allow_low_quality_matches=r.allow_low_quality_matches,
                                 ignore_iof_thr=r.ignore_iof_thresh),
@@ -233,15 +285,21 @@ def build_detector(cfg, num_classes: int, anchor_shapes=None, *, log: Callable[[
         pre_nms_top_n=(r.pre_nms_top_n_train, r.pre_nms_top_n_test),
         post_nms_top_n=(r.post_nms_top_n_train, r.post_nms_top_n_test),
         nms_thresh=r.nms_thresh, score_thresh=r.score_thresh, min_size=r.min_size,
-        smooth_l1_beta=r.smooth_l1_beta, seed=cfg.train.seed)
+        smooth_l1_beta=r.smooth_l1_beta, seed=cfg.train.seed, kernels=m.kernels)
 
     h = m.roi_head
     pool_strides = [backbone.strides[backbone.feature_names.index(n)] for n in backbone.pool_names]
-    box_head = FCHead(in_channels=backbone.out_channels, pool_size=h.pool_size, num_fc=h.num_fc, fc_dim=h.fc_dim,
-                      norm=h.fc_norm)
+    if h.num_conv > 0:
+        box_head = ConvFCHead(in_channels=backbone.out_channels, pool_size=h.pool_size, num_conv=h.num_conv,
+                              conv_dim=h.conv_dim, conv_norm=h.conv_norm, num_fc=h.num_fc, fc_dim=h.fc_dim,
+                              norm=h.fc_norm)
+    else:
+        box_head = FCHead(in_channels=backbone.out_channels, pool_size=h.pool_size, num_fc=h.num_fc,
+                          fc_dim=h.fc_dim, norm=h.fc_norm)
     roi_head = RoIHead(
         roi_pool=MultiLevelRoIAlign(featmap_names=backbone.pool_names, strides=pool_strides,
-                                    output_size=h.pool_size, sampling_ratio=h.sampling_ratio, aligned=h.aligned),
+                                    output_size=h.pool_size, sampling_ratio=h.sampling_ratio, aligned=h.aligned,
+                                    kernel=m.kernels),
         box_head=box_head,
         predictor=BoxPredictor(in_features=box_head.out_features, num_classes=num_classes,
                                class_agnostic=h.class_agnostic),
@@ -251,8 +309,17 @@ def build_detector(cfg, num_classes: int, anchor_shapes=None, *, log: Callable[[
         box_coder=BoxCoder(weights=tuple(h.box_weights), clamp=h.delta_clamp),
         score_thresh=h.score_thresh, nms_thresh=h.nms_thresh, nms_method=h.nms_method,
         soft_nms_sigma=h.soft_nms_sigma, detections_per_img=h.detections_per_img,
-        min_size=h.min_size, smooth_l1_beta=h.smooth_l1_beta, seed=cfg.train.seed + 1)
+        min_size=h.min_size, smooth_l1_beta=h.smooth_l1_beta, seed=cfg.train.seed + 1, kernels=m.kernels)
 
     detector = Detector(backbone=backbone, rpn=rpn, roi_head=roi_head, pixel_mean=m.pixel_mean,
-                        pixel_std=m.pixel_std, size_divisible=m.size_divisible, test_hflip=m.test_hflip)
+                        pixel_std=m.pixel_std, size_divisible=m.size_divisible, test_hflip=m.test_hflip,
+                        test_resize=_model_test_resize(cfg.data))
     return detector.set_memory_format(m.memory_format)
+
+
+def _model_test_resize(data_cfg) -> Optional[Tuple[float, float]]:
+    """(test min size, max size) when ``data.test_resize`` = "model" (the detector resizes in eval), else None."""
+    if data_cfg.test_resize != "model":
+        return None
+    short = data_cfg.test_min_size if data_cfg.test_min_size is not None else data_cfg.min_size[-1]
+    return float(short), float(data_cfg.max_size)

@@ -1,4 +1,5 @@
-"""Second stage: RoIAlign over the proposals, fully connected layers, class scores and box deltas.
+"""Second stage: RoIAlign over the proposals, (convolutions and) fully connected layers, class scores and
+box deltas.
 
 Shape shorthand: B images, C channels, S pooled side (7), R RoIs (all images), R_i RoIs of image
 i, M ground-truth boxes, K classes without background (label 0 = background), P positive RoIs,
@@ -26,6 +27,8 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.ops import batched_nms as tv_batched_nms
+from torchvision.ops.misc import Conv2dNormActivation
 from torchvision.ops.poolers import LevelMapper
 
 from detkit.config import GROUP_NORM_GROUPS
@@ -33,7 +36,7 @@ from detkit.modeling.geometry_dtype import to_geometry
 from detkit.modeling.sampler import SamplingRNG
 from detkit.ops.boxes import clip_boxes, remove_small_boxes
 from detkit.ops.nms import batched_nms
-from detkit.ops.roi_align import multilevel_roi_align
+from detkit.ops.roi_align import multilevel_roi_align, torchvision_multilevel_roi_align
 from detkit.ops.soft_nms import batched_soft_nms
 
 if TYPE_CHECKING:
@@ -41,7 +44,7 @@ if TYPE_CHECKING:
     from detkit.modeling.codec import BoxCoder
     from detkit.modeling.sampler import BalancedSampler
 
-__all__ = ["MultiLevelRoIAlign", "FCHead", "BoxPredictor", "RoIHead", "mirror_boxes"]
+__all__ = ["MultiLevelRoIAlign", "FCHead", "ConvFCHead", "BoxPredictor", "RoIHead", "mirror_boxes"]
 
 
 class MultiLevelRoIAlign(nn.Module):
@@ -57,11 +60,17 @@ class MultiLevelRoIAlign(nn.Module):
         strides: their strides (powers of two).
         output_size: S. sampling_ratio: RoIAlign samples per bin side (0 = adaptive).
         aligned: RoIAlign's half-pixel correction (torchvision's MultiScaleRoIAlign uses False).
+        kernel: "detkit" (the Numba kernel on the CPU; its sums run in another order than torchvision's,
+            so results agree to float32 rounding) or "torchvision" (torchvision's kernel per level:
+            bit-identical to torchvision's detectors, for models that reproduce them).
     """
 
     def __init__(self, *, featmap_names: Sequence[str], strides: Sequence[int], output_size: int = 7,
-                 sampling_ratio: int = 2, aligned: bool = False) -> None:
+                 sampling_ratio: int = 2, aligned: bool = False, kernel: str = "detkit") -> None:
         super().__init__()
+        if kernel not in ("detkit", "torchvision"):
+            raise ValueError(f"RoIAlign kernel must be 'detkit' or 'torchvision', got {kernel!r}")
+        self.kernel = kernel
         self.featmap_names = list(featmap_names)
         self.scales = [1.0 / s for s in strides]
         self.output_size = (int(output_size), int(output_size))
@@ -80,8 +89,8 @@ class MultiLevelRoIAlign(nn.Module):
             levels = torch.zeros(rois.shape[0], dtype=torch.int64, device=rois.device)
         else:
             levels = self.mapper(list(boxes))  # (R,) int64 in [0, len(maps))
-        return multilevel_roi_align(maps, rois, levels, self.output_size, self.scales, self.sampling_ratio,
-                                    self.aligned)
+        align = multilevel_roi_align if self.kernel == "detkit" else torchvision_multilevel_roi_align
+        return align(maps, rois, levels, self.output_size, self.scales, self.sampling_ratio, self.aligned)
 
 
 class FCHead(nn.Module):
@@ -137,6 +146,59 @@ class FCHead(nn.Module):
         return x
 
 
+class ConvFCHead(FCHead):
+    """``num_conv`` x (3x3 conv, padding 1 -> norm -> ReLU) of ``conv_dim`` channels on the pooled
+    RoIs, then FCHead's flatten and ``num_fc`` FC layers (torchvision's FastRCNNConvFCHead;
+    ``fasterrcnn_resnet50_fpn_v2``: 4 convs of 256 with BatchNorm2d, then one FC of 1024).
+
+    ``self.convs[i]`` is torchvision's ``Conv2dNormActivation``, so the keys are ``convs.{i}.0.weight``
+    (the conv; ``convs.{i}.0.bias`` only with ``conv_norm="none"``) and ``convs.{i}.1.*`` (the norm):
+    torchvision v2's ``box_head.{i}.0/1.*``. The FC layers and their ``norm`` are FCHead's
+    (``fcs.{j}``; torchvision's ``box_head.{num_conv + 1}``).
+
+    ``conv_norm``: ``"bn"`` (BatchNorm2d, as torchvision v2), ``"gn"`` (GroupNorm, 32 groups) or
+    ``"none"``. BatchNorm2d here normalises over the RoIs of the batch (and their S x S positions),
+    with the caveat FCHead gives for BatchNorm1d: its statistics are learnt on the sampled RoIs (25%
+    positives) and applied at inference to mostly-background proposals. ``"gn"`` is the per-RoI
+    alternative, with no statistics to carry over. BatchNorm folds into the convs for inference
+    (detkit.modeling.fold_bn), GroupNorm does not.
+
+    Init as torchvision's FastRCNNConvFCHead: convs Kaiming-normal (fan-out, ReLU), zero biases;
+    norm weight 1, bias 0. The FC layers are initialised as FCHead's.
+    """
+
+    CONV_NORMS = ("none", "bn", "gn")
+
+    def __init__(self, *, in_channels: int, pool_size: int, num_conv: int, conv_dim: int = 256,
+                 conv_norm: str = "bn", num_fc: int = 1, fc_dim: int = 1024, norm: str = "none") -> None:
+        if num_conv < 1:
+            raise ValueError(f"ConvFCHead needs num_conv >= 1, got {num_conv} (use FCHead for no convs)")
+        if conv_norm not in self.CONV_NORMS:
+            raise ValueError(f"ConvFCHead conv_norm {conv_norm!r}: expected one of {', '.join(self.CONV_NORMS)}")
+        if conv_norm == "gn" and conv_dim % self.GN_GROUPS:
+            raise ValueError(f"ConvFCHead conv_norm 'gn' needs conv_dim divisible by {self.GN_GROUPS}, got {conv_dim}")
+        super().__init__(in_channels=conv_dim, pool_size=pool_size, num_fc=num_fc, fc_dim=fc_dim, norm=norm)
+        norm_layer = {"none": None, "bn": nn.BatchNorm2d,
+                      "gn": lambda channels: nn.GroupNorm(self.GN_GROUPS, channels)}[conv_norm]
+        # Conv2dNormActivation: Sequential(conv, norm, ReLU), the conv biased only without a norm.
+        self.convs = nn.ModuleList(
+            Conv2dNormActivation(in_channels if i == 0 else conv_dim, conv_dim, kernel_size=3, norm_layer=norm_layer,
+                                 activation_layer=nn.ReLU)
+            for i in range(num_conv))
+        for block in self.convs:
+            conv = block[0]
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+        self.conv_norm = conv_norm
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: Tensor[R, C, S, S] -> Tensor[R, fc_dim]."""
+        for block in self.convs:
+            x = block(x)  # (R, C or conv_dim, S, S) -> (R, conv_dim, S, S)
+        return super().forward(x)
+
+
 class BoxPredictor(nn.Module):
     """Class logits (K + 1, background first) and box deltas (4K class-specific, or 4 class-agnostic).
 
@@ -161,10 +223,10 @@ class BoxPredictor(nn.Module):
 
 
 class RoIHead(nn.Module):
-    """RoI pooling + FCHead + BoxPredictor, with training targets, losses and post-processing.
+    """RoI pooling + FCHead (or ConvFCHead) + BoxPredictor, with training targets, losses and post-processing.
 
     Args:
-        roi_pool: MultiLevelRoIAlign. box_head: FCHead. predictor: BoxPredictor.
+        roi_pool: MultiLevelRoIAlign. box_head: FCHead or ConvFCHead. predictor: BoxPredictor.
         assigner: MaxIoUAssigner (0.5 / 0.5, allow_low_quality_matches=False as torchvision).
         sampler: BalancedSampler (512, 0.25). box_coder: BoxCoder (10, 10, 5, 5).
         score_thresh, nms_thresh, detections_per_img, min_size: post-processing (torchvision's).
@@ -178,8 +240,11 @@ class RoIHead(nn.Module):
                  assigner: "MaxIoUAssigner", sampler: "BalancedSampler", box_coder: "BoxCoder",
                  score_thresh: float = 0.05, nms_thresh: float = 0.5, nms_method: str = "hard",
                  soft_nms_sigma: float = 0.5, detections_per_img: int = 100, min_size: float = 1e-2,
-                 smooth_l1_beta: float = 1.0 / 9, seed: int = 1) -> None:
+                 smooth_l1_beta: float = 1.0 / 9, seed: int = 1, kernels: str = "detkit") -> None:
         super().__init__()
+        if kernels not in ("detkit", "torchvision"):
+            raise ValueError(f"kernels must be 'detkit' or 'torchvision', got {kernels!r}")
+        self.kernels = kernels
         self.roi_pool = roi_pool
         self.box_head = box_head
         self.predictor = predictor
@@ -347,7 +412,12 @@ class RoIHead(nn.Module):
         keep = remove_small_boxes(boxes, self.min_size)
         boxes, s, lab = boxes[keep], scores[keep], cols[keep] + 1
         if self.nms_method == "hard":
-            keep = batched_nms(boxes, s, lab, self.nms_thresh)[: self.detections_per_img]
+            # torchvision's coordinate-offset trick at every size, as the exported graph computes it (one
+            # NMS operator); kept by decreasing score, equal scores by increasing row (detkit.ops.score_order)
+            if self.kernels == "torchvision":  # torchvision's own call, its order of equal scores included
+                keep = tv_batched_nms(boxes, s, lab, self.nms_thresh)[: self.detections_per_img]
+            else:
+                keep = batched_nms(boxes, s, lab, self.nms_thresh, mode="offsets")[: self.detections_per_img]
             s = s[keep]
         else:
             keep, s = batched_soft_nms(boxes, s, lab, method=self.nms_method, sigma=self.soft_nms_sigma,

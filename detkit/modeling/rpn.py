@@ -8,10 +8,13 @@ Training (torchvision's RegionProposalNetwork, leaner): anchors -> MaxIoUAssigne
 honoured) -> BalancedSampler (a torch.Generator owned by the module) -> BoxCoder.encode of the
 sampled positives only -> binary cross-entropy over the sampled anchors and smooth-L1 (beta 1/9)
 over the positives, both divided by the number of sampled anchors of the batch, as torchvision.
-Proposals: top-k logits per level first, then decoding of those k anchors only (torchvision
-decodes every anchor, then selects: same boxes), clip, drop boxes under min_size, score
-threshold, NMS per level (detkit.ops.batched_nms with the level as the class, as torchvision),
-top post_nms_top_n.
+Proposals: top-k logits per level first (detkit.ops.topk_stable: equal logits by increasing
+anchor index), then decoding of those k anchors only (torchvision decodes every anchor, then
+selects: same boxes), clip, drop boxes under min_size, score threshold, NMS within each level at
+every size (detkit.ops.batched_nms with the level as the class, mode "per_group"), top
+post_nms_top_n. Every ranking follows detkit.ops.score_order's rule (equal scores by increasing
+index), as the exported graph's (detkit.deploy.export_graph) does, so that both pick the same
+proposals when scores tie.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.ops import batched_nms as tv_batched_nms
 
 from detkit.modeling.geometry_dtype import geometry_dtype, to_geometry
 from detkit.modeling.sampler import SamplingRNG
 from detkit.ops.boxes import clip_boxes
 from detkit.ops.nms import batched_nms
+from detkit.ops.score_order import topk_stable
 
 if TYPE_CHECKING:  # only for annotations: the components are passed in by build_detector
     from detkit.modeling.anchors import AnchorGenerator
@@ -37,17 +42,26 @@ __all__ = ["RPNHead", "RegionProposalNetwork", "flatten_head_outputs"]
 
 
 class RPNHead(nn.Module):
-    """3x3 conv + ReLU, then 1x1 convs to A objectness logits and 4A deltas; shared by every level.
+    """``num_convs`` x (3x3 conv + ReLU), then 1x1 convs to A objectness logits and 4A deltas; shared by
+    every level.
 
+    ``num_convs = 1`` is torchvision's RPNHead; ``num_convs = 2`` its ``RPNHead(conv_depth=2)`` of
+    ``fasterrcnn_resnet50_fpn_v2``. The first conv is ``conv`` (torchvision's ``conv.0.0``), the
+    further ones ``extra_convs.{k}`` (torchvision's ``conv.{k + 1}.0``); no norm, as torchvision.
     Initialised as torchvision's RPNHead: weights normal(std=0.01), biases 0.
     """
 
-    def __init__(self, *, in_channels: int, num_anchors: int) -> None:
+    def __init__(self, *, in_channels: int, num_anchors: int, num_convs: int = 1) -> None:
         super().__init__()
+        if num_convs < 1:
+            raise ValueError(f"RPNHead num_convs must be >= 1, got {num_convs}")
         self.conv = nn.Conv2d(in_channels, in_channels, kernel_size=3, padding=1)
+        # Empty for one conv: an empty ModuleList adds no state-dict keys.
+        self.extra_convs = nn.ModuleList(nn.Conv2d(in_channels, in_channels, kernel_size=3, padding=1)
+                                         for _ in range(num_convs - 1))
         self.cls_logits = nn.Conv2d(in_channels, num_anchors, kernel_size=1)
         self.bbox_pred = nn.Conv2d(in_channels, num_anchors * 4, kernel_size=1)
-        for layer in (self.conv, self.cls_logits, self.bbox_pred):
+        for layer in (self.conv, *self.extra_convs, self.cls_logits, self.bbox_pred):
             nn.init.normal_(layer.weight, std=0.01)
             nn.init.constant_(layer.bias, 0.0)
 
@@ -56,6 +70,8 @@ class RPNHead(nn.Module):
         logits, deltas = [], []
         for x in features:
             t = F.relu(self.conv(x))
+            for conv in self.extra_convs:
+                t = F.relu(conv(t))
             logits.append(self.cls_logits(t))
             deltas.append(self.bbox_pred(t))
         return logits, deltas
@@ -92,8 +108,12 @@ class RegionProposalNetwork(nn.Module):
     def __init__(self, *, anchor_generator: "AnchorGenerator", head: RPNHead, assigner: "MaxIoUAssigner",
                  sampler: "BalancedSampler", box_coder: "BoxCoder", pre_nms_top_n: Tuple[int, int],
                  post_nms_top_n: Tuple[int, int], nms_thresh: float, score_thresh: float = 0.0,
-                 min_size: float = 1e-3, smooth_l1_beta: float = 1.0 / 9, seed: int = 0) -> None:
+                 min_size: float = 1e-3, smooth_l1_beta: float = 1.0 / 9, seed: int = 0,
+                 kernels: str = "detkit") -> None:
         super().__init__()
+        if kernels not in ("detkit", "torchvision"):
+            raise ValueError(f"kernels must be 'detkit' or 'torchvision', got {kernels!r}")
+        self.kernels = kernels
         self.anchor_generator = anchor_generator
         self.head = head
         self.assigner = assigner
@@ -157,7 +177,11 @@ class RegionProposalNetwork(nn.Module):
         top_idx, level_ids, start = [], [], 0
         for level, n in enumerate(num_per_level):
             k = min(pre_n, n)
-            top_idx.append(logits[:, start:start + n].topk(k, dim=1).indices + start)  # (B, k)
+            # equal logits (a sigmoid's saturation, ReLU-dead regions, bf16) by increasing anchor index, as
+            # the exported graph's TopK (detkit.ops.score_order); torch.topk's choice among them is arbitrary
+            level_logits = logits[:, start:start + n]
+            top = level_logits.topk(k, dim=1)[1] if self.kernels == "torchvision" else topk_stable(level_logits, k)[1]
+            top_idx.append(top + start)  # (B, k)
             level_ids.append(torch.full((k,), level, dtype=torch.int64, device=logits.device))
             start += n
         top_idx = torch.cat(top_idx, dim=1)  # (B, T)
@@ -181,7 +205,12 @@ class RegionProposalNetwork(nn.Module):
                 valid &= s >= self.score_thresh
             keep = torch.where(valid)[0]
             b, s, lv = b[keep], s[keep], lv[keep]
-            keep = batched_nms(b, s, lv, self.nms_thresh)[:post_n]
+            # NMS within each level at every size (torchvision switches to the offset trick under 1000
+            # boxes; the exported graph cannot switch), kept boxes by decreasing score, ties by index
+            if self.kernels == "torchvision":  # torchvision's own call, its order of equal scores included
+                keep = tv_batched_nms(b, s, lv, self.nms_thresh)[:post_n]
+            else:
+                keep = batched_nms(b, s, lv, self.nms_thresh, mode="per_group")[:post_n]
             proposals.append(b[keep])
         return proposals
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import List, Union
 
 import torch
 import torch.distributed as torch_dist
@@ -19,7 +20,7 @@ from detkit.config import Config
 from detkit.errors import ConfigError
 
 __all__ = ["DistContext", "init_from_env", "get_context", "broadcast_object", "check_norm_for_device", "prepare_model",
-           "barrier", "all_gather_objects", "mean_over_processes", "cleanup"]
+           "sync_bn_parts", "barrier", "all_gather_objects", "mean_over_processes", "cleanup"]
 
 
 @dataclass(frozen=True)
@@ -105,19 +106,39 @@ def all_gather_objects(obj) -> list:
     return gathered
 
 
-def check_norm_for_device(norm: str, device: torch.device) -> None:
-    """Refuse ``model.backbone.norm = sync_bn`` for a distributed run on the CPU, with what to use instead."""
-    if get_context().distributed and norm == "sync_bn" and device.type != "cuda":
+def check_norm_for_device(norm: str, device: torch.device, fpn_norm: Union[bool, str] = False) -> None:
+    """Refuse ``model.backbone.norm = sync_bn`` (or ``fpn_norm = sync_bn``) for a distributed run on the
+    CPU, with what to use instead."""
+    if not get_context().distributed or device.type == "cuda":
+        return
+    if norm == "sync_bn":
         raise ConfigError("key 'model.backbone.norm' = 'sync_bn' synchronises BatchNorm over GPUs (torch's "
                           "SyncBatchNorm has no CPU version); on the CPU use 'bn' (per process) or 'frozen_bn'")
+    if fpn_norm == "sync_bn":
+        raise ConfigError("key 'model.backbone.fpn_norm' = 'sync_bn' synchronises BatchNorm over GPUs (torch's "
+                          "SyncBatchNorm has no CPU version); on the CPU use 'bn' (per process) or 'gn'")
+
+
+def sync_bn_parts(cfg: Config) -> List[str]:
+    """The submodules of a Detector whose BatchNorm layers become SyncBatchNorm under torchrun:
+    ``backbone.body`` when ``model.backbone.norm = sync_bn``, ``backbone.fpn`` when the FPN's norm is
+    sync_bn (``fpn_norm = sync_bn``, or true with a sync_bn body). Other BatchNorm layers (a bn FPN,
+    the box head's ``conv_norm = bn``) stay per process."""
+    bb = cfg.model.backbone
+    parts = ["backbone.body"] if bb.norm == "sync_bn" else []
+    fpn_norm = bb.norm if bb.fpn_norm is True else bb.fpn_norm
+    if fpn_norm == "sync_bn" and bb.features == "fpn":
+        parts.append("backbone.fpn")
+    return parts
 
 
 def prepare_model(model: torch.nn.Module, cfg: Config, device: torch.device) -> torch.nn.Module:
-    """SyncBatchNorm when ``model.backbone.norm = sync_bn``, then DistributedDataParallel when distributed."""
+    """SyncBatchNorm where the config asks for sync_bn (:func:`sync_bn_parts`), then
+    DistributedDataParallel when distributed."""
     ctx = get_context()
     if not ctx.distributed:
         return model
-    if cfg.model.backbone.norm == "sync_bn":
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for part in sync_bn_parts(cfg):  # converted in place: their parent keeps the new children
+        torch.nn.SyncBatchNorm.convert_sync_batchnorm(model.get_submodule(part))
     device_ids = [device.index if device.index is not None else ctx.local_rank] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)

@@ -6,17 +6,20 @@
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Optional
 
 import torch
 
 from detkit.config import Config, config_from_dict
 from detkit.errors import CheckpointError, ConfigError
+from detkit.hub import PREFIX as TORCHVISION_PREFIX
 from detkit.modeling.anchors import resolve_anchor_shapes
 from detkit.modeling.detector import build_detector
 from detkit.modeling.fold_bn import fold_batch_norm
 from detkit.runtime.precision import Precision, resolve_precision
-from detkit.weights.checkpoint import load_checkpoint, load_weights
+from detkit.safe_load import load_torch_file
+from detkit.weights.checkpoint import REQUIRED_KEYS, load_checkpoint, load_weights
 
 __all__ = ["load_trained_model", "prepare_inference"]
 
@@ -36,7 +39,17 @@ def load_trained_model(checkpoint_path: str, device: torch.device = torch.device
 
     if weights not in ("model", "train_model"):
         raise ValueError(f"weights={weights!r}: choose 'model' or 'train_model'")
-    ckpt = load_checkpoint(checkpoint_path)
+    source = os.fspath(checkpoint_path)
+    raw = None if source.startswith(TORCHVISION_PREFIX) else load_torch_file(source, "checkpoint")
+    if raw is None or not (isinstance(raw, dict) and all(k in raw for k in REQUIRED_KEYS)):
+        if raw is not None and (not _looks_like_state_dict(raw) or _holds_detkit_model(raw)):
+            load_checkpoint(source)  # raises what is wrong with it as a checkpoint
+        if weights != "model":
+            raise CheckpointError(f"'{source}' is not a detkit checkpoint: it has no '{weights}' weights")
+        from detkit.weights.pretrained_model import load_torchvision_detector
+
+        return load_torchvision_detector(source, device, overrides)
+    ckpt = raw
     if weights not in ckpt:
         raise CheckpointError(f"checkpoint '{checkpoint_path}' has no '{weights}' weights: only a run with "
                               f"train.ema_decay saves its trained weights apart from the evaluated 'model' "
@@ -62,3 +75,17 @@ def prepare_inference(model: torch.nn.Module, cfg: Config, device: torch.device,
     if cfg.eval.fold_bn:
         fold_batch_norm(model)
     return resolve_precision(cfg.eval.precision, device, key="eval.precision", log=log)
+
+
+def _looks_like_state_dict(obj) -> bool:
+    """A dict of tensors, or one wrapped under a usual entry: maybe torchvision weights, not a broken checkpoint."""
+    if not isinstance(obj, dict):
+        return False
+    inner = next((obj[e] for e in ("model", "state_dict", "model_state_dict") if isinstance(obj.get(e), dict)), obj)
+    return bool(inner) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in inner.items())
+
+
+def _holds_detkit_model(obj: dict) -> bool:
+    """A dict whose "model" has detkit's tensor names: a detkit checkpoint, perhaps incomplete."""
+    model = obj.get("model")
+    return isinstance(model, dict) and any(isinstance(k, str) and k.startswith("roi_head.") for k in model)

@@ -129,3 +129,25 @@ def test_sync_bn_in_a_cpu_process_group_is_a_config_error(tiny_cfg, monkeypatch)
     monkeypatch.setattr(trainer_module.dist, "get_context", lambda: DistContext(in_group=True))
     with pytest.raises(ConfigError, match="'model.backbone.norm' = 'sync_bn'.*no CPU version"):
         Trainer(tiny_cfg(**{"model.backbone.norm": "sync_bn"}), quiet=True, log=lambda *_: None)
+
+
+def test_fpn_sync_bn_in_a_cpu_process_group_is_a_config_error(tiny_cfg, monkeypatch):
+    from detkit.engine import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module.dist, "get_context", lambda: DistContext(in_group=True))
+    cfg = tiny_cfg(**{"model.backbone.features": "fpn", "model.backbone.fpn_channels": 32,
+                      "model.anchors.sizes": [[16.0], [32.0], [64.0], [128.0], [256.0]],
+                      "model.backbone.fpn_norm": "sync_bn"})
+    with pytest.raises(ConfigError, match="'model.backbone.fpn_norm' = 'sync_bn'.*no CPU version"):
+        Trainer(cfg, quiet=True, log=lambda *_: None)
+
+
+@pytest.mark.parametrize("norm, fpn_norm, parts", [
+    ("bn", False, []), ("sync_bn", False, ["backbone.body"]), ("sync_bn", True, ["backbone.body", "backbone.fpn"]),
+    ("sync_bn", "bn", ["backbone.body"]), ("frozen_bn", "sync_bn", ["backbone.fpn"]), ("bn", True, []),
+])
+def test_sync_bn_converts_only_the_parts_configured_so(norm, fpn_norm, parts):
+    from detkit.runtime.distributed import sync_bn_parts
+
+    cfg = load_config(None, [f"model.backbone.norm={norm}", f"model.backbone.fpn_norm={str(fpn_norm).lower()}"])
+    assert sync_bn_parts(cfg) == parts

@@ -34,11 +34,19 @@ def _count(model, kind):
     {"features": "fpn", "fpn_norm": True, "memory_format": "channels_last"},
     {"features": "fpn", "fpn_norm": False, "memory_format": "contiguous"},
     {"features": "c4", "norm": "frozen_bn", "memory_format": "contiguous"},
+    # torchvision's fasterrcnn_resnet50_fpn_v2 layout: frozen body, BatchNorm FPN and conv box head
+    {"features": "fpn", "norm": "frozen_bn", "norm_eps": 0.0, "fpn_norm": "bn", "num_conv": 4, "head_convs": 2,
+     "memory_format": "channels_last"},
+    {"features": "c4", "num_conv": 2, "memory_format": "contiguous"},
 ])
 def test_folded_detector_equals_unfolded(overrides):
     cfg = light_config(overrides["features"])
     cfg.model.backbone.fpn_norm = overrides.get("fpn_norm", False)
     cfg.model.backbone.norm = overrides.get("norm", "bn")
+    cfg.model.backbone.norm_eps = overrides.get("norm_eps", 1e-5)
+    cfg.model.rpn.head_convs = overrides.get("head_convs", 1)
+    cfg.model.roi_head.num_conv = overrides.get("num_conv", 0)
+    cfg.model.roi_head.conv_dim = 32
     cfg.model.memory_format = overrides["memory_format"]
     torch.manual_seed(0)
     model = build_detector(cfg, num_classes=K, log=lambda *_: None)
@@ -48,6 +56,9 @@ def test_folded_detector_equals_unfolded(overrides):
     norms = _count(model, (nn.BatchNorm2d, FrozenBatchNorm2d))
     assert fold_batch_norm(folded) == norms > 0
     assert _count(folded, (nn.BatchNorm2d, FrozenBatchNorm2d)) == 0
+    if cfg.model.roi_head.num_conv:  # the conv head's convs took their BatchNorm's shift as a bias
+        assert all(block[0].bias is not None and isinstance(block[1], nn.Identity)
+                   for block in folded.roi_head.box_head.convs)
     images, _ = synthetic_images(2, size=128, seed=1)
     with torch.no_grad():
         fa = model.backbone(model.preprocess(images)[0])
