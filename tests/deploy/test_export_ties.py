@@ -33,7 +33,7 @@ ONE_CLASS = {"data.classes": ["circle"], "data.synthetic.image_size": 128, "data
              "model.rpn.pre_nms_top_n_test": 1000, "model.rpn.post_nms_top_n_test": 1000,
              "model.roi_head.score_thresh": 0.0, "train.max_iters": 30, "train.lr": 0.02}
 RPN_DEAD = (0.5, 1.0, 2.0, 4.0)  # candidate bias decrements; the first that makes scores tie is used
-ROI_DEAD = (3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0)
+ROI_DEAD = tuple(float(d) for d in range(3, 31))  # dense: where class scores collapse depends on the training
 
 
 def _tie_counts(checkpoint, image, rpn_dead, roi_dead):
