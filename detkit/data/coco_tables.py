@@ -33,7 +33,9 @@ from detkit.errors import DataError
 __all__ = ["CocoTables", "read_coco_tables", "HeaderCache", "cache_paths", "DEFAULT_CACHE_DIR"]
 
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "detkit", "index")
-_VERSION = 1
+# 2: a header's orientation is the EXIF tag's value whatever it is (version 1 stored an invalid tag of 0
+# as 1, upright, which the data report could then not count as invalid).
+_VERSION = 2
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import List, Optional, Tuple, Union
 
 from torch.utils.data import Dataset
 
-from detkit.data.image_io import checked_image_size, read_image
+from detkit.data.image_io import checked_image_size, describe_orientation, is_valid_orientation, read_image
 from detkit.data.index import AnnotationIndex, ImageRecord
 from detkit.data.report import DataReport
 from detkit.errors import DataError
@@ -121,7 +121,14 @@ class DetectionDataset(Dataset):
         index = index % len(self)
         sample = self.get_annotation(index)
         path, size = self.image_path(index), sample["orig_size"]
-        image = read_image(path)
+        try:
+            image = read_image(path)
+        except DataError as exc:
+            # The header checks when the data set was read (what data.skip_bad_images acts on) passed,
+            # so that setting cannot skip this file: say what can.
+            raise DataError(f"{exc}; fix or remove it (`detkit lint` decodes every image of the data set "
+                            f"and lists each one that fails; data.skip_bad_images skips only the images "
+                            f"whose header or end marker is bad)") from None
         if image.shape[:2] != size:
             raise DataError(
                 f"image file '{path}' decodes to {image.shape[1]}x{image.shape[0]} "
@@ -156,8 +163,9 @@ def probe_image(path: str, *, skip_bad_images: bool, report: DataReport,
                 context: str = "", header: Union[Tuple[int, int, int], str, None] = None
                 ) -> Optional[Tuple[int, int, int]]:
     """(h, w, EXIF orientation) of an image file without decoding it, or None when it is missing,
-    truncated or unreadable and ``skip_bad_images`` (counted as bad_image_skipped); an EXIF rotation
-    is counted as exif_rotated.
+    truncated or unreadable and ``skip_bad_images`` (counted as bad_image_skipped). An EXIF orientation
+    2..8 (applied on load) is counted as exif_rotated; an invalid tag (any value outside 1..8, see
+    :func:`~detkit.data.image_io.read_image_size`), ignored on load, as exif_invalid_ignored.
 
     Args:
         header: what :func:`read_image_header` returned for `path` (read ahead or cached by the
@@ -174,7 +182,9 @@ def probe_image(path: str, *, skip_bad_images: bool, report: DataReport,
         report.add("bad_image_skipped", example=header)
         return None
     h, w, orientation = header
-    if orientation != 1:
+    if not is_valid_orientation(orientation):
+        report.add("exif_invalid_ignored", example=f"{path} (orientation tag {describe_orientation(orientation)})")
+    elif orientation != 1:
         report.add("exif_rotated", example=f"{path} (orientation {orientation})")
     return h, w, orientation
 

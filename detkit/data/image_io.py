@@ -11,6 +11,10 @@ array, whatever the file holds:
   **Boxes are taken in that displayed (orientation-applied) frame**, and so are the sizes
   returned by :func:`read_image_size`. An annotation whose recorded size matches the stored,
   unrotated frame instead is reported as a size mismatch by the data sets.
+  Only the values 1..8 are orientations (1 = upright). Any other value of the tag (0, 9, 65537
+  stored as a LONG, a negative number, text, a fraction) is an invalid tag: ignored, as Pillow's
+  ``ImageOps.exif_transpose`` ignores it, so the image is used as stored; the header readers return
+  the value (see :func:`read_image_size`) and the data sets count it (exif_invalid_ignored).
 
 Only Pillow is used for decoding, so the same bytes give the same pixels in every process.
 """
@@ -21,31 +25,78 @@ import os
 from typing import Optional, Tuple
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from detkit.data.jpeg_header import read_plain_jpeg_header
 from detkit.errors import DataError
 
-__all__ = ["checked_image_size", "read_image", "read_image_size", "truncation_problem", "IMAGE_EXTENSIONS"]
+__all__ = ["checked_image_size", "read_image", "read_image_size", "truncation_problem", "IMAGE_EXTENSIONS",
+           "ORIENTATION_NOT_AN_INTEGER", "is_valid_orientation", "describe_orientation"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 _EXIF_ORIENTATION = 0x0112
 _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # the orientations that turn the image by 90 degrees
+# What each valid orientation other than 1 does to the stored image to display it (Pillow's
+# ImageOps.exif_transpose table).
+_TRANSPOSES = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# The orientation the header readers give for a tag that holds no whole number (text, bytes, a
+# fraction such as 13/2) or one beyond +-2**62 (a BigTIFF LONG8, a huge DOUBLE): far outside what EXIF's
+# SHORT / LONG / SLONG types hold, so it names no real value, and it fits the int64 header cache.
+ORIENTATION_NOT_AN_INTEGER = -(2 ** 62)
+
+
+def is_valid_orientation(orientation: int) -> bool:
+    """True for the EXIF orientations 1..8 (applied on load when not 1); False for an invalid tag."""
+    return 1 <= orientation <= 8
+
+
+def describe_orientation(orientation: int) -> str:
+    """The orientation as the data report's examples show it (an invalid tag's value, or what it holds)."""
+    if orientation == ORIENTATION_NOT_AN_INTEGER:
+        return "not an integer (text, a fraction or out of range)"
+    return str(orientation)
 
 
 def _exif_orientation(img: Image.Image) -> int:
+    """The orientation tag of `img` as the header readers report it: 1 when there is none (or the EXIF
+    block is broken), the tag's whole-number value otherwise (valid or not), ORIENTATION_NOT_AN_INTEGER
+    for anything else.
+
+    A value equal to a whole number (6, 6.0, the rational 6/1) counts as that number, as it does for
+    ``ImageOps.exif_transpose`` (a dict lookup); text ("6"), bytes and 13/2 are invalid.
+    """
     try:
-        return int(img.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+        value = img.getexif().get(_EXIF_ORIENTATION, 1)
     except Exception:  # a broken EXIF block is not a broken image: treat it as upright
         return 1
+    if isinstance(value, (str, bytes)):  # float() would parse "6", which exif_transpose does not apply
+        return ORIENTATION_NOT_AN_INTEGER
+    try:
+        number = value if isinstance(value, int) else float(value)  # float, IFDRational
+    except (TypeError, ValueError):
+        return ORIENTATION_NOT_AN_INTEGER  # a tuple, ...
+    if isinstance(number, float) and not number.is_integer():
+        return ORIENTATION_NOT_AN_INTEGER  # 6.5, nan, inf
+    number = int(number)
+    return number if abs(number) < 2 ** 62 else ORIENTATION_NOT_AN_INTEGER
 
 
 def read_image_size(path: str) -> Tuple[int, int, int]:
     """Height, width (in the EXIF-applied frame) and EXIF orientation from the header only.
 
     Returns:
-        (h, w, orientation) with orientation in 1..8 (1 = upright / no tag).
+        (h, w, orientation): orientation 1..8 is an orientation (1 = upright / no tag; 5..8 swap h
+        and w); any other value is an invalid tag (its value, or ORIENTATION_NOT_AN_INTEGER), which
+        :func:`read_image` ignores: (h, w) are then the stored size, as read_image decodes it.
 
     Raises:
         DataError: the file is missing or its header cannot be read.
@@ -101,23 +152,27 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
 
 
 def read_image(path: str) -> np.ndarray:
-    """Decode an image file into an (H, W, 3) uint8 RGB array with EXIF orientation applied.
+    """Decode an image file into an (H, W, 3) uint8 RGB array with EXIF orientation applied (an
+    invalid orientation tag is ignored: the image as stored, the size :func:`read_image_size` gives).
 
     Raises:
-        DataError: the file is missing, truncated or not a readable image (the message names it).
+        DataError: the file is missing, truncated or not a readable image. The message names the file
+            and the decoding problem only: what to do about it depends on the caller (a data set adds
+            its advice, ``detkit infer`` skips the file), so it is added there.
     """
     try:
         with Image.open(path) as img:
             img.load()
-            img = ImageOps.exif_transpose(img) if _exif_orientation(img) != 1 else img
+            transpose = _TRANSPOSES.get(_exif_orientation(img))  # None: upright, or an invalid tag
+            if transpose is not None:
+                img = img.transpose(transpose)
             return _to_rgb_array(img)
     except FileNotFoundError:
         raise DataError(f"image file '{path}' does not exist") from None
     except DataError:
         raise
     except Exception as exc:  # PIL raises OSError / SyntaxError / ValueError on broken files
-        raise DataError(f"image file '{path}' cannot be decoded ({type(exc).__name__}: {exc}); "
-                        f"fix or remove it, or set data.skip_bad_images=true") from None
+        raise DataError(f"image file '{path}' cannot be decoded ({type(exc).__name__}: {exc})") from None
 
 
 def truncation_problem(path: str) -> Optional[str]:

@@ -50,8 +50,9 @@ def read_plain_jpeg_header(f: BinaryIO, file_size: int) -> Optional[Tuple[int, i
 
     Returns:
         (h, w, orientation): the size in the EXIF-applied (displayed) frame and the EXIF orientation
-        (1 when there is none), exactly as :func:`detkit.data.image_io.read_image_size`; None when the
-        file is not a JPEG or its header holds anything this reader leaves to Pillow.
+        tag's value (1 when there is none; a value outside 1..8, e.g. 0 or 9, is returned as it is and
+        leaves the size as stored), exactly as :func:`detkit.data.image_io.read_image_size`; None when
+        the file is not a JPEG or its header holds anything this reader leaves to Pillow.
     """
     try:
         return _read(f, file_size)
@@ -121,7 +122,7 @@ def _read(f: BinaryIO, file_size: int) -> Tuple[int, int, int]:
     limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and h * w > limit:
         raise _NotPlain  # Pillow warns or refuses (a decompression bomb)
-    if orientation in _SWAPPING_ORIENTATIONS:
+    if orientation in _SWAPPING_ORIENTATIONS:  # only a valid orientation turns the image
         h, w = w, h
     return h, w, orientation
 
@@ -149,7 +150,9 @@ def _check_quantization(payload: bytes) -> None:
 
 
 def _exif_orientation(tiff: bytes) -> int:
-    """The orientation that Pillow reads from an EXIF block (the TIFF structure after "Exif\\0\\0").
+    """The orientation that Pillow reads from an EXIF block (the TIFF structure after "Exif\\0\\0"):
+    the SHORT value of its orientation entry, whatever it is (0 and 9..65535 are invalid tags, which
+    the caller reports and ignores), or 1 when there is none.
 
     Only a block whose first directory lies wholly inside it, with field types Pillow knows and their
     out-of-line values inside it too, is read here: Pillow stops reading a directory at the first value
@@ -183,5 +186,5 @@ def _exif_orientation(tiff: bytes) -> int:
         if tag == _ORIENTATION_TAG:
             if kind != 3 or n != 1 or orientation is not None:
                 raise _NotPlain
-            (orientation,) = struct.unpack_from(endian + "H", value)
-    return int(orientation or 1)
+            (orientation,) = struct.unpack_from(endian + "H", value)  # other types (LONG, ...) went to Pillow
+    return 1 if orientation is None else int(orientation)

@@ -18,7 +18,9 @@ logger = logging.getLogger("detkit.data")
 # Every kind a report can count, with the sentence the summary prints for it.
 FIX_DESCRIPTIONS: Dict[str, str] = {
     "degenerate_dropped": "zero- or negative-area boxes dropped",
-    "clipped": "boxes reaching outside their image clipped to it",
+    # 1 px: detkit.data.sanitize.CLIP_TOLERANCE_PX (the reason for it is there)
+    "clipped": "boxes reaching 1 px or more outside their image clipped to it (sub-pixel overshoot is clipped "
+               "uncounted)",
     "duplicate_dropped": "exact duplicate boxes (same class, same coordinates) dropped",
     "near_duplicate": "near-duplicate boxes (same class, IoU >= 0.9) found and kept",
     "unknown_class_dropped": "objects of a class outside the class list dropped",
@@ -33,7 +35,9 @@ FIX_DESCRIPTIONS: Dict[str, str] = {
     "malformed_line_dropped": "label lines that are not 'class cx cy w h' or a polygon, dropped (YOLO)",
     "size_mismatch": "images whose annotated size differs from the real image size (the real size is used)",
     "filename_mismatch": "annotations whose <filename> is not the image file found for them",
-    "exif_rotated": "images with an EXIF orientation, applied on load (boxes are taken in the rotated frame)",
+    "exif_rotated": "images with an EXIF orientation (2-8), applied on load (boxes are taken in the rotated frame)",
+    "exif_invalid_ignored": "images with an invalid EXIF orientation tag (outside 1-8), ignored: the image is used "
+                            "as stored",
 }
 
 

@@ -2,7 +2,8 @@
 
 Boxes arrive here already converted to detkit's convention (float32 x1, y1, x2, y2 in continuous
 absolute pixel coordinates, see voc.py / coco.py for the conversions). Every change is counted
-in the data set's :class:`~detkit.data.report.DataReport`; nothing is fixed silently.
+in the data set's :class:`~detkit.data.report.DataReport`; nothing is fixed silently, except clipping
+a box that reaches less than CLIP_TOLERANCE_PX outside its image (see there).
 
 There is one implementation, vectorised over images: :func:`sanitize_groups` applies the rules to
 the boxes of many images at once (the COCO reader passes all of COCO's 860k boxes in one call), and
@@ -10,7 +11,9 @@ the boxes of many images at once (the COCO reader passes all of COCO's 860k boxe
 rules, in this order, each written once below:
 
     1. degenerate (:func:`_degenerate`): a non-finite coordinate or no area -> dropped
-    2. clip (:func:`_clip`): clipped to the image; left without area (entirely outside) -> dropped
+    2. clip (:func:`_clip`): clipped to the image, counted when it reached CLIP_TOLERANCE_PX (1 px) or
+       more outside (sub-pixel overshoot is rounding in the label file, not a flaw); left without
+       area (entirely outside) -> dropped
     3. exact duplicates (:func:`_exact_duplicates`): the same label and float32 coordinates as an
        earlier box of the image -> dropped
     4. near-duplicates (:func:`_near_duplicate_counts`): pairs of boxes of one label with
@@ -26,11 +29,23 @@ import numpy as np
 
 from detkit.data.report import DataReport
 
-__all__ = ["sanitize_boxes", "sanitize_groups", "NEAR_DUPLICATE_IOU"]
+__all__ = ["sanitize_boxes", "sanitize_groups", "NEAR_DUPLICATE_IOU", "CLIP_TOLERANCE_PX"]
 
 # Two boxes of the same class overlapping at least this much are reported as near-duplicates
 # (kept: they may be real, e.g. touching cells; only a person can tell).
 NEAR_DUPLICATE_IOU = 0.9
+
+# A box reaching less than this many pixels outside its image (its largest overshoot over the four
+# sides) is clipped without being counted as "clipped"; from this far out it is counted. Why 1 px:
+# - below it lies rounding, not annotation: YOLO labels written with 6 decimals are off by up to
+#   5e-7 of the image side (0.005 px on a 10000 px image; 1.0000004 becomes an overshoot of ~1e-4 px
+#   once denormalised), COCO's float boxes by far less, and converting between formats adds float
+#   error; none of it is a flaw to show a user, and clipping it moves an edge by less than a pixel,
+#   below what any annotation is precise to, over image area that does not exist;
+# - from it on lie real flaws: integer coordinates (VOC) only ever overshoot by whole pixels, so a
+#   VOC xmin of 0 (0-based by mistake) or an xmax of width + 1 is still counted, as is any box a
+#   person drew past the border.
+CLIP_TOLERANCE_PX = 1.0
 
 
 def sanitize_boxes(
@@ -90,8 +105,8 @@ def sanitize_groups(boxes: np.ndarray, labels: np.ndarray, group: np.ndarray, si
     bad = np.flatnonzero(~valid)
     note("degenerate_dropped", bad[~finite[bad]], 0, "box", "non-finite")
     note("degenerate_dropped", bad[finite[bad]], 0, "box", "zero or negative area")
-    clipped, changed, inside = _clip(b, sizes[group].astype(np.float64))
-    note("clipped", np.flatnonzero(valid & changed & inside), 1, "box_in")
+    clipped, far_out, inside = _clip(b, sizes[group].astype(np.float64))
+    note("clipped", np.flatnonzero(valid & far_out & inside), 1, "box_in")
     note("degenerate_dropped", np.flatnonzero(valid & ~inside), 2, "box_in", "entirely outside the image")
     kept = np.flatnonzero(valid & inside)
     out = clipped[kept].astype(np.float32)
@@ -126,14 +141,17 @@ def _degenerate(b: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 
 def _clip(b: np.ndarray, hw: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rule 2: float64 (B, 4) clipped to float64 (B, 2) (h, w) of each box's image, as
-    (clipped float64 (B, 4), changed bool (B,), inside bool (B,): the clipped box still has area)."""
+    (clipped float64 (B, 4), far_out bool (B,): it reached CLIP_TOLERANCE_PX or more outside, i.e. a
+    coordinate moved that much (counted; every box is clipped), inside bool (B,): the clipped box still
+    has area)."""
     clipped = b.copy()
     clipped[:, 0::2] = np.clip(clipped[:, 0::2], 0.0, hw[:, 1:2])
     clipped[:, 1::2] = np.clip(clipped[:, 1::2], 0.0, hw[:, 0:1])
     clipped += 0.0  # -0.0 -> 0.0 (np.clip keeps the sign of a zero or not, depending on its code path)
-    changed = (clipped != b).any(axis=1)
+    with np.errstate(invalid="ignore"):  # non-finite boxes (dropped by rule 1) compare False
+        far_out = (np.abs(clipped - b) >= CLIP_TOLERANCE_PX).any(axis=1)
     inside = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
-    return clipped, changed, inside
+    return clipped, far_out, inside
 
 
 def _exact_duplicates(group: np.ndarray, labels: np.ndarray, boxes: np.ndarray) -> np.ndarray:

@@ -148,3 +148,14 @@ def test_every_invalid_entry_is_listed_in_one_pass_or_skipped(tmp_path):
     ds = COCODataset(ann_file=path, img_dir=tmp_path / "img", skip_bad_annotations=True, log_report=False)
     assert len(ds) == 3 and ds.report["bad_annotation_skipped"] == 6 and len(ds.bad_annotations) == 6
     assert sum(len(ds.get_annotation(i)["boxes"]) for i in range(3)) == 2  # the two good annotations kept
+
+
+def test_sub_pixel_overshoot_clipped_without_a_count(tmp_path):
+    """Float boxes a hair past the border (60x40 images) are clipped silently (sanitize.CLIP_TOLERANCE_PX);
+    the vectorised COCO path follows the same rule as VOC and YOLO."""
+    path = _coco_folder(tmp_path, [_ann(1, 100, 3, [50, 30, 10.0003, 10.00004]), _ann(2, 100, 3, [-0.2, -0.7, 5, 5]),
+                                   _ann(3, 101, 3, [50, 30, 12, 10])])  # the last: 2 px outside, counted
+    ds = COCODataset(ann_file=path, img_dir=tmp_path / "img", log_report=False)
+    assert ds.report["clipped"] == 1 and "[50.0, 30.0, 62.0, 40.0]" in ds.report.examples["clipped"][0]
+    assert ds.get_annotation(0)["boxes"].tolist() == [[50, 30, 60, 40], [0, 0, 4.800000190734863, 4.300000190734863]]
+    assert ds.get_annotation(1)["boxes"].tolist() == [[50, 30, 60, 40]]

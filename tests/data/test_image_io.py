@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import io
+import os
+import struct
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from detkit.data.image_io import checked_image_size, read_image, read_image_size, truncation_problem
+from detkit.data.image_io import (
+    ORIENTATION_NOT_AN_INTEGER,
+    _pillow_image_size,
+    checked_image_size,
+    describe_orientation,
+    is_valid_orientation,
+    read_image,
+    read_image_size,
+    truncation_problem,
+)
+from detkit.data.jpeg_header import read_plain_jpeg_header
 from detkit.errors import DataError
 
 
@@ -133,3 +145,76 @@ def test_checked_image_size_is_truncation_check_then_header(tmp_path):
         assert type(got) is type(expected) and str(got) == str(expected), name
     assert checked_image_size(str(tmp_path / "ok.jpg")) == (40, 56, 1)
     assert checked_image_size(str(tmp_path / "ok.png")) == (8, 9, 1)
+
+
+# --------------------------------------------------------------------------- invalid EXIF orientation tags
+def _exif_block(tag_type: int, count: int, value: bytes) -> bytes:
+    """An EXIF block written by hand (Intel byte order): a TIFF header and one IFD holding only the
+    orientation entry, of any TIFF type (Pillow writes the tag as a SHORT only)."""
+    ifd = struct.pack("<H", 1) + struct.pack("<HHL", 0x0112, tag_type, count) + value + b"\0\0\0\0"
+    return b"Exif\0\0" + b"II*\0" + struct.pack("<L", 8) + ifd
+
+
+# name -> (EXIF block, the orientation read_image_size reports, whether the JPEG header shortcut reads it)
+ORIENTATION_TAGS = {
+    "short_0": (_exif_block(3, 1, struct.pack("<H2x", 0)), 0, True),
+    "short_9": (_exif_block(3, 1, struct.pack("<H2x", 9)), 9, True),
+    "short_65535": (_exif_block(3, 1, struct.pack("<H2x", 65535)), 65535, True),
+    "long_65537": (_exif_block(4, 1, struct.pack("<L", 65537)), 65537, False),  # too big for a SHORT
+    "sshort_minus_1": (_exif_block(8, 1, struct.pack("<h2x", -1)), -1, False),
+    "ascii_6": (_exif_block(2, 2, b"6\0\0\0"), ORIENTATION_NOT_AN_INTEGER, False),
+    "float_6.5": (_exif_block(11, 1, struct.pack("<f", 6.5)), ORIENTATION_NOT_AN_INTEGER, False),
+    "byte_6": (_exif_block(1, 1, b"\x06\0\0\0"), ORIENTATION_NOT_AN_INTEGER, False),  # Pillow reads bytes
+    # valid orientations, for contrast: applied, whatever type holds them
+    "short_6": (_exif_block(3, 1, struct.pack("<H2x", 6)), 6, True),
+    "long_6": (_exif_block(4, 1, struct.pack("<L", 6)), 6, False),
+    "float_6": (_exif_block(11, 1, struct.pack("<f", 6.0)), 6, False),
+}
+
+
+def _stored_pixels(h=20, w=30):
+    return np.random.default_rng(3).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "png"])
+@pytest.mark.parametrize("name", sorted(ORIENTATION_TAGS))
+def test_orientation_tags_read_size_and_decode_agree(tmp_path, name, fmt):
+    """1..8 are orientations (applied; 5..8 swap the size); anything else is an invalid tag, reported
+    with its value and ignored: the header size is the stored size, and read_image decodes the image
+    as stored. The JPEG shortcut and Pillow answer the same."""
+    exif, expected, shortcut = ORIENTATION_TAGS[name]
+    pixels = _stored_pixels()
+    path = tmp_path / f"{name}.{fmt}"
+    Image.fromarray(pixels).save(path, exif=exif, **({"quality": 95} if fmt == "jpg" else {}))
+    h, w, orientation = read_image_size(str(path))
+    assert orientation == expected
+    assert (h, w) == ((30, 20) if orientation == 6 else (20, 30))
+    assert is_valid_orientation(orientation) == (orientation == 6)
+    assert read_image_size(str(path)) == _pillow_image_size(str(path)) == checked_image_size(str(path))
+    with open(path, "rb") as f:
+        fast = read_plain_jpeg_header(f, os.path.getsize(path))
+    assert (fast is not None) == (shortcut and fmt == "jpg")
+    assert fast is None or fast == (h, w, orientation)
+    image = read_image(str(path))
+    assert image.shape == (h, w, 3)  # boxes taken in the header's frame land on the decoded pixels
+    with Image.open(path) as raw:
+        stored = np.asarray(raw.convert("RGB"))
+    expected_pixels = stored if orientation != 6 else np.ascontiguousarray(np.rot90(stored, -1))  # 6: 90 deg CW
+    assert np.array_equal(image, expected_pixels)
+
+
+def test_invalid_orientation_is_described_in_the_report_examples():
+    assert describe_orientation(65537) == "65537"
+    assert "not an integer" in describe_orientation(ORIENTATION_NOT_AN_INTEGER)
+    assert [o for o in range(-1, 11) if is_valid_orientation(o)] == list(range(1, 9))
+
+
+def test_decode_error_names_the_file_and_problem_only(tmp_path):
+    """read_image's message holds no advice: a data set adds its own, and `detkit infer` (which skips the
+    file) prints it as "skipped: <message>"."""
+    (tmp_path / "junk.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    with pytest.raises(DataError) as info:
+        read_image(str(tmp_path / "junk.jpg"))
+    message = str(info.value)
+    assert message.startswith(f"image file '{tmp_path / 'junk.jpg'}' cannot be decoded (")
+    assert message.endswith(")") and "skip_bad_images" not in message

@@ -74,7 +74,9 @@ PLAIN = {
     "exif_without_orientation": dict(mode="RGB", size=(30, 20), save={"exif": _exif(None)}),
     "big_endian_exif": dict(mode="RGB", size=(30, 20), save={"exif": _big_endian_exif(8)}),
     **{f"orientation_{o}": dict(mode="RGB", size=(30, 20), save={"exif": _exif(o)}) for o in range(1, 9)},
-    "orientation_0": dict(mode="RGB", size=(30, 20), save={"exif": _exif(0, extra=False)}),
+    # invalid tags (outside 1..8): read as they are, the size left as stored, as Pillow's path does
+    **{f"orientation_{o}": dict(mode="RGB", size=(30, 20), save={"exif": _exif(o, extra=False)})
+       for o in (0, 9, 65535)},
     "orientation_only": dict(mode="RGB", size=(30, 20), save={"exif": _exif(6, extra=False)}),
 }
 
@@ -100,6 +102,12 @@ def test_plain_jpegs_take_the_shortcut_and_match_pillow(tmp_path, name):
 def test_swapping_orientations_swap_the_size(tmp_path):
     path = _write(tmp_path, "o6", PLAIN["orientation_6"])
     assert _fast(path) == (30, 20, 6)  # stored 30 wide x 20 high, displayed 20 wide x 30 high
+
+
+@pytest.mark.parametrize("orientation", [0, 9, 65535])
+def test_invalid_orientations_keep_their_value_and_the_stored_size(tmp_path, orientation):
+    path = _write(tmp_path, "bad", PLAIN[f"orientation_{orientation}"])
+    assert _fast(path) == (20, 30, orientation) == _pillow(path)  # 0 is no longer read as 1 (upright)
 
 
 @pytest.mark.parametrize("extra_save", [

@@ -200,3 +200,25 @@ def test_converter_writes_coco_that_reads_back_the_same_boxes(tmp_path):
         a, b = yolo.get_annotation(i), coco.get_annotation(i)
         np.testing.assert_allclose(b["boxes"], a["boxes"], atol=1e-4)
         assert b["labels"].tolist() == a["labels"].tolist() and b["file_name"] == a["file_name"]
+
+
+def test_rounding_overshoot_clipped_silently_real_overshoot_counted(tmp_path):
+    """Labels written with 6 decimals overshoot the image by ~1e-4 px once denormalised: clipped, not
+    counted (sanitize.CLIP_TOLERANCE_PX); a box 5 px outside is clipped and counted. Both end up exactly
+    inside the image."""
+    _image(tmp_path / "x.jpg", w=640, h=480)
+    _labels(tmp_path / "x.txt", "\n".join([
+        "0 0.500000 0.500000 1.000001 1.000001",   # 6-decimal rounding: -0.00032 .. 640.00032 px
+        "0 0.750000 0.500000 0.500001 0.400000",   # right edge at 1.0000005 (x 640.00032)
+        "0 0.500000 0.500000 1.0000008 0.500000",  # edges at -0.0000004 and 1.0000004 of the width
+        "0 0.900000 0.500000 0.215625 0.200000",   # right edge at x 645: 5 px outside
+    ]) + "\n")
+    ds = YOLODataset(roots=[tmp_path], classes=["a"], log_report=False)
+    assert ds.report["clipped"] == 1 and ds.report["degenerate_dropped"] == 0
+    assert "645" in ds.report.examples["clipped"][0]
+    boxes = ds.get_annotation(0)["boxes"]
+    assert boxes.dtype == np.float32 and len(boxes) == 4
+    assert (boxes[:, 0::2] >= 0).all() and (boxes[:, 0::2] <= 640).all()
+    assert (boxes[:, 1::2] >= 0).all() and (boxes[:, 1::2] <= 480).all()
+    assert boxes[0].tolist() == [0, 0, 640, 480]
+    assert boxes[1, 2] == 640 and boxes[2, 0] == 0 and boxes[2, 2] == 640 and boxes[3, 2] == 640
