@@ -5,6 +5,7 @@ Every plot function writes one PNG and returns its path; none needs a display.
 
 from __future__ import annotations
 
+import colorsys
 import os
 from typing import Optional, Sequence
 
@@ -15,40 +16,112 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
-__all__ = ["class_colour", "draw_detections", "plot_loss_curves", "plot_lr_curve", "plot_pr_curves",
+__all__ = ["class_colour", "caption_origin", "draw_detections", "drawing_style", "drawing_scale",
+           "DEFAULT_DRAW_THRESHOLD", "MIN_DRAW_SIDE", "plot_loss_curves", "plot_lr_curve", "plot_pr_curves",
            "plot_confusion_matrix", "write_training_plots"]
+
+DEFAULT_DRAW_THRESHOLD = 0.3  # `detkit infer --draw-threshold`: as the YOLOv5 and Detectron2 demos draw
+MIN_DRAW_SIDE = 640  # an image whose longer side is shorter is upscaled to it for drawing
 
 _PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
             (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40), (128, 0, 0)]
+_GOLDEN = 0.6180339887498949  # hue step of the generated colours: consecutive hues land far apart
 
 
 def class_colour(label: int) -> tuple:
-    """A stable, distinct RGB colour for a class label."""
-    return _PALETTE[(int(label) - 1) % len(_PALETTE)]
+    """A stable RGB colour for a class label: the same label gives the same colour in every image and run.
+
+    Labels 1..12 take a hand-picked palette of distinct colours; any other label a colour generated from
+    it alone (hues a golden-ratio step apart, alternating saturation and brightness), so 20 or 90 classes
+    still get distinct colours.
+    """
+    index = int(label) - 1
+    if 0 <= index < len(_PALETTE):
+        return _PALETTE[index]
+    step = index - len(_PALETTE) if index >= 0 else -index + 10_000  # labels <= 0: apart from the others
+    hue = (0.65 + step * _GOLDEN) % 1.0  # 0.65: the start that keeps 20 classes farthest apart
+    saturation = (1.0, 0.5)[step % 2]
+    value = (0.95, 0.75)[(step // 2) % 2]
+    return tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(hue, saturation, value))
+
+
+def drawing_scale(width: int, height: int, min_side: int = MIN_DRAW_SIDE) -> float:
+    """The factor an image of ``width`` x ``height`` is scaled by for drawing: ``min_side / longer side``
+    when the longer side is shorter than ``min_side``, else 1 (large images are never shrunk)."""
+    longer = max(int(width), int(height), 1)
+    return float(min_side) / longer if 0 < longer < min_side else 1.0
+
+
+def drawing_style(width: int, height: int) -> tuple:
+    """(font size in pixels, line width in pixels) for drawing on a ``width`` x ``height`` canvas: both
+    grow with the image (2.5 % and 0.3 % of the geometric mean side), at least 12 and 2 pixels."""
+    side = float(np.sqrt(max(int(width), 1) * max(int(height), 1)))
+    return max(12, int(round(0.025 * side))), max(2, int(round(0.003 * side)))
+
+
+def _text_colour(fill: tuple) -> tuple:
+    """Black on light fills, white on dark ones (ITU-R BT.601 luma)."""
+    return (0, 0, 0) if 0.299 * fill[0] + 0.587 * fill[1] + 0.114 * fill[2] > 150 else (255, 255, 255)
+
+
+def caption_origin(box: tuple, size: tuple, canvas: tuple) -> tuple:
+    """Top-left corner of a ``size`` (w, h) caption for ``box`` on a ``canvas`` (W, H): above the box's
+    top-left corner; inside the box, under its top side, when there is no room above; moved left where it
+    would run off the right edge; always within the canvas when it fits in it."""
+    x1, y1, _, y2 = box
+    (tw, th), (cw, ch) = size, canvas
+    top = y1 - th if y1 - th >= 0 else y1
+    top = min(max(0.0, top), max(0.0, ch - th))
+    left = min(max(0.0, x1), max(0.0, cw - tw))
+    return left, top
+
+
+def _caption(label: int, score: Optional[float], class_names: Sequence[str]) -> str:
+    name = class_names[int(label) - 1] if 0 < int(label) <= len(class_names) else str(int(label))
+    return name if score is None else f"{name} {float(score):.2f}"
 
 
 def draw_detections(image: np.ndarray, boxes: np.ndarray, labels: Sequence[int], scores: Optional[Sequence[float]],
-                    class_names: Sequence[str]) -> Image.Image:
-    """Draw boxes with "name score" captions.
+                    class_names: Sequence[str], *, min_score: Optional[float] = None,
+                    min_side: int = MIN_DRAW_SIDE) -> Image.Image:
+    """Draw boxes with "name score" captions, in one fixed colour per class (:func:`class_colour`).
+
+    An image whose longer side is under ``min_side`` pixels is first upscaled to it (bilinear; boxes
+    scaled alike), so **the returned image can be larger than the input**; ``min_side=0`` keeps the
+    input's size (video frames). Font and line width follow the drawn size (:func:`drawing_style`).
+    Captions stay inside the image: above a box, inside it when the box touches the top edge, shifted
+    left at the right edge. Lower scores are drawn first, so the best captions end up on top.
 
     Args:
         image: (H, W, 3) uint8 RGB. boxes: (D, 4) xyxy in the image's pixels. labels: (D,) in 1..K.
         scores: (D,) or None. class_names: K names (label i -> class_names[i-1]).
+        min_score: draw only detections scoring at least this (ignored when ``scores`` is None).
+        min_side: upscale images whose longer side is shorter than this (0: never).
     """
     canvas = Image.fromarray(np.ascontiguousarray(image)).convert("RGB")
+    scale = drawing_scale(*canvas.size, min_side=min_side)
+    if scale != 1.0:
+        canvas = canvas.resize((int(round(canvas.width * scale)), int(round(canvas.height * scale))),
+                               Image.Resampling.BILINEAR)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * scale
+    order = range(len(boxes)) if scores is None else np.argsort(np.asarray(scores, dtype=np.float64), kind="stable")
     draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default()
-    width = max(1, round(max(canvas.size) / 400))
-    for d, (box, label) in enumerate(zip(np.asarray(boxes).reshape(-1, 4), labels)):
-        colour = class_colour(label)
-        x1, y1, x2, y2 = (float(v) for v in box)
-        draw.rectangle([x1, y1, x2, y2], outline=colour, width=width)
-        name = class_names[int(label) - 1] if 0 < int(label) <= len(class_names) else str(int(label))
-        caption = name if scores is None else f"{name} {float(scores[d]):.2f}"
-        left, top, right, bottom = draw.textbbox((x1, y1), caption, font=font)
-        text_top = max(0.0, y1 - (bottom - top) - 2)
-        draw.rectangle([x1, text_top, x1 + (right - left) + 4, text_top + (bottom - top) + 2], fill=colour)
-        draw.text((x1 + 2, text_top), caption, fill=(255, 255, 255), font=font)
+    font_size, width = drawing_style(*canvas.size)
+    font = ImageFont.load_default(size=font_size)
+    ascent, descent = font.getmetrics()
+    pad = max(1, font_size // 6)
+    for d in order:
+        score = None if scores is None else float(scores[d])
+        if score is not None and min_score is not None and score < min_score:
+            continue
+        colour = class_colour(labels[d])
+        x1, y1, x2, y2 = (float(v) for v in boxes[d])
+        draw.rectangle([x1, y1, max(x1, x2), max(y1, y2)], outline=colour, width=width)
+        caption = _caption(labels[d], score, class_names)
+        size = (draw.textlength(caption, font=font) + 2 * pad, ascent + descent + pad)
+        left, top = caption_origin((x1, y1, x2, y2), size, canvas.size)
+        draw.rectangle([left, top, left + size[0] - 1, top + size[1] - 1], fill=colour)
+        draw.text((left + pad, top), caption, fill=_text_colour(colour), font=font)
     return canvas
 
 

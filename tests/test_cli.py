@@ -32,7 +32,7 @@ SHIMS = {
     "eval": ("eval.py", {"--checkpoint", "--config", "--split", "--output-dir", "--device", "--precise-bn",
                          "--trained-weights", "--precision", "--quiet"}),
     "infer": ("infer.py", {"--checkpoint", "--model", "--output-dir", "--score-threshold", "--batch-size", "--device",
-                           "--precision", "--quiet", "--set"}),
+                           "--precision", "--quiet", "--set", "--draw-threshold", "--every"}),
     "export": ("export.py", {"--checkpoint", "--format", "--output", "--opset", "--verify-images", "--verify-split",
                              "--no-verify", "--box-tol", "--score-tol", "--map-tol"}),
     "lint": ("lint_data.py", {"--config", "--split", "--json", "--png", "--no-decode"}),

@@ -5,6 +5,7 @@
     model.predict([a, b])                         # a list of images: a list of dicts
     model.predict("photos/")                      # a folder or a glob pattern: one dict per image file
     model.predict_files(["photos/"], output_dir)  # drawn images + detections.json, as `detkit infer`
+    model.predict_files(["clip.mp4"], output_dir)  # an annotated clip.mp4 + clip.jsonl, as `detkit infer`
 
 The predictor applies the checkpoint's test-time resize (``data.test_min_size`` / ``max_size``) and
 returns boxes in the pixels of the image it was given.
@@ -24,6 +25,7 @@ from detkit.deploy.infer_files import expand_inputs, image_to_input, predict_fil
 from detkit.errors import DataError
 from detkit.runtime.device import resolve_device
 from detkit.runtime.precision import Precision, autocast_of
+from detkit.vis import DEFAULT_DRAW_THRESHOLD
 from detkit.weights.trained_model import load_trained_model, prepare_inference
 
 __all__ = ["Predictor", "load_model"]
@@ -92,23 +94,28 @@ class Predictor:
         return found[0] if single else found
 
     @staticmethod
-    def _expand(inputs: Sequence[str]) -> List[str]:
-        paths, problems = expand_inputs(inputs)
+    def _expand(inputs: Sequence[str], videos: bool = False) -> List[str]:
+        paths, problems = expand_inputs(inputs, videos=videos)
         if problems and not paths:
             raise DataError("predict: " + "; ".join(f"'{item}': {reason}" for item, reason in problems))
         return paths
 
     def predict_files(self, inputs: Sequence[str], output_dir: str, *, batch_size: int = 1,
-                      score_threshold: Optional[float] = None, progress: bool = True, log=print) -> dict:
-        """Detect on image files, folders and glob patterns; write each image with its boxes drawn and
-        ``detections.json`` (COCO results with file names) into ``output_dir``, as `detkit infer` does.
+                      score_threshold: Optional[float] = None, progress: bool = True, log=print,
+                      draw_threshold: float = DEFAULT_DRAW_THRESHOLD, every: int = 1) -> dict:
+        """Detect on image and video files, folders (their images and videos) and glob patterns; write
+        each image with its boxes drawn and ``detections.json`` (COCO results with file names), and for
+        each video an annotated ``<stem>.mp4`` and ``<stem>.jsonl``, into ``output_dir``, as `detkit infer`
+        does. Only detections scoring at least ``draw_threshold`` are drawn; ``every``: detect on every
+        N-th video frame.
 
-        A file that cannot be read is reported and skipped. Returns ``{"processed": n, "failed":
-        [(path, reason), ...], "detections": n}``.
+        A file that cannot be read is reported and skipped. Returns ``{"processed": images, "failed":
+        [(path, reason), ...], "detections": n, "videos": n, "frames": n}``.
         """
-        return predict_files(self.model, self.cfg, self.classes, self.category_ids, self._expand(list(inputs)),
-                             output_dir=output_dir, batch_size=batch_size, device=str(self.device),
-                             progress=progress, log=log, precision=self.precision, score_threshold=score_threshold)
+        return predict_files(self.model, self.cfg, self.classes, self.category_ids,
+                             self._expand(list(inputs), videos=True), output_dir=output_dir, batch_size=batch_size,
+                             device=str(self.device), progress=progress, log=log, precision=self.precision,
+                             score_threshold=score_threshold, draw_threshold=draw_threshold, every=every)
 
 
 def load_model(checkpoint_path: str, *, device: str = "cpu", overrides: Sequence[str] = (),
