@@ -21,7 +21,7 @@ _LAZY = {
     "load_config": ("detkit.config", "load_config"),
     "build_detector": ("detkit.modeling.detector", "build_detector"),
     "Trainer": ("detkit.engine.trainer", "Trainer"),
-    "train": ("detkit.engine.trainer", "train"),
+    "train": ("detkit.report.training", "train"),
     "load_model": ("detkit.deploy.predictor", "load_model"),
     "Predictor": ("detkit.deploy.predictor", "Predictor"),
 }

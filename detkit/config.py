@@ -402,6 +402,8 @@ class OutputConfig:
     plots: bool = True
     # TensorBoard event files in the run folder, with the scalars of metrics.jsonl (rank 0).
     tensorboard: bool = False
+    # report.html in the run folder at the end of training (`detkit report RUN_DIR` writes it any time).
+    report: bool = True
 
 
 @dataclass

@@ -36,6 +36,7 @@ SHIMS = {
     "export": ("export.py", {"--checkpoint", "--format", "--output", "--opset", "--verify-images", "--verify-split",
                              "--no-verify", "--box-tol", "--score-tol", "--map-tol"}),
     "lint": ("lint_data.py", {"--config", "--split", "--json", "--png", "--no-decode"}),
+    "report": ("report.py", {"--output", "--draw-threshold", "--gallery-size"}),
     "anchors": ("anchors.py", {"--config", "--json", "--output-dir"}),
     "convert": ("voc2coco.py", {"--format", "--root", "--names", "--split", "--ann-dir", "--img-dir", "--split-file",
                                 "--classes", "--difficult", "--skip-bad-images", "--ignore-unknown-classes",
@@ -44,7 +45,8 @@ SHIMS = {
 
 
 def test_every_subcommand_has_a_shim_and_the_shims_are_all_listed():
-    assert set(SHIMS) == set(COMMANDS) == {"train", "eval", "infer", "export", "lint", "anchors", "convert"}
+    assert set(SHIMS) == set(COMMANDS) == {"train", "eval", "infer", "export", "report", "lint", "anchors",
+                                             "convert"}
     scripts = {p.name for p in (REPO / "tools").glob("*.py")} - {"__init__.py"}
     assert scripts == {script for script, _ in SHIMS.values()}
 

@@ -30,7 +30,7 @@ LAYERS: List[Set[str]] = [
     {"anchors"},
     {"evaluation"},
     {"engine"},
-    {"deploy"},
+    {"deploy", "report"},
     {"cli", "__init__"},
     {"__main__"},
 ]

@@ -20,8 +20,9 @@ def test_every_exported_name_resolves(package):
 def test_top_level_names_are_the_working_ones():
     from detkit.config import load_config
     from detkit.deploy.predictor import load_model
-    from detkit.engine.trainer import Trainer, train
+    from detkit.engine.trainer import Trainer
     from detkit.modeling.detector import build_detector
+    from detkit.report.training import train
 
     assert (detkit.load_config, detkit.train, detkit.Trainer, detkit.load_model, detkit.build_detector) == \
         (load_config, train, Trainer, load_model, build_detector)

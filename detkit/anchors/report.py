@@ -11,13 +11,14 @@ from typing import Callable, Dict, Optional
 import numpy as np
 
 from detkit.anchors.boxes import collect_training_boxes
+from detkit.anchors.metrics import evaluate_anchors
 from detkit.anchors.modes import MODES, AnchorModeResult, format_metric_table, format_shapes, run_anchor_modes
 from detkit.anchors.setup import AnchorSetup
 from detkit.atomic_io import write_json_atomic
 from detkit.config import Config
 from detkit.data.formats import build_dataset
 
-__all__ = ["mode_summary", "plot_anchor_fit", "anchor_report"]
+__all__ = ["mode_summary", "plot_anchor_fit", "anchor_report", "run_anchor_summary"]
 
 _METRIC_KEYS = ("mbiou", "grid_miou", "recall@0.5", "recall@0.7", "below@0.3", "pos_per_gt")
 
@@ -108,3 +109,29 @@ def anchor_report(cfg: Config, *, output_dir: str, json_path: Optional[str] = No
     log(f"wrote {os.path.join(output_dir, 'anchors.json')} and anchors.png"
         + (f" and {json_path}" if json_path else "") + f" in {time.perf_counter() - start:.1f} s")
     return report
+
+
+def run_anchor_summary(setup: AnchorSetup, dataset, shapes, *, max_plot_boxes: int = 4000,
+                       seed: int = 0) -> Dict[str, object]:
+    """What a run report shows of its anchors: the run's shapes measured on its training boxes.
+
+    Args:
+        setup: the run's anchor setup (strides, training resize); dataset: its training split.
+        shapes: the shapes the run trains with, L x A x [w, h].
+        max_plot_boxes: at most this many training boxes' (w, h) are kept for the scatter plot (a
+            seeded random subset), so that the summary stays small on COCO-sized sets.
+    Returns:
+        ``{"strides": L ints, "shapes": L x A x [w, h], "metrics": the six metrics and num_boxes,
+        "by_size": per COCO size bucket, "box_wh": up to max_plot_boxes [w, h] pairs}`` (JSON-ready).
+    """
+    boxes = collect_training_boxes(dataset, setup)
+    metrics = evaluate_anchors(np.asarray(shapes, dtype=np.float64), boxes=boxes, **setup.grid())
+    wh = np.asarray(boxes.wh, dtype=np.float64).reshape(-1, 2)
+    if len(wh) > max_plot_boxes:
+        wh = wh[np.sort(np.random.default_rng(seed).choice(len(wh), max_plot_boxes, replace=False))]
+    summary = {key: metrics.get(key) for key in _METRIC_KEYS}
+    summary["num_boxes"] = metrics["num_boxes"]
+    return _clean({"strides": list(setup.strides), "shapes": [[[float(w), float(h)] for w, h in level]
+                                                               for level in np.asarray(shapes)],
+                   "metrics": summary, "by_size": metrics["by_size"],
+                   "box_wh": [[round(float(w), 2), round(float(h), 2)] for w, h in wh]})

@@ -4,6 +4,7 @@
     detkit eval     COCO metrics of a checkpoint on a split
     detkit infer    detect in images with a checkpoint or an exported model
     detkit export   write an ONNX or TorchScript file and verify it against the eager model
+    detkit report   the HTML report of a run (curves, metrics, error-analysis gallery), or two runs compared
     detkit lint     what a data set holds and every fix it needs (JSON + PNG)
     detkit anchors  compare the anchor sizing modes on a config's training split
     detkit convert  a VOC or YOLO folder (or a config's split) as a COCO JSON file
@@ -21,7 +22,7 @@ import sys
 from types import ModuleType
 from typing import Dict, Optional, Sequence
 
-from detkit.cli import anchors, convert, export, infer, lint, train
+from detkit.cli import anchors, convert, export, infer, lint, report, train
 from detkit.cli import eval as eval_command
 from detkit.cli.command import new_parser, report_error
 from detkit.errors import DetkitError
@@ -37,7 +38,7 @@ Settings are passed one way everywhere: positional dotted key=value config overr
 
 # Subcommand name -> its module, in the order `detkit --help` lists them.
 COMMANDS: Dict[str, ModuleType] = {"train": train, "eval": eval_command, "infer": infer, "export": export,
-                                   "lint": lint, "anchors": anchors, "convert": convert}
+                                   "report": report, "lint": lint, "anchors": anchors, "convert": convert}
 
 
 def build_parser(prog: str = "detkit") -> argparse.ArgumentParser:

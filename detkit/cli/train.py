@@ -6,7 +6,8 @@
 key=value pairs are config overrides (e.g. train.lr=0.01 data.min_size=[480]); the flags set keys
 too (--output-dir output.dir, --weights model.weights, --device train.device, --seed train.seed).
 Under torchrun (`torchrun --nproc_per_node N -m detkit train ...`) every process runs this command;
-rank 0 alone prints, writes metrics, plots and checkpoints.
+rank 0 alone prints, writes metrics, plots, checkpoints and, at the end, report.html
+(output.report; `detkit report RUN_DIR` writes it any time).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     """Train as ``args`` say; 0 when the run finished, 1 on a user error (printed)."""
     # Imported here, not at the top: `detkit --help` and the other subcommands need not load the trainer.
     from detkit.config import load_config
-    from detkit.engine.trainer import train
+    from detkit.report.training import train
     from detkit.runtime.device import resolve_device
 
     overrides = list(args.overrides)

@@ -3,7 +3,8 @@
 A run writes everything into one folder (``output.dir``): config.yaml (the resolved config, anchor
 shapes included), metrics.jsonl, last.pt / best.pt, eval.json, detections.json, plots/*.png and,
 with ``output.tensorboard``, TensorBoard event files (which hook writes what: :mod:`detkit.engine.hook_list`),
-and with ``model.weights`` transfer.json (what the start weights gave: :mod:`detkit.weights.start`).
+and with ``model.weights`` transfer.json (what the start weights gave: :mod:`detkit.weights.start`), and
+setup.json (data reports, anchors, device: :mod:`detkit.engine.setup_record`, read by the run report).
 What the run resolves (anchor shapes, split file) stays in its state (:mod:`detkit.engine.resolved`): the
 Config it was given is never changed.
 
@@ -32,6 +33,7 @@ from detkit.engine.optim import build_optimizer, build_scheduler
 from detkit.engine.resolved import resolved_config, run_anchor_shapes, write_run_split
 from detkit.engine.resume import restore_run, run_state
 from detkit.engine.run_folder import checkpoint_bytes, prepare_run_folder
+from detkit.engine.setup_record import SETUP_FILE_NAME, write_setup_record
 from detkit.modeling.detector import build_detector
 from detkit.runtime import distributed as dist
 from detkit.runtime.device import apply_cuda_settings, resolve_device
@@ -42,7 +44,8 @@ from detkit.weights.transfer import TransferReport, write_transfer_report
 
 __all__ = ["Trainer", "train"]
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "eval.json", "detections.json", "transfer.json")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "eval.json", "detections.json", "transfer.json",
+             SETUP_FILE_NAME)
 
 
 class Trainer:
@@ -121,6 +124,7 @@ class Trainer:
             save_config(self.resolved_config(), self.paths["config.yaml"])
             if self.transfer_report is not None:
                 write_transfer_report(self.transfer_report, self.paths["transfer.json"])
+            write_setup_record(self, resumed=checkpoint is not None)
         self.log(f"batch: {self.ctx.local_batch(cfg.train.batch_size)} per process x {self.ctx.world_size} "
                  f"process(es) = {cfg.train.batch_size} global; {self.iters_per_epoch} iterations per epoch, "
                  f"{self.total_iters} in all")
