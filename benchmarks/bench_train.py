@@ -42,6 +42,7 @@ from detkit.data.formats import build_dataset
 from detkit.data.loader import build_loader
 from detkit.engine.step_profile import StepProfiler
 from detkit.modeling.detector import build_detector
+from detkit.runtime.cpu import cpu_model, describe_cpu
 
 
 def model_builder(cfg, num_classes: int):
@@ -181,13 +182,15 @@ def main(argv=None) -> dict:
     infer = alternate(infer_steps, args.blocks, args.infer_images)
     result = {
         "config": args.config, "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "torchvision": torchvision.__version__, "machine": platform.machine(), "variants": names,
+        "torchvision": torchvision.__version__, "machine": platform.machine(), "cpu": describe_cpu(),
+        "variants": names,
         "train_img_per_s": {n: 1.0 / statistics.median(v) for n, v in train.items()},
         "infer_s_per_img": {n: statistics.median(v) for n, v in infer.items()},
         "train_blocks_s_per_img": train, "infer_blocks_s_per_img": infer, "ratios": [],
     }
+    # The ratio to torchvision depends on the CPU's bf16 path (AVX512-BF16 or AMX): say which CPU gave it.
     print(f"BCCD P1, torch {torch.__version__}, torchvision {torchvision.__version__}, "
-          f"{torch.get_num_threads()} threads, {args.blocks} blocks")
+          f"{torch.get_num_threads()} threads, {args.blocks} blocks; cpu: {result['cpu']}")
     print(f"{'variant':12s} {'train img/s':>12s} {'infer s/img':>12s}")
     for n in names:
         print(f"{n:12s} {result['train_img_per_s'][n]:12.3f} {result['infer_s_per_img'][n]:12.3f}")
@@ -204,7 +207,7 @@ def main(argv=None) -> dict:
             goal = "" if target is None else f"; target {'>=' if speed else '<='} {target} " \
                 f"{'met' if met else 'NOT met'}"
             print(f"{kind} {a} / {b}: {median:.2f}{'x' if speed else ''} "
-                  f"(blocks {min(ratios):.2f}..{max(ratios):.2f}{goal})")
+                  f"(blocks {min(ratios):.2f}..{max(ratios):.2f}{goal}) [{cpu_model()}]")
     if args.profile:
         result["profile"] = {}
         for v in variants.values():

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from typing import TYPE_CHECKING, Optional
 
@@ -23,6 +22,7 @@ import torch
 
 from detkit.anchors.report import run_anchor_summary
 from detkit.atomic_io import write_json_atomic
+from detkit.runtime.cpu import describe_cpu
 from detkit.version import __version__
 
 if TYPE_CHECKING:  # the trainer imports this module, not the other way round
@@ -37,18 +37,7 @@ def describe_device(device: torch.device) -> str:
     """The device in words: the GPU's name, or the CPU's model and the threads torch uses."""
     if device.type == "cuda":
         return f"{device}: {torch.cuda.get_device_name(device)}"
-    return f"cpu: {_cpu_model()}, {torch.get_num_threads()} threads"
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+    return f"cpu: {describe_cpu()}, {torch.get_num_threads()} threads"
 
 
 def _split_entry(dataset) -> dict:

@@ -30,6 +30,7 @@ from typing import Callable, Optional
 import torch
 
 from detkit.errors import ConfigError
+from detkit.runtime.cpu import cpu_flags
 
 __all__ = ["PRECISIONS", "Precision", "autocast_of", "cpu_bf16_missing", "resolve_precision"]
 
@@ -67,16 +68,8 @@ def autocast_of(precision: Optional[Precision]):
 
 
 def _cpu_flags() -> set:
-    """The CPU feature flags Linux reports (x86 'flags', ARM 'Features'); empty elsewhere."""
-    try:
-        with open("/proc/cpuinfo", "r", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return set(value.split())
-    except OSError:
-        pass
-    return set()
+    """The CPU feature flags (:func:`detkit.runtime.cpu.cpu_flags`); a seam the tests replace."""
+    return cpu_flags()
 
 
 def cpu_bf16_missing() -> Optional[str]:
