@@ -173,6 +173,14 @@ class RoIHeadConfig:
     detections_per_img: int = field(default=100, metadata={"gt": 0})
     min_size: float = field(default=1e-2, metadata={"min": 0.0})
     ignore_iof_thresh: Optional[float] = 0.5
+    # Cascade R-CNN (detkit/modeling/cascade_head.py): one stage per IoU threshold, rising in (0, 1), at
+    # least 2, e.g. [0.5, 0.6, 0.7]. Each stage has its own box head (the one configured above), its own
+    # class-agnostic box regression (class_agnostic is not read) and box_weights x its stage number, and
+    # assigns the previous stage's refined boxes at its threshold (fg_iou_thresh / bg_iou_thresh are not
+    # read). null or []: the single head.
+    cascade: Optional[List[float]] = None
+    # Loss weight of each cascade stage (one per threshold); null: 1, 0.5, 0.25, ... (halved per stage).
+    cascade_loss_weights: Optional[List[float]] = None
 
 
 @dataclass
@@ -372,6 +380,12 @@ class TrainConfig:
     # for evaluating them later on another split, e.g. a test-mAP-against-wall-time curve.
     keep_evaluated: bool = False
     max_iters: Optional[int] = None  # stop early after this many iterations (smoke runs)
+    # Train to a wall-time budget in minutes (set-up, training, evaluations, the final one): the trainer
+    # measures its speed over the first iterations and plans the epoch count (it replaces train.epochs;
+    # the LR schedule follows the planned length), re-planned after the first evaluation and kept on a
+    # resume (detkit/engine/hooks/time_budget.py). null = train.epochs. With max_iters too, max_iters wins:
+    # the run stops at that iteration even when the plan has more.
+    time_budget: Optional[float] = None
 
 
 @dataclass
@@ -696,6 +710,28 @@ def _check_positive_list(values: Sequence[float], key: str, length: Optional[int
             raise ConfigError(f"key '{key}[{i}]' = {v!r} must be > 0")
 
 
+def _check_cascade(thresholds: Optional[Sequence[float]], loss_weights: Optional[Sequence[float]]) -> None:
+    """model.roi_head.cascade: null / [] (single head) or >= 2 rising IoU thresholds in (0, 1); its loss weights."""
+    key = "model.roi_head.cascade"
+    if not thresholds:
+        if loss_weights is not None:
+            raise ConfigError(f"key 'model.roi_head.cascade_loss_weights' = {list(loss_weights)} weighs the stages "
+                              f"of a cascade, but {key} is not set; set {key} (e.g. [0.5, 0.6, 0.7]) or "
+                              f"cascade_loss_weights = null")
+        return
+    if len(thresholds) < 2:
+        raise ConfigError(f"key '{key}' = {list(thresholds)} needs at least 2 stages (one IoU threshold each, e.g. "
+                          f"[0.5, 0.6, 0.7]); use null for the single RoI head")
+    for i, iou in enumerate(thresholds):
+        if not 0.0 < iou < 1.0:
+            raise ConfigError(f"key '{key}[{i}]' = {iou!r} must be an IoU threshold in (0, 1), e.g. [0.5, 0.6, 0.7]")
+    if any(b <= a for a, b in zip(thresholds[:-1], thresholds[1:])):
+        raise ConfigError(f"key '{key}' = {list(thresholds)} must rise from stage to stage (each threshold above "
+                          f"the one before), e.g. [0.5, 0.6, 0.7]")
+    if loss_weights is not None:
+        _check_positive_list(loss_weights, "model.roi_head.cascade_loss_weights", len(thresholds))
+
+
 def validate(cfg: Config) -> None:
     """Reject out-of-range values and inconsistent combinations, naming the key and what is valid."""
     _check_field_ranges(cfg, "")
@@ -758,6 +794,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"key 'model.roi_head.conv_norm' = gn splits the conv channels into {GROUP_NORM_GROUPS} "
                           f"groups, so model.roi_head.conv_dim must be a multiple of {GROUP_NORM_GROUPS} "
                           f"(got {h.conv_dim}); or use conv_norm = bn or none")
+    _check_cascade(h.cascade, h.cascade_loss_weights)
     if h.fc_norm == "gn" and h.fc_dim % GROUP_NORM_GROUPS:
         raise ConfigError(f"key 'model.roi_head.fc_norm' = gn splits the FC features into {GROUP_NORM_GROUPS} "
                           f"groups, so model.roi_head.fc_dim must be a multiple of {GROUP_NORM_GROUPS} "
@@ -806,5 +843,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"key 'train.grad_clip' = {t.grad_clip} must be > 0 or null")
     if t.max_iters is not None and t.max_iters <= 0:
         raise ConfigError(f"key 'train.max_iters' = {t.max_iters} must be > 0 or null")
+    if t.time_budget is not None and not 0 < t.time_budget < math.inf:
+        raise ConfigError(f"key 'train.time_budget' = {t.time_budget} must be a number of minutes > 0, e.g. 30, "
+                          f"or null to train for train.epochs")
     if not (t.device == "cpu" or t.device == "cuda" or t.device.startswith("cuda:")):
         raise ConfigError(f"key 'train.device' = {t.device!r} is not valid; use 'cpu', 'cuda' or 'cuda:N'")

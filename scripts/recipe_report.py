@@ -1,7 +1,8 @@
 """Time to accuracy of training runs: each evaluation's mAP on a held-out split against wall time.
 
-A run trained with ``train.keep_evaluated: true`` (as ``configs/bccd_recipe.yaml`` does) keeps the
-weights of every evaluation as ``evaluated/epoch_NNN.pt``. This script evaluates each of them on
+A run trained with ``train.keep_evaluated=true`` (``configs/bccd_recipe.yaml`` sets it to false: pass
+it on the command line) keeps the weights of every evaluation as ``evaluated/epoch_NNN.pt``. This
+script evaluates each of them on
 ``--split`` (a split no choice was tuned on, e.g. BCCD's test), next to the validation mAP the run
 logged, and prints per run a Markdown table and the first evaluation that reaches ``--target``:
 

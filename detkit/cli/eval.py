@@ -34,8 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="first re-estimate the BatchNorm statistics over N training batches with the "
                              "checkpoint's weights (default 0: keep the checkpoint's statistics)")
     parser.add_argument("--trained-weights", action="store_true",
-                        help="for a checkpoint of a train.ema_decay run: evaluate the trained weights it saved "
-                             "as 'train_model' instead of their moving average (combine with --precise-bn)")
+                        help="for a train.ema_decay run's last.pt: evaluate the trained weights it saved as "
+                             "'train_model' instead of their moving average (best.pt keeps the average alone; "
+                             "combine with --precise-bn)")
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="autocast of the evaluation (default: the config's eval.precision, normally auto)")
     parser.add_argument("--quiet", action="store_true")

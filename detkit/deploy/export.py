@@ -24,7 +24,13 @@ import numpy as np
 import torch
 
 from detkit.atomic_io import check_writable_folder, write_json_atomic
-from detkit.deploy.export_graph import OUTPUT_NAMES, ExportableDetector, describe_unexportable, unexportable_settings
+from detkit.deploy.export_graph import (
+    CASCADE_UNEXPORTABLE,
+    OUTPUT_NAMES,
+    ExportableDetector,
+    describe_unexportable,
+    unexportable_settings,
+)
 from detkit.deploy.export_verify import Tolerances, compare_detections, split_map, summarise
 from detkit.deploy.exported_model import METADATA_KEY, TORCHSCRIPT_EXTRA, load_exported, require_onnx
 from detkit.errors import DetkitError, ExportError
@@ -79,6 +85,9 @@ def build_export_model(checkpoint: str, overrides: Sequence[str] = (),
     unexportable = unexportable_settings(test_hflip=cfg.model.test_hflip, nms_method=cfg.model.roi_head.nms_method,
                                          test_resize=cfg.data.test_resize,
                                          strides_from_size=cfg.model.anchors.strides_from_size)
+    if cfg.model.roi_head.cascade:
+        raise ExportError(f"'{checkpoint}' is a cascade model (model.roi_head.cascade = "
+                          f"{list(cfg.model.roi_head.cascade)}): {CASCADE_UNEXPORTABLE}")
     if unexportable:  # every such setting in one message: a user fixes them all in one go
         raise ExportError(f"'{checkpoint}' has {len(unexportable)} inference setting"
                           f"{'s' if len(unexportable) > 1 else ''} that the exported graph does not compute "

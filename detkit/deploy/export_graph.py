@@ -59,9 +59,13 @@ from detkit.ops.nms import offset_by_group
 from detkit.ops.score_order import topk_stable
 
 __all__ = ["ExportableDetector", "OUTPUT_NAMES", "cv2_linear_resize", "resize_for_detector", "UnexportableSetting",
-           "unexportable_settings", "describe_unexportable", "nms_threshold"]
+           "unexportable_settings", "describe_unexportable", "nms_threshold", "CASCADE_UNEXPORTABLE"]
 
 OUTPUT_NAMES = ("boxes", "scores", "labels")
+CASCADE_UNEXPORTABLE = ("the exported graph computes the single RoI head only, not the stages of a cascade "
+                        "(model.roi_head.cascade); run a cascade model with `detkit infer` or detkit.load_model, "
+                        "or, to export, train one without model.roi_head.cascade (it is the architecture, so no "
+                        "override of this checkpoint removes it)")
 
 
 class UnexportableSetting(NamedTuple):
@@ -246,6 +250,8 @@ class ExportableDetector(nn.Module):
             test_hflip=bool(getattr(detector, "test_hflip", False)), nms_method=roi.nms_method,
             test_resize="model" if getattr(detector, "test_resize", None) is not None else "pipeline",
             strides_from_size=rpn.anchor_generator.strides_from_size)
+        if hasattr(roi, "stages"):  # CascadeRoIHead: an architecture no override turns into the single head
+            raise ValueError(CASCADE_UNEXPORTABLE)
         if unexportable:
             raise ValueError("the detector has inference settings the exported graph does not compute:\n"
                              + describe_unexportable(unexportable))

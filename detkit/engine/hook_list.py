@@ -24,6 +24,8 @@ def build_hooks(trainer: "Trainer") -> List[H.Hook]:
     if cfg.model.anchors.mode == "learned" and cfg.model.anchors.online_warmup:
         hooks.append(H.OnlineAnchorsHook())
     hooks.append(H.ProgressHook(quiet=trainer.quiet))
+    if cfg.train.time_budget is not None:  # before precise BN and the evaluation: it times them
+        hooks.append(H.TimeBudgetHook(cfg.train.time_budget, cfg.train.epochs))
     # Precise BN (the statistics the evaluation uses and last.pt holds), then the evaluation.
     hooks += [H.PreciseBNHook(cfg.eval.precise_bn_batches), H.EvaluationHook(), H.BestCheckpointHook()]
     if cfg.train.keep_evaluated:

@@ -9,7 +9,8 @@ The schedule is a function of the iteration (stepped once per iteration): a line
 
 ``total_iters`` is ``epochs x iterations per epoch``. Extending a finished run with more epochs
 (``train.epochs`` raised on ``--resume``) recomputes the milestones from the new total: the LR
-follows the schedule the longer run would have had from the current iteration on.
+follows the schedule the longer run would have had from the current iteration on. A
+``train.time_budget`` plan changes the length while training the same way (:func:`resize_scheduler`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import nn
 
 from detkit.config import TrainConfig
 
-__all__ = ["build_optimizer", "lr_factor", "build_scheduler"]
+__all__ = ["build_optimizer", "lr_factor", "build_scheduler", "resize_scheduler"]
 
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 
@@ -66,3 +67,18 @@ def lr_factor(iteration: int, cfg: TrainConfig, total_iters: int) -> float:
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_iters: int):
     """A LambdaLR stepped once per iteration."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg, total_iters))
+
+
+def resize_scheduler(scheduler, optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_iters: int):
+    """``scheduler`` (from :func:`build_scheduler`) for a run of ``total_iters`` iterations, at the same position.
+
+    The LR follows the new length's schedule from the current iteration on: the warm-up (in iterations)
+    is unchanged, cosine and multistep milestones scale with the new length; the optimizer's LR is set
+    to the new schedule's value at the current iteration at once.
+    """
+    resized = build_scheduler(optimizer, cfg, total_iters)  # its first step sets the LR of iteration 0 ...
+    resized.load_state_dict(scheduler.state_dict())  # ... the position comes back ...
+    factor = lr_factor(resized.last_epoch, cfg, total_iters)
+    for group, base_lr in zip(optimizer.param_groups, resized.base_lrs):  # ... and with it the LR
+        group["lr"] = base_lr * factor
+    return resized

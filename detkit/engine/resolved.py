@@ -51,9 +51,13 @@ def write_run_split(data_cfg: DataConfig, out: str, train_set, val_set, log: Cal
     return path
 
 
-def resolved_config(cfg: Config, anchor_shapes: Optional[list], split_file: Optional[str]) -> Config:
-    """A copy of ``cfg`` with the run's resolved anchor shapes and split file filled in (``cfg`` is unchanged)."""
+def resolved_config(cfg: Config, anchor_shapes: Optional[list], split_file: Optional[str], *,
+                    epochs: Optional[int] = None) -> Config:
+    """A copy of ``cfg`` with the run's resolved anchor shapes and split file filled in (``cfg`` is unchanged),
+    and ``epochs`` as train.epochs when given (the epoch count a train.time_budget plan chose)."""
     values: dict = {"model.anchors.shapes": anchor_shapes}
+    if epochs is not None:
+        values["train.epochs"] = epochs
     if split_file is not None:
         values["data.auto_split.file"] = split_file
     return replace_values(cfg, values)

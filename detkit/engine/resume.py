@@ -28,6 +28,9 @@ def run_state(trainer: "Trainer", epoch: int) -> dict:
         # What train.precision / eval.precision resolved to on this machine ("auto" stays in the config).
         "precision": {"train": trainer.precision.name, "eval": trainer.eval_precision.name},
     }
+    if trainer.cfg.train.time_budget is not None:  # a resume keeps the budget, the time spent and the plan
+        state["time_budget"] = {"budget_s": trainer.cfg.train.time_budget * 60.0,
+                                "spent_s": trainer.seconds_spent(), "epochs": trainer.epochs}
     for hook in trainer.hooks:
         state.update(hook.checkpoint_state(trainer))
     return state
@@ -35,7 +38,8 @@ def run_state(trainer: "Trainer", epoch: int) -> dict:
 
 def restore_run(trainer: "Trainer", ckpt: dict) -> None:
     """Put a run back where ``ckpt`` (its last.pt) left it: weights, optimizer, schedule, loss scale,
-    iteration, best value, RNG states, then each hook's own state."""
+    iteration, best value, RNG states, a train.time_budget's time spent and planned epochs, then each hook's
+    own state."""
     # With a moving average, "model" holds the average and "train_model" the trained weights.
     load_weights(trainer.bare_model, ckpt.get("train_model", ckpt["model"]), trainer.paths["last.pt"])
     if "train_model" in ckpt and trainer.eval_model is trainer.bare_model:
@@ -49,6 +53,10 @@ def restore_run(trainer: "Trainer", ckpt: dict) -> None:
     trainer.epoch = trainer.start_epoch
     trainer.best_value = ckpt.get("best", {}).get("value")
     restore_rng_states(ckpt.get("rng", {}), trainer.bare_model)
+    budget = ckpt.get("time_budget")
+    if budget and trainer.cfg.train.time_budget is not None:  # the time-budget hook checks the plan still fits
+        trainer.spent_before = float(budget["spent_s"])
+        trainer.set_epochs(int(budget["epochs"]), write_config=False)  # set-up writes config.yaml next
     trainer.last_good_checkpoint = trainer.paths["last.pt"]
     for hook in trainer.hooks:
         hook.load_checkpoint(trainer, ckpt)

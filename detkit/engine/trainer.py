@@ -29,10 +29,10 @@ from detkit.data.formats import build_dataset
 from detkit.data.loader import build_loader
 from detkit.engine import hooks as H
 from detkit.engine.hook_list import build_hooks
-from detkit.engine.optim import build_optimizer, build_scheduler
+from detkit.engine.optim import build_optimizer, build_scheduler, resize_scheduler
 from detkit.engine.resolved import resolved_config, run_anchor_shapes, write_run_split
 from detkit.engine.resume import restore_run, run_state
-from detkit.engine.run_folder import checkpoint_bytes, prepare_run_folder
+from detkit.engine.run_folder import checkpoint_bytes, prepare_run_folder, run_folder_summary
 from detkit.engine.setup_record import SETUP_FILE_NAME, write_setup_record
 from detkit.modeling.detector import build_detector
 from detkit.runtime import distributed as dist
@@ -63,6 +63,9 @@ class Trainer:
                                      local_rank=self.ctx.local_rank if self.ctx.distributed else None)
         dist.check_norm_for_device(cfg.model.backbone.norm, self.device, cfg.model.backbone.fpn_norm)
         self.iteration = self.start_epoch = self.epoch = 0
+        self.epochs = cfg.train.epochs  # the run's length: train.epochs, or a train.time_budget plan
+        # The wall-time clock of train.time_budget: this session's start, and what earlier sessions spent.
+        self.started, self.spent_before = time.perf_counter(), 0.0
         self.best_value: Optional[float] = None
         self.last_good_checkpoint: Optional[str] = None
         self.metrics: Optional[dict] = None  # the latest evaluation ({} on ranks other than 0)
@@ -107,7 +110,7 @@ class Trainer:
         self.train_loader = build_loader(cfg, "train", dataset=self.train_set, distributed=self.ctx.distributed,
                                          pin_memory=self.device.type == "cuda")
         self.iters_per_epoch = len(self.train_loader)
-        self.total_iters = cfg.train.epochs * self.iters_per_epoch
+        self.total_iters = self.epochs * self.iters_per_epoch
         self.scheduler = build_scheduler(self.optimizer, cfg.train, self.total_iters)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.uses_grad_scaler)
         self.log(f"precision: training {self.precision.name}, evaluation {self.eval_precision.name}; "
@@ -130,8 +133,21 @@ class Trainer:
                  f"{self.total_iters} in all")
 
     def resolved_config(self) -> Config:
-        """The run's config with what it resolved (anchor shapes, split file) filled in: config.yaml's content."""
-        return resolved_config(self.cfg, self.anchor_shapes, self.split_file)
+        """The run's config with what it resolved (anchor shapes, split file, a time-budget plan's epoch
+        count) filled in: config.yaml's content."""
+        return resolved_config(self.cfg, self.anchor_shapes, self.split_file, epochs=self.epochs)
+
+    def set_epochs(self, epochs: int, *, write_config: bool = True) -> None:
+        """Train for ``epochs`` epochs in all (a train.time_budget plan: :mod:`detkit.engine.hooks.time_budget`):
+        the LR schedule is rebuilt for the new length at the current iteration, config.yaml records it."""
+        self.epochs, self.total_iters = epochs, epochs * self.iters_per_epoch
+        self.scheduler = resize_scheduler(self.scheduler, self.optimizer, self.cfg.train, self.total_iters)
+        if write_config and self.ctx.is_main:
+            save_config(self.resolved_config(), self.paths["config.yaml"])
+
+    def seconds_spent(self) -> float:
+        """The run's wall time so far: this session from set-up on, plus earlier sessions (up to their checkpoint)."""
+        return self.spent_before + time.perf_counter() - self.started
 
     def checkpoint_state(self, epoch: int) -> dict:
         """Everything a resume needs, and what evaluation and inference read (``model``: the evaluated weights)."""
@@ -143,20 +159,28 @@ class Trainer:
             getattr(hook, point)(self, *args)
 
     def run(self) -> dict:
-        """Train for ``train.epochs`` (or until ``train.max_iters``), evaluate, plot; return eval metrics."""
-        started = time.perf_counter()
+        """Train for ``train.epochs`` (or a ``train.time_budget`` plan; stopped by ``train.max_iters``), evaluate,
+        plot; return eval metrics."""
+        self.started = started = time.perf_counter()
         self.setup()
         self.broadcast("before_train")
-        for self.epoch in range(self.start_epoch, self.cfg.train.epochs):
+        epoch = self.start_epoch
+        while epoch < self.epochs:  # a time-budget plan may change self.epochs while training
+            self.epoch = epoch
             end = self._train_epoch(self.epoch)
             self.stopped_early = end.stopped_early
             self.broadcast("after_epoch", end)
             if end.stopped_early:
                 break
+            epoch += 1
         self.broadcast("after_train")
         # The budget a user sets is wall time: set-up (data scan, anchor fit), training and evaluations.
         minutes = (time.perf_counter() - started) / 60
         self.log(f"wall time {minutes:.2f} min (this session: set-up, training, evaluations); outputs in {self.out}")
+        self.log(run_folder_summary(self.out))  # what the run leaves on disk (best.pt: weights only)
+        if self.cfg.train.time_budget is not None:
+            self.log(f"time budget: {self.seconds_spent() / 60:.2f} of {self.cfg.train.time_budget:.1f} min used "
+                     f"(all sessions), {self.epochs} epochs")
         return self.metrics
 
     def _train_epoch(self, epoch: int) -> H.EpochEnd:
@@ -179,7 +203,7 @@ class Trainer:
             self.broadcast("after_step", H.StepInfo(epoch=epoch + 1, iteration=self.iteration, losses=losses,
                                                     lr=self.optimizer.param_groups[0]["lr"], img_per_s=rate))
         stopped = self.iteration >= max_iters and self.iteration < (epoch + 1) * self.iters_per_epoch
-        last = epoch + 1 == cfg.train.epochs
+        last = epoch + 1 == self.epochs
         seconds = time.perf_counter() - tic
         return H.EpochEnd(index=epoch, completed=epoch if stopped else epoch + 1, stopped_early=stopped,
                           evaluate=not stopped and (last or bool(cfg.train.eval_every and

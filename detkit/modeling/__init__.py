@@ -7,6 +7,7 @@
     codec.py      BoxCoder (box <-> offset encoding)
     rpn.py        RPNHead, RegionProposalNetwork
     roi_head.py   MultiLevelRoIAlign, FCHead, ConvFCHead, BoxPredictor, RoIHead
+    cascade_head.py  CascadeRoIHead (Cascade R-CNN: RoIHead stages at rising IoU thresholds)
     detector.py   Detector and build_detector(cfg, num_classes), which wires them from a config
 
 Names are imported on first use (``from detkit.modeling import RoIHead``), so importing one
@@ -21,7 +22,7 @@ _LAZY = {
     "MaxIoUAssigner": "assigner", "BalancedSampler": "sampler", "SamplingRNG": "sampler", "BoxCoder": "codec",
     "RPNHead": "rpn", "RegionProposalNetwork": "rpn",
     "MultiLevelRoIAlign": "roi_head", "FCHead": "roi_head", "ConvFCHead": "roi_head",
-    "BoxPredictor": "roi_head", "RoIHead": "roi_head",
+    "BoxPredictor": "roi_head", "RoIHead": "roi_head", "CascadeRoIHead": "cascade_head",
     "Detector": "detector", "build_detector": "detector",
 }
 

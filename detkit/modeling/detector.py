@@ -26,6 +26,7 @@ from detkit.errors import ConfigError
 from detkit.modeling.anchors import AnchorGenerator, resolve_anchor_shapes
 from detkit.modeling.assigner import MaxIoUAssigner
 from detkit.modeling.backbone import Backbone, load_backbone_weights
+from detkit.modeling.cascade_head import CascadeRoIHead, default_stage_loss_weights, stage_box_weights
 from detkit.modeling.codec import BoxCoder
 from detkit.modeling.roi_head import BoxPredictor, ConvFCHead, FCHead, MultiLevelRoIAlign, RoIHead
 from detkit.modeling.rpn import RegionProposalNetwork, RPNHead
@@ -44,7 +45,8 @@ class Detector(nn.Module):
     Args:
         backbone: Backbone (feature maps by name, ``feature_names`` finest first).
         rpn: RegionProposalNetwork over ``backbone.feature_names``.
-        roi_head: RoIHead pooling from ``backbone.pool_names``.
+        roi_head: RoIHead pooling from ``backbone.pool_names``, or a CascadeRoIHead (its losses are
+            ``loss_roi_cls_s{t}`` / ``loss_roi_reg_s{t}`` per stage t instead of the two RoI losses).
         pixel_mean, pixel_std: per-channel RGB statistics of images scaled to [0, 1].
         size_divisible: padded sides are rounded up to a multiple of this.
         test_hflip: in eval, average each image's detections with its mirror image's
@@ -55,7 +57,7 @@ class Detector(nn.Module):
             pixels of the images it was given. None (default): images come resized by the data pipeline.
     """
 
-    def __init__(self, *, backbone: Backbone, rpn: RegionProposalNetwork, roi_head: RoIHead,
+    def __init__(self, *, backbone: Backbone, rpn: RegionProposalNetwork, roi_head: Union[RoIHead, CascadeRoIHead],
                  pixel_mean: Sequence[float], pixel_std: Sequence[float], size_divisible: int = 32,
                  test_hflip: bool = False, test_resize: Optional[Tuple[float, float]] = None) -> None:
         super().__init__()
@@ -165,7 +167,7 @@ class Detector(nn.Module):
         features = self.backbone(batch)  # name -> Tensor[2B, C, H, W]
         own = {name: f[:num] for name, f in features.items()}
         proposals, rpn_losses = self.rpn(list(own.values()), image_sizes, targets)
-        roi_losses = self.roi_head.losses_of(own, proposals, targets) if targets is not None else {}
+        roi_losses = self.roi_head.losses_of(own, proposals, targets, image_sizes) if targets is not None else {}
         detections = self.roi_head.postprocess_hflip(features, proposals, image_sizes)
         if orig_sizes is not None:
             detections = self.rescale(detections, image_sizes, orig_sizes)
@@ -289,6 +291,30 @@ def build_detector(cfg, num_classes: int, anchor_shapes=None, *, log: Callable[[
 
     h = m.roi_head
     pool_strides = [backbone.strides[backbone.feature_names.index(n)] for n in backbone.pool_names]
+    roi_pool = MultiLevelRoIAlign(featmap_names=backbone.pool_names, strides=pool_strides, output_size=h.pool_size,
+                                  sampling_ratio=h.sampling_ratio, aligned=h.aligned, kernel=m.kernels)
+
+    if h.cascade:  # Cascade R-CNN: one class-agnostic stage per IoU threshold (detkit/modeling/cascade_head.py)
+        stages = [_roi_head(cfg, backbone, roi_pool, num_classes, fg_iou=iou, bg_iou=iou,
+                            box_weights=stage_box_weights(h.box_weights, t + 1), class_agnostic=True,
+                            seed=cfg.train.seed + 1 + t) for t, iou in enumerate(h.cascade)]
+        roi_head = CascadeRoIHead(stages=stages, stage_loss_weights=h.cascade_loss_weights
+                                  or default_stage_loss_weights(len(stages)))
+    else:
+        roi_head = _roi_head(cfg, backbone, roi_pool, num_classes, fg_iou=h.fg_iou_thresh, bg_iou=h.bg_iou_thresh,
+                             box_weights=h.box_weights, class_agnostic=h.class_agnostic, seed=cfg.train.seed + 1)
+
+    detector = Detector(backbone=backbone, rpn=rpn, roi_head=roi_head, pixel_mean=m.pixel_mean,
+                        pixel_std=m.pixel_std, size_divisible=m.size_divisible, test_hflip=m.test_hflip,
+                        test_resize=_model_test_resize(cfg.data))
+    return detector.set_memory_format(m.memory_format)
+
+
+def _roi_head(cfg, backbone: Backbone, roi_pool: MultiLevelRoIAlign, num_classes: int, *, fg_iou: float,
+              bg_iou: float, box_weights: Sequence[float], class_agnostic: bool, seed: int) -> RoIHead:
+    """One RoIHead (the single head, or one cascade stage) with its own box head and predictor, from
+    cfg.model.roi_head but for the given assignment thresholds, box coder weights, regression and seed."""
+    m, h = cfg.model, cfg.model.roi_head
     if h.num_conv > 0:
         box_head = ConvFCHead(in_channels=backbone.out_channels, pool_size=h.pool_size, num_conv=h.num_conv,
                               conv_dim=h.conv_dim, conv_norm=h.conv_norm, num_fc=h.num_fc, fc_dim=h.fc_dim,
@@ -296,25 +322,17 @@ def build_detector(cfg, num_classes: int, anchor_shapes=None, *, log: Callable[[
     else:
         box_head = FCHead(in_channels=backbone.out_channels, pool_size=h.pool_size, num_fc=h.num_fc,
                           fc_dim=h.fc_dim, norm=h.fc_norm)
-    roi_head = RoIHead(
-        roi_pool=MultiLevelRoIAlign(featmap_names=backbone.pool_names, strides=pool_strides,
-                                    output_size=h.pool_size, sampling_ratio=h.sampling_ratio, aligned=h.aligned,
-                                    kernel=m.kernels),
-        box_head=box_head,
+    return RoIHead(
+        roi_pool=roi_pool, box_head=box_head,
         predictor=BoxPredictor(in_features=box_head.out_features, num_classes=num_classes,
-                               class_agnostic=h.class_agnostic),
-        assigner=MaxIoUAssigner(pos_iou_thr=h.fg_iou_thresh, neg_iou_thr=h.bg_iou_thresh,
+                               class_agnostic=class_agnostic),
+        assigner=MaxIoUAssigner(pos_iou_thr=fg_iou, neg_iou_thr=bg_iou,
                                 allow_low_quality_matches=False, ignore_iof_thr=h.ignore_iof_thresh),
         sampler=BalancedSampler(batch_size_per_image=h.batch_size_per_image, positive_fraction=h.positive_fraction),
-        box_coder=BoxCoder(weights=tuple(h.box_weights), clamp=h.delta_clamp),
+        box_coder=BoxCoder(weights=tuple(box_weights), clamp=h.delta_clamp),
         score_thresh=h.score_thresh, nms_thresh=h.nms_thresh, nms_method=h.nms_method,
         soft_nms_sigma=h.soft_nms_sigma, detections_per_img=h.detections_per_img,
-        min_size=h.min_size, smooth_l1_beta=h.smooth_l1_beta, seed=cfg.train.seed + 1, kernels=m.kernels)
-
-    detector = Detector(backbone=backbone, rpn=rpn, roi_head=roi_head, pixel_mean=m.pixel_mean,
-                        pixel_std=m.pixel_std, size_divisible=m.size_divisible, test_hflip=m.test_hflip,
-                        test_resize=_model_test_resize(cfg.data))
-    return detector.set_memory_format(m.memory_format)
+        min_size=h.min_size, smooth_l1_beta=h.smooth_l1_beta, seed=seed, kernels=m.kernels)
 
 
 def _model_test_resize(data_cfg) -> Optional[Tuple[float, float]]:

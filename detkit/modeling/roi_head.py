@@ -284,9 +284,11 @@ class RoIHead(nn.Module):
         return self.postprocess(logits, deltas, proposals, image_sizes), losses
 
     def losses_of(self, features: Dict[str, Tensor], proposals: Sequence[Tensor],
-                  targets: Sequence[Dict[str, Tensor]]) -> Dict[str, Tensor]:
+                  targets: Sequence[Dict[str, Tensor]],
+                  image_sizes: Optional[Sequence[Tuple[int, int]]] = None) -> Dict[str, Tensor]:
         """The two losses over RoIs sampled from the proposals and ground truth (a fresh sampling
-        generator in eval, so that validation losses repeat)."""
+        generator in eval, so that validation losses repeat). ``image_sizes`` is not needed here
+        (CascadeRoIHead.losses_of clips its refined boxes to them)."""
         device = proposals[0].device if len(proposals) else features[self.roi_pool.featmap_names[0]].device
         generator = self.rng.on(device) if self.training else self.rng.fresh(device)
         rois, labels, pos_rows, reg_targets = self.sample_targets(proposals, targets, generator)
@@ -361,6 +363,16 @@ class RoIHead(nn.Module):
             rows, cols, s = self._above_threshold(sc)
             boxes = self.box_coder.decode(dl[rows, self._delta_slot(cols, dl)], props[rows])  # (n, 4)
             results.append(self._finish(boxes, s, cols, size))
+        return results
+
+    def select(self, scores: Tensor, boxes: Tensor, counts: Sequence[int],
+               image_sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, Tensor]]:
+        """:meth:`postprocess` for boxes already decoded, one per RoI (CascadeRoIHead's): scores Tensor[R, K]
+        (background dropped), boxes Tensor[R, 4], counts: B x R_i -> B x dict(boxes, scores, labels)."""
+        results = []
+        for sc, bx, size in zip(scores.split(list(counts)), boxes.split(list(counts)), image_sizes):
+            rows, cols, s = self._above_threshold(sc)
+            results.append(self._finish(bx[rows], s, cols, size))
         return results
 
     def postprocess_hflip(self, features: Dict[str, Tensor], proposals: Sequence[Tensor],

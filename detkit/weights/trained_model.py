@@ -51,6 +51,10 @@ def load_trained_model(checkpoint_path: str, device: torch.device = torch.device
         return load_torchvision_detector(source, device, overrides)
     ckpt = raw
     if weights not in ckpt:
+        if "optimizer" not in ckpt:  # best.pt or evaluated/epoch_NNN.pt: the evaluated weights alone
+            raise CheckpointError(f"checkpoint '{checkpoint_path}' has no '{weights}' weights: it keeps the "
+                                  f"evaluated 'model' alone, as best.pt does; a train.ema_decay run's trained "
+                                  f"weights are in its last.pt")
         raise CheckpointError(f"checkpoint '{checkpoint_path}' has no '{weights}' weights: only a run with "
                               f"train.ema_decay saves its trained weights apart from the evaluated 'model' "
                               f"(here 'model' already holds the trained weights)")

@@ -27,12 +27,21 @@ import torch
 from detkit.atomic_io import write_json_atomic
 from detkit.errors import CheckpointError, ConfigError
 
-__all__ = ["TransferReport", "transfer_weights", "write_transfer_report", "PREDICTOR_KEYS", "normalise_class_name"]
+__all__ = ["TransferReport", "transfer_weights", "write_transfer_report", "PREDICTOR_KEYS", "normalise_class_name",
+           "is_predictor_key"]
 
 CLS_SCORE = "roi_head.predictor.cls_score"
 BBOX_PRED = "roi_head.predictor.bbox_pred"
 PREDICTOR_KEYS = tuple(f"{layer}.{kind}" for layer in (CLS_SCORE, BBOX_PRED) for kind in ("weight", "bias"))
 BACKBONE_PREFIX = "backbone."
+# The predictor tensors of a head's stages (Cascade R-CNN: roi_head.stages.{t}.predictor.*), whose rows are
+# per class too.
+_PREDICTOR_SUFFIXES = tuple(key[len("roi_head."):] for key in PREDICTOR_KEYS)
+
+
+def is_predictor_key(key: str) -> bool:
+    """Whether ``key`` is a box predictor tensor (rows per class): the head's, or one of its stages'."""
+    return key in PREDICTOR_KEYS or (key.startswith("roi_head.stages.") and key.endswith(_PREDICTOR_SUFFIXES))
 # Placeholder names in torchvision's COCO category list (the ids COCO skips): never a class to match.
 _PLACEHOLDERS = {"n/a", "__background__"}
 _NAMED = 3  # tensors named per detail line; the rest are counted
@@ -202,7 +211,7 @@ def transfer_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
                               f"the weights are of another backbone (model.backbone.depth, features, fpn_channels?)")
 
     for key, value in own.items():
-        if key in PREDICTOR_KEYS or key not in state:
+        if is_predictor_key(key) or key not in state:
             continue
         if state[key].shape == value.shape:
             new_state[key].copy_(state[key])
@@ -222,14 +231,10 @@ def transfer_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
 
 def _transfer_predictor(own, state, new_state, report: TransferReport, source_classes, target_classes,
                         class_map, *, target_agnostic: Optional[bool]) -> None:
-    keys = [k for k in PREDICTOR_KEYS if k in own and k in state]
+    keys = [k for k in own if is_predictor_key(k) and k in state]
     num_target = len(target_classes)
-    if f"{CLS_SCORE}.weight" in state:
-        num_source = state[f"{CLS_SCORE}.weight"].shape[0] - 1
-    elif f"{CLS_SCORE}.bias" in state:
-        num_source = state[f"{CLS_SCORE}.bias"].shape[0] - 1
-    else:
-        num_source = None
+    class_rows = [k for k in state if is_predictor_key(k) and ".cls_score." in k]
+    num_source = state[class_rows[0]].shape[0] - 1 if class_rows else None
     if source_classes is not None and num_source is not None and len(source_classes) != num_source:
         raise CheckpointError(f"{report.source}: the weights name {len(source_classes)} classes but their box "
                               f"predictor has {num_source} class rows")
@@ -250,19 +255,20 @@ def _transfer_predictor(own, state, new_state, report: TransferReport, source_cl
     report.classes_matched = {target_classes[t]: (source_classes[s] if source_classes else target_classes[t])
                               for t, s in pairs}
     report.classes_new = [name for t, name in enumerate(target_classes) if t not in {p[0] for p in pairs}]
-    if target_agnostic is None:
+    if target_agnostic is None and f"{BBOX_PRED}.weight" in own:
         target_agnostic = own[f"{BBOX_PRED}.weight"].shape[0] == 4 and num_target != 1
-    source_box_rows = state[f"{BBOX_PRED}.bias"].shape[0] if f"{BBOX_PRED}.bias" in state else None
-    source_agnostic = source_box_rows == 4 and num_source != 1
 
     for key in keys:
         src, dst = state[key], new_state[key]
         if src.shape[1:] != dst.shape[1:]:  # another feature size: nothing to copy row by row
             report.fresh.append((key, _shape(src), _shape(dst)))
             continue
-        if key.startswith(CLS_SCORE):
+        # A cascade stage's box deltas are class-agnostic when they have 4 rows (and more than one class).
+        key_agnostic = target_agnostic if key in PREDICTOR_KEYS else (dst.shape[0] == 4 and num_target != 1)
+        source_agnostic = src.shape[0] == 4 and num_source != 1
+        if ".cls_score." in key:
             rows = [(0, 0)] + [(1 + t, 1 + s) for t, s in pairs]
-        elif target_agnostic:
+        elif key_agnostic:
             if not source_agnostic:  # per-class box deltas have no class-agnostic counterpart
                 report.fresh.append((key, _shape(src), _shape(dst)))
                 continue

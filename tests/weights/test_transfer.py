@@ -184,3 +184,22 @@ def test_the_report_is_written_as_json(tmp_path):
     assert data["summary"] == report.summary()
     assert data["classes_matched"] == {"b": "b", "a": "a"} and data["classes_new"] == ["c"]
     assert data["counts"]["total"] == report.total and data["counts"]["transferred"] == report.total
+
+
+def test_cascade_stage_predictors_transfer_their_class_rows_by_name():
+    cascade = {"model.roi_head.cascade": [0.5, 0.6]}
+    source = randomised(make(3, **cascade), seed=1)  # person, dog, cat
+    model = make(3, seed=2, **cascade)  # dog, raccoon, person
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = transfer_weights(model, source, source_classes=["person", "dog", "cat"],
+                              target_classes=["dog", "raccoon", "person"], source="src.pt")
+    after = model.state_dict()
+    stage_cls = [k for k in after if k.startswith("roi_head.stages.") and ".predictor.cls_score." in k]
+    assert len(stage_cls) == 4  # weight and bias of two stages
+    for key in stage_cls:
+        assert torch.equal(after[key][0], source[key][0])  # background
+        assert torch.equal(after[key][1], source[key][2]) and torch.equal(after[key][3], source[key][1])
+        assert torch.equal(after[key][2], before[key][2])  # raccoon: new
+    for key in (k for k in after if ".predictor.bbox_pred." in k):  # class-agnostic deltas: copied whole
+        assert torch.equal(after[key], source[key]), key
+    assert report.classes_new == ["raccoon"] and not report.missing

@@ -11,6 +11,7 @@
     records.py         the logged records, shared by the sinks below
     metrics_jsonl.py   MetricsLogHook: metrics.jsonl
     tensorboard.py     TensorBoardHook: event files (output.tensorboard)
+    time_budget.py     TimeBudgetHook: the epoch count planned to fit train.time_budget
     plots.py           PlotsHook: plots/*.png
 
 Which hooks a run has, and in what order, is decided in one place:
@@ -27,11 +28,12 @@ from detkit.engine.hooks.online_anchors import OnlineAnchorsHook
 from detkit.engine.hooks.plots import PlotsHook
 from detkit.engine.hooks.progress import ProgressHook
 from detkit.engine.hooks.tensorboard import TensorBoardHook
+from detkit.engine.hooks.time_budget import TimeBudgetHook
 
 __all__ = [
     "Hook", "StepInfo", "StepLosses", "EpochEnd", "Evaluation", "NaNGuardHook", "EMAHook", "OnlineAnchorsHook",
     "ProgressHook",
     "PreciseBNHook", "EvaluationHook", "LastCheckpointHook", "BestCheckpointHook",
     "EvaluatedWeightsHook", "MetricsLogHook",
-    "TensorBoardHook", "PlotsHook",
+    "TensorBoardHook", "PlotsHook", "TimeBudgetHook",
 ]

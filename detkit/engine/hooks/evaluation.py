@@ -88,7 +88,7 @@ class EvaluationHook(Hook):
 
     def after_train(self, trainer) -> None:
         if needs_final_evaluation(trainer):
-            self.evaluate(trainer, min(trainer.epoch + 1, trainer.cfg.train.epochs))
+            self.evaluate(trainer, min(trainer.epoch + 1, trainer.epochs))
         if not trainer.ctx.is_main:
             return
         write_json(trainer.metrics, trainer.paths["eval.json"])

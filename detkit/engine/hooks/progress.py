@@ -19,7 +19,7 @@ class ProgressHook(Hook):
         self.bar = None
 
     def before_epoch(self, trainer, epoch: int) -> None:
-        self.bar = tqdm(total=len(trainer.train_loader), desc=f"epoch {epoch + 1}/{trainer.cfg.train.epochs}",
+        self.bar = tqdm(total=len(trainer.train_loader), desc=f"epoch {epoch + 1}/{trainer.epochs}",
                         leave=False, disable=self.quiet or not trainer.ctx.is_main or not sys.stderr.isatty())
 
     def after_step(self, trainer, step: StepInfo) -> None:
@@ -34,5 +34,5 @@ class ProgressHook(Hook):
     def after_epoch(self, trainer, end: EpochEnd) -> None:
         self.bar.close()
         if not end.stopped_early:
-            trainer.log(f"epoch {end.index + 1}/{trainer.cfg.train.epochs}: iteration {trainer.iteration}, "
+            trainer.log(f"epoch {end.index + 1}/{trainer.epochs}: iteration {trainer.iteration}, "
                         f"{end.img_per_s:.2f} img/s")

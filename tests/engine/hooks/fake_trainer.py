@@ -18,7 +18,7 @@ def fake_trainer(tmp_path, *overrides, **attributes):
         paths={n: f"{out}/{n}" for n in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "eval.json",
                                           "detections.json")},
         device=torch.device("cpu"), eval_precision=None, iteration=0, epoch=0, total_iters=100, best_value=None,
-        last_good_checkpoint=None, metrics=None, stopped_early=False, classes=["a", "b"],
+        last_good_checkpoint=None, metrics=None, stopped_early=False, classes=["a", "b"], epochs=cfg.train.epochs,
     )
     trainer.broadcasts = []
     trainer.broadcast = lambda point, *args: trainer.broadcasts.append((point, *args))

@@ -11,7 +11,8 @@ from tests.engine.hooks.fake_trainer import epoch_end, fake_trainer
 
 def _trainer(tmp_path):
     def state(epoch):
-        return {"model": {"w": torch.ones(2)}, "config": {}, "classes": ["a"], "anchor_shapes": [], "epoch": epoch}
+        return {"model": {"w": torch.ones(2)}, "config": {}, "classes": ["a"], "anchor_shapes": [], "epoch": epoch,
+                "optimizer": {"state": {}}, "train_model": {"w": torch.zeros(2)}}
 
     return fake_trainer(tmp_path, checkpoint_state=state)
 
@@ -42,3 +43,6 @@ def test_best_checkpoint_on_improvement_and_as_a_fallback(tmp_path):
     assert load_checkpoint(trainer.paths["best.pt"])["epoch"] == trainer.cfg.train.epochs
     hook.after_evaluation(trainer, Evaluation(epoch=2, iteration=8, metrics={}, results=[], improved=True))
     assert load_checkpoint(trainer.paths["best.pt"])["epoch"] == 2
+    # best.pt (issue 40): the evaluated weights alone; last.pt the full state --resume reads.
+    assert not {"optimizer", "train_model"} & set(load_checkpoint(trainer.paths["best.pt"]))
+    assert {"optimizer", "train_model"} <= set(load_checkpoint(trainer.paths["last.pt"]))
