@@ -72,7 +72,7 @@ def _metric_rows(run_a: RunContents, run_b: RunContents) -> tuple:
         return {name: v.get("AP") for name, v in ((run.eval_metrics or {}).get("per_class") or {}).items()}
 
     def row(name, a, b):
-        return (name, a, b, (b - a) if a is not None and b is not None else None)
+        return (name, a, b, round(b - a, 3) if a is not None and b is not None else None)  # no '-0.000'
 
     coco_rows = [row(n, coco(run_a).get(n), coco(run_b).get(n)) for n in COCO_METRIC_NAMES
                  if n in coco(run_a) or n in coco(run_b)]
