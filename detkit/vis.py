@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
-__all__ = ["class_colour", "caption_origin", "draw_detections", "drawing_style", "drawing_scale",
+__all__ = ["class_colour", "caption_origin", "draw_caption", "draw_detections", "drawing_style", "drawing_scale",
            "DEFAULT_DRAW_THRESHOLD", "MIN_DRAW_SIDE", "plot_loss_curves", "plot_lr_curve", "plot_pr_curves",
            "plot_confusion_matrix", "write_training_plots"]
 
@@ -76,6 +76,17 @@ def caption_origin(box: tuple, size: tuple, canvas: tuple) -> tuple:
     return left, top
 
 
+def draw_caption(draw: ImageDraw.ImageDraw, box: tuple, text: str, colour: tuple, font, canvas_size: tuple) -> None:
+    """``text`` on a ``colour`` band at ``box`` (x1, y1, x2, y2), placed by :func:`caption_origin` so it
+    stays inside a ``canvas_size`` (W, H) canvas; black or white text, whichever reads on the band."""
+    ascent, descent = font.getmetrics()
+    pad = max(1, int(font.size) // 6)
+    size = (draw.textlength(text, font=font) + 2 * pad, ascent + descent + pad)
+    left, top = caption_origin(box, size, canvas_size)
+    draw.rectangle([left, top, left + size[0] - 1, top + size[1] - 1], fill=colour)
+    draw.text((left + pad, top), text, fill=_text_colour(colour), font=font)
+
+
 def _caption(label: int, score: Optional[float], class_names: Sequence[str]) -> str:
     name = class_names[int(label) - 1] if 0 < int(label) <= len(class_names) else str(int(label))
     return name if score is None else f"{name} {float(score):.2f}"
@@ -108,8 +119,6 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, labels: Sequence[int],
     draw = ImageDraw.Draw(canvas)
     font_size, width = drawing_style(*canvas.size)
     font = ImageFont.load_default(size=font_size)
-    ascent, descent = font.getmetrics()
-    pad = max(1, font_size // 6)
     for d in order:
         score = None if scores is None else float(scores[d])
         if score is not None and min_score is not None and score < min_score:
@@ -117,11 +126,7 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, labels: Sequence[int],
         colour = class_colour(labels[d])
         x1, y1, x2, y2 = (float(v) for v in boxes[d])
         draw.rectangle([x1, y1, max(x1, x2), max(y1, y2)], outline=colour, width=width)
-        caption = _caption(labels[d], score, class_names)
-        size = (draw.textlength(caption, font=font) + 2 * pad, ascent + descent + pad)
-        left, top = caption_origin((x1, y1, x2, y2), size, canvas.size)
-        draw.rectangle([left, top, left + size[0] - 1, top + size[1] - 1], fill=colour)
-        draw.text((left + pad, top), caption, fill=_text_colour(colour), font=font)
+        draw_caption(draw, (x1, y1, x2, y2), _caption(labels[d], score, class_names), colour, font, canvas.size)
     return canvas
 
 

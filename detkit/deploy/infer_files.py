@@ -21,6 +21,7 @@ from tqdm import tqdm
 from detkit.config import Config
 from detkit.data.image_io import IMAGE_EXTENSIONS, read_image
 from detkit.data.transforms import build_transforms
+from detkit.deploy.detection_records import coco_entries
 from detkit.deploy.exported_model import ExportedModel, load_exported
 from detkit.deploy.infer_video import VIDEO_EXTENSIONS, is_video, predict_video
 from detkit.errors import DataError, ExportError
@@ -191,11 +192,8 @@ def _predict_images(model, transform, paths: Sequence[str], *, output_dir: str, 
 
 
 def _to_results(out: dict, path: str, category_ids: Sequence[int]) -> list[dict]:
-    boxes = out["boxes"].cpu().numpy()
-    return [{"file_name": os.path.basename(path), "path": path, "category_id": int(category_ids[int(label) - 1]),
-             "bbox": [round(float(b[0]), 2), round(float(b[1]), 2), round(float(b[2] - b[0]), 2),
-                      round(float(b[3] - b[1]), 2)], "score": round(float(score), 5)}
-            for b, label, score in zip(boxes, out["labels"].cpu().tolist(), out["scores"].cpu().tolist())]
+    entries = coco_entries(out["boxes"].cpu(), out["scores"].cpu(), out["labels"].cpu(), category_ids)
+    return [{"file_name": os.path.basename(path), "path": path, **entry} for entry in entries]
 
 
 def _output_image_path(output_dir: str, path: str, used_names: set) -> str:

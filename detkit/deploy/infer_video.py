@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from detkit.deploy.detection_records import coco_entries
 from detkit.errors import DataError
 from detkit.vis import DEFAULT_DRAW_THRESHOLD, draw_detections
 
@@ -101,12 +102,8 @@ def video_output_paths(output_dir: str, path: str, used_names: set) -> tuple:
 def frame_record(index: int, fps: float, found: Dict[str, np.ndarray], classes: Sequence[str],
                  category_ids: Sequence[int]) -> dict:
     """The JSON line of frame ``index``: its time in seconds and its detections (COCO ``bbox`` xywh)."""
-    detections = []
-    for box, score, label in zip(np.asarray(found["boxes"]).reshape(-1, 4), found["scores"], found["labels"]):
-        x1, y1, x2, y2 = (float(v) for v in box)
-        detections.append({"bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                           "score": round(float(score), 5), "category_id": int(category_ids[int(label) - 1]),
-                           "class_name": classes[int(label) - 1]})
+    detections = [dict(entry, class_name=classes[int(label) - 1]) for entry, label in
+                  zip(coco_entries(found["boxes"], found["scores"], found["labels"], category_ids), found["labels"])]
     return {"frame": index, "time": round(index / fps, 4), "detections": detections}
 
 

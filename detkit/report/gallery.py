@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 from detkit.data.image_io import read_image
 from detkit.errors import DataError
 from detkit.report.error_analysis import ERROR_KINDS, ImageErrors
-from detkit.vis import caption_origin, drawing_style
+from detkit.vis import draw_caption, drawing_style
 
 __all__ = ["KIND_COLOURS", "KIND_NAMES", "GalleryItem", "select_worst", "gallery_item", "draw_errors", "build_gallery",
            "jpeg_data_uri"]
@@ -81,16 +81,6 @@ def _dashed_rectangle(draw: ImageDraw.ImageDraw, box: Sequence[float], colour: t
                       fill=colour, width=width)
 
 
-def _caption(draw, box, text: str, colour: tuple, font, canvas_size: tuple) -> None:
-    ascent, descent = font.getmetrics()
-    pad = max(1, font.size // 6)
-    size = (draw.textlength(text, font=font) + 2 * pad, ascent + descent + pad)
-    left, top = caption_origin(box, size, canvas_size)
-    draw.rectangle([left, top, left + size[0] - 1, top + size[1] - 1], fill=colour)
-    luma = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
-    draw.text((left + pad, top), text, fill=(0, 0, 0) if luma > 150 else (255, 255, 255), font=font)
-
-
 def draw_errors(image: np.ndarray, errors: ImageErrors, classes: Sequence[str], threshold: float) -> Image.Image:
     """``image`` (H, W, 3) uint8 RGB with ``errors`` drawn (detections at or above ``threshold``)."""
     canvas = Image.fromarray(np.ascontiguousarray(image)).convert("RGB")
@@ -111,7 +101,7 @@ def draw_errors(image: np.ndarray, errors: ImageErrors, classes: Sequence[str], 
     for box, label, is_missed in zip(errors.gt_boxes * scale, errors.gt_labels, missed):
         if is_missed:
             _dashed_rectangle(draw, box, KIND_COLOURS["missed"], width)
-            _caption(draw, tuple(box), f"missed {name(int(label))}", KIND_COLOURS["missed"], font, canvas.size)
+            draw_caption(draw, tuple(box), f"missed {name(int(label))}", KIND_COLOURS["missed"], font, canvas.size)
     shown = errors.shown(threshold)[::-1]  # lowest score first: the best captions end on top
     for d in shown:
         kind = errors.kinds[d]
@@ -121,7 +111,7 @@ def draw_errors(image: np.ndarray, errors: ImageErrors, classes: Sequence[str], 
         text = f"{name(int(errors.labels[d]))} {errors.scores[d]:.2f}"
         if kind != "tp":
             text += f" {KIND_NAMES.get(kind, kind)}"
-        _caption(draw, box, text, colour, font, canvas.size)
+        draw_caption(draw, box, text, colour, font, canvas.size)
     return canvas
 
 

@@ -28,10 +28,12 @@ def tiny_run(tmp_path_factory):
     return tmp / "run"
 
 
-def write_hostile_run(root: Path, *, num_images: int = 3) -> Path:
+def write_hostile_run(root: Path, *, num_images: int = 3, relative: bool = False) -> Path:
     """A run folder written by hand (no training): a COCO validation set of ``num_images`` images whose
     first file name and first class name are hostile, with config.yaml, setup.json, eval.json and
-    detections.json (one true positive, one background false positive and one missed object per image)."""
+    detections.json (one true positive, one background false positive and one missed object per image).
+    ``relative``: config.yaml names the data relative to ``root``, which setup.json records as the run's
+    starting folder (as a run started in ``root`` does)."""
     img_dir = root / "images"
     img_dir.mkdir(parents=True)
     classes = [HOSTILE_CLASS, "plain"]
@@ -53,6 +55,8 @@ def write_hostile_run(root: Path, *, num_images: int = 3) -> Path:
                                     "categories": [{"id": 1, "name": classes[0]}, {"id": 2, "name": classes[1]}]}))
     run = root / "run"
     run.mkdir()
+    if relative:
+        ann_file, img_dir = ann_file.relative_to(root), img_dir.relative_to(root)
     cfg = load_config(None, ["data.format=coco", f"data.train.ann_file={ann_file}", f"data.train.img_dir={img_dir}",
                              f"data.val.ann_file={ann_file}", f"data.val.img_dir={img_dir}", f"output.dir={run}"])
     save_config(cfg, str(run / "config.yaml"))
@@ -61,7 +65,8 @@ def write_hostile_run(root: Path, *, num_images: int = 3) -> Path:
                                                                    "boxes": 2 * num_images, "report": {}},
                                                          "val": {"name": "val", "images": num_images,
                                                                  "boxes": 2 * num_images, "report": {}}},
-                                                "device": "cpu: test", "precision": {"train": "fp32", "eval": "fp32"}}))
+                                                "device": "cpu: test", "precision": {"train": "fp32", "eval": "fp32"},
+                                                "cwd": str(root)}))
     per_class = {classes[0]: {"AP": 0.5, "AP50": 1.0}, classes[1]: {"AP": 0.0, "AP50": 0.0}}
     (run / "eval.json").write_text(json.dumps({"coco": {"mAP": 0.25}, "per_class": per_class}))
     (run / "detections.json").write_text(json.dumps(results))

@@ -99,6 +99,17 @@ def test_hostile_names_are_text(tmp_path):
     assert len(cards) == 3 and all(c["data-kinds"] in ("background missed", "missed") for c in cards)
 
 
+def test_relative_data_paths_are_found_from_the_folder_the_run_started_in(tmp_path, monkeypatch):
+    run = write_hostile_run(tmp_path / "project", relative=True)
+    monkeypatch.chdir(tmp_path)  # not the project folder: its relative paths lead nowhere from here
+    assert len(_page(write_report(str(run), log=lambda *_: None)).of("div", **{"class": "card"})) == 3
+    setup = json.loads((run / "setup.json").read_text())
+    (run / "setup.json").write_text(json.dumps({**setup, "cwd": str(tmp_path / "gone")}))
+    page = _page(write_report(str(run), log=lambda *_: None))
+    assert not page.of("div", **{"class": "card"})
+    assert "gallery: the validation data in config.yaml cannot be read" in " ".join(page.text)
+
+
 def test_error_counts_of_the_hand_made_run(tmp_path):
     run = write_hostile_run(tmp_path)
     text = " ".join(_page(write_report(str(run), draw_threshold=0.45, log=lambda *_: None)).text)
@@ -135,5 +146,8 @@ def test_cli(tiny_run, tmp_path):
     done = detkit(str(tiny_run), str(tiny_run), "--output", str(tmp_path / "c.html"))
     assert done.returncode == 0, done.stderr
     assert detkit("a", "b", "c").returncode == 2
+    bad = detkit(str(tiny_run), "--draw-threshold", "1.5")
+    assert bad.returncode == 2 and "--draw-threshold must be a score in [0, 1], got 1.5" in bad.stderr
+    assert detkit(str(tiny_run), "--gallery-size", "-1").returncode == 2
     missing = detkit(str(tmp_path / "nope"))
     assert missing.returncode == 1 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
