@@ -7,13 +7,13 @@ has ended. A report that cannot be written costs one line, never the finished ru
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Union
 
 from detkit.config import Config, load_config
 from detkit.engine import trainer as engine_trainer
 from detkit.errors import DetkitError
 from detkit.report.run_report import write_report
+from detkit.runtime.distributed import launch_rank
 
 __all__ = ["train"]
 
@@ -25,8 +25,8 @@ def train(cfg: Union[Config, str], *, resume: bool = False, quiet: bool = False,
     if not isinstance(cfg, Config):
         cfg = load_config(cfg)
     metrics = engine_trainer.train(cfg, resume=resume, quiet=quiet, log=log)  # looked up now: patchable
-    # torchrun's RANK: the process group is gone by now, and rank 0 alone writes the run folder.
-    if cfg.output.report and int(os.environ.get("RANK", "0")) == 0:
+    # The launcher's rank: the process group is gone by now, and rank 0 alone writes the run folder.
+    if cfg.output.report and launch_rank() == 0:
         try:
             write_report(cfg.output.dir, log=log)
         except (DetkitError, OSError, ValueError) as exc:

@@ -19,8 +19,8 @@ import torch.distributed as torch_dist
 from detkit.config import Config
 from detkit.errors import ConfigError
 
-__all__ = ["DistContext", "init_from_env", "get_context", "broadcast_object", "check_norm_for_device", "prepare_model",
-           "sync_bn_parts", "barrier", "all_gather_objects", "mean_over_processes", "cleanup"]
+__all__ = ["DistContext", "launch_rank", "init_from_env", "get_context", "broadcast_object", "check_norm_for_device",
+           "prepare_model", "sync_bn_parts", "barrier", "all_gather_objects", "mean_over_processes", "cleanup"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,12 @@ def get_context() -> DistContext:
         return DistContext(torch_dist.get_rank(), torch_dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)),
                            in_group=True)
     return DistContext()
+
+
+def launch_rank() -> int:
+    """This process's rank as its launcher (torchrun) set it in the environment; 0 when not launched so.
+    Unlike :func:`get_context` it holds before the process group is joined and after it is left."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def init_from_env(device: str = "cpu") -> DistContext:
