@@ -20,18 +20,14 @@ difference between their backbone outputs.
 from __future__ import annotations
 
 import argparse
-import itertools
 import statistics
 import time
 
 import torch
 
-from benchmarks.bench_train import alternate, make_train_step
+from benchmarks.bench_train import alternate, config_from_args, make_train_step, training_batches
 from benchmarks.bench_variants import make_variants
 from detkit.atomic_io import write_json_atomic
-from detkit.config import load_config
-from detkit.data.formats import build_dataset
-from detkit.data.loader import build_loader
 from detkit.modeling.detector import build_detector
 from detkit.runtime.cpu import cpu_model, describe_cpu
 
@@ -81,12 +77,8 @@ def main(argv=None) -> dict:
     p.add_argument("--json", default=None)
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, args.overrides)
-    train_set = build_dataset(cfg, "train")
-    loader = build_loader(cfg, "train", dataset=train_set)
-    batches = list(itertools.islice(iter(loader), args.blocks * args.iters + args.warmup))
+    cfg = config_from_args(args)
+    train_set, _, batches = training_batches(cfg, args.blocks * args.iters + args.warmup)
     num_classes = len(train_set.classes)
 
     def build(base: str):

@@ -59,6 +59,20 @@ def model_builder(cfg, num_classes: int):
     return build
 
 
+def config_from_args(args):
+    """The Config of ``--config`` with the ``key=value`` overrides, after setting ``--threads``."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return load_config(args.config, args.overrides)
+
+
+def training_batches(cfg, count: int):
+    """(training set, its loader, its first ``count`` batches): pre-loaded, so data loading is not timed."""
+    train_set = build_dataset(cfg, "train")
+    loader = build_loader(cfg, "train", dataset=train_set)
+    return train_set, loader, list(itertools.islice(iter(loader), count))
+
+
 def make_train_step(variant, batches, lr: float):
     """A callable running one SGD step on the next pre-loaded batch; returns the images it used."""
     model = variant.train_model
@@ -158,13 +172,9 @@ def main(argv=None) -> dict:
     p.add_argument("--json", default=None)
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, args.overrides)
-    train_set = build_dataset(cfg, "train")
+    cfg = config_from_args(args)
+    train_set, loader, batches = training_batches(cfg, args.blocks * args.iters + args.warmup)
     val_set = build_dataset(cfg, "val", classes=train_set.classes)
-    loader = build_loader(cfg, "train", dataset=train_set)
-    batches = list(itertools.islice(iter(loader), args.blocks * args.iters + args.warmup))
     test_loader = build_loader(cfg, "val", dataset=val_set, batch_size=1)
     test_images = [imgs[0] for imgs, _ in itertools.islice(iter(test_loader), args.infer_images)]
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
