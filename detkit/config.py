@@ -170,6 +170,10 @@ class RoIHeadConfig:
     # has no ONNX/TorchScript form: export with nms_method=hard.
     nms_method: str = field(default="hard", metadata=_choices("hard", "linear", "gaussian"))
     soft_nms_sigma: float = field(default=0.5, metadata={"gt": 0.0})
+    # Box voting after the suppression (detkit.ops.box_voting): null (off), or an IoU (Detectron's 0.8):
+    # each detection's box becomes the score-weighted mean of the candidate boxes of its class that
+    # overlap it at least that much. Scores unchanged; an inference setting, not exportable.
+    box_voting: Optional[float] = field(default=None, metadata={"min": 0.0, "max": 1.0})
     detections_per_img: int = field(default=100, metadata={"gt": 0})
     min_size: float = field(default=1e-2, metadata={"min": 0.0})
     ignore_iof_thresh: Optional[float] = 0.5

@@ -45,7 +45,7 @@ graph works at any image size. Single images only: the batch dimension is not pa
 
 from __future__ import annotations
 
-from typing import List, NamedTuple, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -79,7 +79,8 @@ class UnexportableSetting(NamedTuple):
 
 
 def unexportable_settings(*, test_hflip: bool, nms_method: str, test_resize: str = "pipeline",
-                          strides_from_size: bool = False) -> List[UnexportableSetting]:
+                          strides_from_size: bool = False,
+                          box_voting: Optional[float] = None) -> List[UnexportableSetting]:
     """Every inference setting of a detector that its exported graph would not reproduce (empty: exportable).
 
     Collected all at once so that a user learns every override to give from one error, not one per try.
@@ -91,6 +92,10 @@ def unexportable_settings(*, test_hflip: bool, nms_method: str, test_resize: str
         found.append(UnexportableSetting("model.roi_head.nms_method", nms_method, "hard",
                                          "soft-NMS has no ONNX or TorchScript form (hard NMS runs at "
                                          "model.roi_head.nms_thresh)"))
+    if box_voting is not None:
+        found.append(UnexportableSetting("model.roi_head.box_voting", str(box_voting), "null",
+                                         "box voting averages the candidates NMS removes, which the exported "
+                                         "graph does not keep"))
     if test_hflip:
         found.append(UnexportableSetting("model.test_hflip", "true", "false",
                                          "flip test-time augmentation needs a second, mirrored pass, which the "
@@ -249,7 +254,8 @@ class ExportableDetector(nn.Module):
         unexportable = unexportable_settings(
             test_hflip=bool(getattr(detector, "test_hflip", False)), nms_method=roi.nms_method,
             test_resize="model" if getattr(detector, "test_resize", None) is not None else "pipeline",
-            strides_from_size=rpn.anchor_generator.strides_from_size)
+            strides_from_size=rpn.anchor_generator.strides_from_size,
+            box_voting=getattr(roi, "box_voting", None))
         if hasattr(roi, "stages"):  # CascadeRoIHead: an architecture no override turns into the single head
             raise ValueError(CASCADE_UNEXPORTABLE)
         if unexportable:

@@ -34,6 +34,7 @@ from torchvision.ops.poolers import LevelMapper
 from detkit.config import GROUP_NORM_GROUPS
 from detkit.modeling.geometry_dtype import to_geometry
 from detkit.modeling.sampler import SamplingRNG
+from detkit.ops.box_voting import box_voting
 from detkit.ops.boxes import clip_boxes, remove_small_boxes
 from detkit.ops.nms import batched_nms
 from detkit.ops.roi_align import multilevel_roi_align, torchvision_multilevel_roi_align
@@ -234,13 +235,16 @@ class RoIHead(nn.Module):
             1 - IoU above nms_thresh) or "gaussian" (decay by exp(-IoU^2 / soft_nms_sigma)); decayed
             scores under score_thresh are dropped.
         smooth_l1_beta: beta of the regression loss. seed: seed of the sampling generator.
+        box_voting: None, or an IoU: each detection's box becomes the score-weighted mean of its class's
+            candidate boxes overlapping it at least that much (Detectron's 0.8; detkit.ops.box_voting).
     """
 
     def __init__(self, *, roi_pool: MultiLevelRoIAlign, box_head: FCHead, predictor: BoxPredictor,
                  assigner: "MaxIoUAssigner", sampler: "BalancedSampler", box_coder: "BoxCoder",
                  score_thresh: float = 0.05, nms_thresh: float = 0.5, nms_method: str = "hard",
                  soft_nms_sigma: float = 0.5, detections_per_img: int = 100, min_size: float = 1e-2,
-                 smooth_l1_beta: float = 1.0 / 9, seed: int = 1, kernels: str = "detkit") -> None:
+                 smooth_l1_beta: float = 1.0 / 9, seed: int = 1, kernels: str = "detkit",
+                 box_voting: Optional[float] = None) -> None:
         super().__init__()
         if kernels not in ("detkit", "torchvision"):
             raise ValueError(f"kernels must be 'detkit' or 'torchvision', got {kernels!r}")
@@ -257,6 +261,9 @@ class RoIHead(nn.Module):
             raise ValueError(f"nms_method must be 'hard', 'linear' or 'gaussian', got {nms_method!r}")
         self.nms_method = nms_method
         self.soft_nms_sigma = float(soft_nms_sigma)
+        if box_voting is not None and not 0.0 <= box_voting <= 1.0:
+            raise ValueError(f"box_voting must be an IoU in [0, 1] or None, got {box_voting}")
+        self.box_voting = None if box_voting is None else float(box_voting)
         self.detections_per_img = int(detections_per_img)
         self.min_size = float(min_size)
         self.smooth_l1_beta = float(smooth_l1_beta)
@@ -419,7 +426,9 @@ class RoIHead(nn.Module):
         return cols if deltas.shape[1] > 1 else torch.zeros_like(cols)
 
     def _finish(self, boxes: Tensor, scores: Tensor, cols: Tensor, size: Tuple[int, int]) -> Dict[str, Tensor]:
-        """Clip, drop small boxes, suppress per class (hard or soft NMS), keep the top detections_per_img."""
+        """Clip, drop small boxes, suppress per class (hard or soft NMS), keep the top detections_per_img,
+        and with ``box_voting`` move each kept box to the score-weighted mean of its class's candidates
+        overlapping it at that IoU or more (detkit.ops.box_voting)."""
         boxes = clip_boxes(boxes, size)
         keep = remove_small_boxes(boxes, self.min_size)
         boxes, s, lab = boxes[keep], scores[keep], cols[keep] + 1
@@ -430,12 +439,16 @@ class RoIHead(nn.Module):
                 keep = tv_batched_nms(boxes, s, lab, self.nms_thresh)[: self.detections_per_img]
             else:
                 keep = batched_nms(boxes, s, lab, self.nms_thresh, mode="offsets")[: self.detections_per_img]
-            s = s[keep]
+            kept_scores = s[keep]
         else:
-            keep, s = batched_soft_nms(boxes, s, lab, method=self.nms_method, sigma=self.soft_nms_sigma,
-                                       iou_threshold=self.nms_thresh, score_threshold=self.score_thresh)
-            keep, s = keep[: self.detections_per_img], s[: self.detections_per_img]
-        return {"boxes": boxes[keep], "scores": s, "labels": lab[keep]}
+            keep, kept_scores = batched_soft_nms(boxes, s, lab, method=self.nms_method, sigma=self.soft_nms_sigma,
+                                                 iou_threshold=self.nms_thresh, score_threshold=self.score_thresh)
+            keep, kept_scores = keep[: self.detections_per_img], kept_scores[: self.detections_per_img]
+        kept_boxes = boxes[keep]
+        if self.box_voting is not None:
+            # the voters' weights are their scores before suppression (soft-NMS decays only the ranking)
+            kept_boxes = box_voting(kept_boxes, lab[keep], boxes, s, lab, self.box_voting)
+        return {"boxes": kept_boxes, "scores": kept_scores, "labels": lab[keep]}
 
 
 def mirror_boxes(boxes: Tensor, width: int) -> Tensor:

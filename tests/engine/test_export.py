@@ -195,6 +195,8 @@ def test_unexportable_settings_are_all_named_in_one_message():
         "set model.roi_head.nms_method=hard")
     assert lines[1].startswith("  model.test_hflip=true: flip test-time augmentation")
     assert lines[2] == "export with the overrides: model.roi_head.nms_method=hard model.test_hflip=false"
+    voting = unexportable_settings(test_hflip=False, nms_method="hard", box_voting=0.8)
+    assert [(s.key, s.value, s.exportable) for s in voting] == [("model.roi_head.box_voting", "0.8", "null")]
 
 
 def test_a_recipe_like_checkpoint_names_every_unexportable_setting_once_and_the_fix_exports(trained, tmp_path,

@@ -34,7 +34,7 @@ def image_boxes(seed, n, max_side=120):
 
 
 def make_head(batch=512, fraction=0.25, class_agnostic=False, score_thresh=0.05, detections=100, fc_dim=32,
-              nms_thresh=0.5, nms_method="hard"):
+              nms_thresh=0.5, nms_method="hard", box_voting=None):
     pool = MultiLevelRoIAlign(featmap_names=["p2", "p3", "p4", "p5"], strides=[4, 8, 16, 32], output_size=7,
                               sampling_ratio=2)
     box_head = FCHead(in_channels=C, pool_size=7, num_fc=2, fc_dim=fc_dim)
@@ -44,7 +44,7 @@ def make_head(batch=512, fraction=0.25, class_agnostic=False, score_thresh=0.05,
                    sampler=BalancedSampler(batch_size_per_image=batch, positive_fraction=fraction),
                    box_coder=BoxCoder(weights=(10.0, 10.0, 5.0, 5.0), clamp=math.log(1000.0 / 16)),
                    score_thresh=score_thresh, nms_thresh=nms_thresh, nms_method=nms_method,
-                   detections_per_img=detections, seed=0)
+                   detections_per_img=detections, seed=0, box_voting=box_voting)
 
 
 class _TVPredictor(nn.Module):
@@ -210,6 +210,34 @@ def test_postprocess_soft_nms_per_class(method):
     same_class = every["labels"][:, None] == every["labels"][None, :]
     overlap = torchvision.ops.box_iou(every["boxes"], every["boxes"]).fill_diagonal_(0)
     assert bool((overlap[same_class] > 0.3).any())
+
+
+@pytest.mark.parametrize("method", ["hard", "gaussian"])
+def test_postprocess_box_voting(method):
+    """Box voting moves each detection to the score-weighted mean of its class's candidates (before any
+    suppression) overlapping it at >= the threshold; scores, labels and the detections' order are unchanged."""
+    from tests.ops.test_box_voting import reference_box_voting
+
+    gen, rng = torch.Generator().manual_seed(5), np.random.default_rng(5)
+    proposals = [image_boxes(rng, 200, max_side=60)]
+    logits = torch.randn(200, K + 1, generator=gen) * 2
+    deltas = torch.randn(200, 4 * K, generator=gen) * 0.2
+    kwargs = dict(score_thresh=0.1, detections=30, nms_thresh=0.4, nms_method=method)
+    plain = make_head(**kwargs).postprocess(logits, deltas, proposals, [IMAGE])[0]
+    voted = make_head(**kwargs, box_voting=0.7).postprocess(logits, deltas, proposals, [IMAGE])[0]
+    candidates = make_head(score_thresh=0.1, detections=10**6, nms_thresh=1.0).postprocess(
+        logits, deltas, proposals, [IMAGE])[0]
+    expected = reference_box_voting(plain["boxes"], plain["labels"], candidates["boxes"], candidates["scores"],
+                                    candidates["labels"], 0.7)
+    torch.testing.assert_close(voted["boxes"].double(), expected, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(voted["scores"], plain["scores"], rtol=0, atol=0)
+    assert torch.equal(voted["labels"], plain["labels"])
+    assert not torch.allclose(voted["boxes"], plain["boxes"])
+
+
+def test_box_voting_threshold_is_checked():
+    with pytest.raises(ValueError, match=r"box_voting must be an IoU in \[0, 1\] or None, got 2.0"):
+        make_head(box_voting=2.0)
 
 
 def test_soft_nms_method_is_checked():
