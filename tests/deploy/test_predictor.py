@@ -30,7 +30,9 @@ def images(tmp_path):
 
 
 def _same(a, b):
-    np.testing.assert_allclose(a["boxes"], b["boxes"], atol=1e-4)
+    # A folder is predicted in batches, one array alone: fp32 rounding differs with the batch (seen:
+    # 1.4e-4 px at 42 px on an AVX2 CPU), a wrong image or order by pixels.
+    np.testing.assert_allclose(a["boxes"], b["boxes"], rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-5)
     np.testing.assert_array_equal(a["labels"], b["labels"])
 

@@ -243,14 +243,14 @@ class FakeClock:
         return self.now
 
 
-def _hook_trainer(tmp_path, monkeypatch, *, budget_min=1.0, spent_before=0.0, epochs=12):
+def _hook_trainer(tmp_path, monkeypatch, *overrides, budget_min=1.0, spent_before=0.0, epochs=12):
     """The hook alone on a stand-in trainer with a fake clock: 10 iterations an epoch, 4 validation images,
     no precise BN, the run started at clock 0."""
     clock = FakeClock()
     monkeypatch.setattr(budget_hook, "time", clock)
     trainer = fake_trainer(tmp_path, "train.batch_size=2", "eval.precise_bn_batches=0", f"train.epochs={epochs}",
-                           f"train.time_budget={budget_min}", iters_per_epoch=10, val_set=[0] * 4, epochs=epochs,
-                           spent_before=spent_before, plans=[])
+                           f"train.time_budget={budget_min}", *overrides, iters_per_epoch=10, val_set=[0] * 4,
+                           epochs=epochs, spent_before=spent_before, plans=[])
     trainer.seconds_spent = lambda: trainer.spent_before + clock.now
 
     def set_epochs(n, **_):
@@ -297,6 +297,56 @@ def test_a_faster_evaluation_does_not_grow_the_plan(tmp_path, monkeypatch):
     _train_epoch(hook, trainer, clock, 0, eval_s=0.1)
     _train_epoch(hook, trainer, clock, 1, eval_s=0.1)
     assert trainer.plans == [5]  # a re-plan only ever shrinks
+
+
+def test_the_plan_is_refined_at_the_end_of_the_warm_up_and_may_grow_there(tmp_path, monkeypatch):
+    """The first window was slow (one-off costs): the whole warm-up's measurement replaces it, and the
+    plan grows to use the budget."""
+    hook, trainer, clock = _hook_trainer(tmp_path, monkeypatch, "train.warmup_iters=40", "train.eval_every=0",
+                                         budget_min=2.0)
+    clock.now = 2.0
+    hook.before_train(trainer)
+    # Epoch 1 at 2 s an iteration: planned at its end (22 s spent, 2 s per iteration after the first, a
+    # final evaluation estimated at 2 s): 22 + 20 (E - 1) + 2 <= 120 gives 5 epochs.
+    _train_epoch(hook, trainer, clock, 0, s_per_iter=2.0)
+    assert trainer.plans == [5]
+    # Epochs 2 to 4 at 1 s: at iteration 40 (the end of the warm-up), 52 s spent over 39 timed iterations
+    # (1.23 s each): 52 + 1.23 (10 E - 40) + 1.23 <= 120 gives 9 epochs.
+    for epoch in (1, 2):
+        _train_epoch(hook, trainer, clock, epoch, s_per_iter=1.0)
+        assert trainer.plans == [5]
+    _train_epoch(hook, trainer, clock, 3, s_per_iter=1.0)
+    assert trainer.plans == [5, 9]
+    assert any(m.startswith("re-planned at the end of the warm-up") and "planned 9 epochs" in m
+               and "replaces the plan of 5 epochs" in m for m in trainer.messages), trainer.messages
+    # The plan used: 52 s + 50 iterations at 1 s + the final evaluation, within the 120 s.
+    for epoch in range(4, 9):
+        _train_epoch(hook, trainer, clock, epoch, s_per_iter=1.0, eval_s=1.0 if epoch == 8 else None)
+    assert trainer.plans == [5, 9] and clock.now <= 120.0
+
+
+@pytest.mark.parametrize("warmup", [0, 25])
+def test_no_refinement_when_the_warm_up_ends_within_a_window_of_the_first_plan(tmp_path, monkeypatch, warmup):
+    hook, trainer, clock = _hook_trainer(tmp_path, monkeypatch, f"train.warmup_iters={warmup}", "train.eval_every=0",
+                                         budget_min=2.0)
+    clock.now = 2.0
+    hook.before_train(trainer)
+    _train_epoch(hook, trainer, clock, 0, s_per_iter=2.0)
+    for epoch in (1, 2, 3):
+        _train_epoch(hook, trainer, clock, epoch, s_per_iter=1.0)
+    assert trainer.plans == [5]  # after the warm-up a plan only keeps or shrinks
+
+
+def test_a_refinement_that_keeps_the_count_says_so_and_leaves_the_schedule(tmp_path, monkeypatch):
+    hook, trainer, clock = _hook_trainer(tmp_path, monkeypatch, "train.warmup_iters=40", "train.eval_every=0",
+                                         budget_min=2.0)
+    clock.now = 2.0
+    hook.before_train(trainer)
+    for epoch in range(4):  # 2 s an iteration throughout: the refinement confirms the first plan
+        _train_epoch(hook, trainer, clock, epoch, s_per_iter=2.0)
+    assert trainer.plans == [5]
+    assert any(m.startswith("re-planned at the end of the warm-up") and "the plan of 5 epochs, unchanged" in m
+               for m in trainer.messages), trainer.messages
 
 
 def test_a_resumed_plan_is_kept_when_it_fits_and_shrunk_when_it_does_not(tmp_path, monkeypatch):
