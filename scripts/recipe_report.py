@@ -45,17 +45,21 @@ _WALL = re.compile(r"wall time ([0-9.]+) min")
 def eval_minutes(records: list) -> dict:
     """{completed epochs: compute minutes at the end of that evaluation} from a run's metrics.jsonl.
 
-    The compute time is the sum of the epochs' seconds and of each evaluation's duration (from the
-    record logged just before it), so a resumed run's gap between sessions does not count."""
-    total, at = 0.0, {}
+    The compute time up to an evaluation is the seconds of every epoch up to and including the
+    evaluated one, plus the duration of every evaluation so far (from the record logged just before
+    it), so a resumed run's gap between sessions does not count. The trainer logs an evaluated epoch's
+    own record after its evaluation: that epoch's seconds still count before the evaluation. (When the
+    record before an evaluation is a training one, the iterations after it, fewer than
+    ``train.log_every``, count twice: seconds at most.)"""
+    epoch_seconds, eval_seconds = {}, {}
     for previous, record in zip([None] + records[:-1], records):
         if record["type"] == "epoch":
-            total += record["seconds"]
-        elif record["type"] == "eval":
-            if previous is not None:
-                total += record["time"] - previous["time"]
-            at[int(record["epoch"])] = total / 60
-    return at
+            epoch_seconds[int(record["epoch"])] = record["seconds"]  # a redone epoch: its last session's
+        elif record["type"] == "eval" and previous is not None:
+            eval_seconds[int(record["epoch"])] = record["time"] - previous["time"]
+    evaluated = sorted({int(r["epoch"]) for r in records if r["type"] == "eval"})
+    return {epoch: (sum(v for e, v in epoch_seconds.items() if e <= epoch)
+                    + sum(v for e, v in eval_seconds.items() if e <= epoch)) / 60 for epoch in evaluated}
 
 
 def setup_minutes(run_dir: str, records: list) -> float:
@@ -186,8 +190,9 @@ def plot(curves: list, references: list, split: str, path: str) -> None:
                     xytext=(-10, 8), ha="right")
     ax.set_xlabel("wall time (min)")
     ax.set_ylabel(f"{split} mAP (COCO 0.5:0.95)")
+    ax.set_xlim(left=0)  # time to accuracy: from the start of the run
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

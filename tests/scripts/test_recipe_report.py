@@ -36,6 +36,17 @@ def test_eval_minutes_count_epochs_and_evaluations_not_gaps():
     assert recipe_report.eval_minutes(records) == pytest.approx({1: 1.5, 2: 3.0})
 
 
+def test_an_evaluated_epoch_logged_after_its_evaluation_counts_before_it():
+    """The trainer's order: an epoch's last training record, its evaluation, then its epoch record."""
+    records = [{"type": "epoch", "epoch": 1, "time": 60.0, "seconds": 60.0},
+               {"type": "train", "time": 120.0}, {"type": "eval", "epoch": 2, "time": 150.0},  # 30 s
+               {"type": "epoch", "epoch": 2, "time": 150.0, "seconds": 60.0},
+               {"type": "epoch", "epoch": 3, "time": 210.0, "seconds": 60.0},
+               {"type": "train", "time": 270.0}, {"type": "eval", "epoch": 4, "time": 282.0},  # 12 s
+               {"type": "epoch", "epoch": 4, "time": 282.0, "seconds": 60.0}]
+    assert recipe_report.eval_minutes(records) == pytest.approx({2: 2.5, 4: 4.7})
+
+
 def test_setup_minutes_are_the_wall_time_line_less_the_compute_time(tmp_path):
     records = [{"type": "epoch", "epoch": 1, "time": 160.0, "seconds": 60.0},
                {"type": "eval", "epoch": 1, "time": 190.0}]
