@@ -58,6 +58,7 @@ def make_batch(batch: int, height: int, width: int, num_classes: int, seed: int)
         boxes = []
         for _ in range(int(rng.integers(8, 17))):
             w, h = rng.uniform(16, 120, size=2)
+            w, h = min(w, 0.75 * width), min(h, 0.75 * height)  # a small test image still holds its boxes
             x1, y1 = rng.uniform(0, width - w), rng.uniform(0, height - h)
             img[:, int(y1):int(y1 + h), int(x1):int(x1 + w)] = rng.uniform(0, 1, size=(3, 1, 1))
             boxes.append([x1, y1, x1 + w, y1 + h])

@@ -30,3 +30,13 @@ def test_variants_set_layout_precision_and_fold_the_fast_inference_model(monkeyp
     assert fast.train_model.backbone.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.infer_model.modules())  # folded
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.train_model.modules())  # training keeps it
+
+
+def test_bench_model_batches_fit_small_images():
+    """Its painted boxes (16 to 120 px) are capped to the image, so a small test size still runs."""
+    images, targets = bench_model.make_batch(2, 48, 64, 3, 0)
+    for image, target in zip(images, targets):
+        assert image.shape == (3, 48, 64)
+        boxes = target["boxes"]
+        assert len(boxes) >= 8 and (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+        assert (boxes[:, 2] <= 64).all() and (boxes[:, 3] <= 48).all() and (boxes[:, 2:] > boxes[:, :2]).all()
