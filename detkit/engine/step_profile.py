@@ -12,7 +12,8 @@ The forward pass is split by wrapping the detector's own components (their insta
 method), each timed exclusively of the wrapped parts it calls: backbone (the ResNet body), FPN, RPN
 head, RPN proposals (top-k, decode, NMS), RPN targets and loss, RoI targets (matching, sampling,
 encoding), RoIAlign, box head (FC layers + predictor), RoI loss; "forward, other" is what is left
-(preprocessing, flattening, post-processing). On the CPU every op
+(preprocessing, flattening, post-processing, a cascade's box refinement between stages). A cascade
+RoI head (``model.roi_head.cascade``) has its stages' parts wrapped, summed over the stages. On the CPU every op
 is synchronous, so the buckets add up to the step time; CUDA would need synchronisation and is not
 what this is for. The wrappers cost a perf_counter call each (microseconds): profile apart from the
 timed runs anyway.
@@ -36,21 +37,39 @@ FORWARD_PARTS: Tuple[Tuple[str, str, str], ...] = (
     ("RPN head", "rpn.head", "forward"),
     ("RPN proposals", "rpn", "propose"),
     ("RPN targets + loss", "rpn", "loss"),
-    ("RoI targets", "roi_head", "sample_targets"),
-    ("RoIAlign", "roi_head.roi_pool", "forward"),
-    ("box head", "roi_head.box_head", "forward"),
-    ("box head", "roi_head.predictor", "forward"),
-    ("RoI loss", "roi_head", "loss"),
+)
+# The same, from a RoI head (the detector's, or each stage of a cascade's).
+ROI_PARTS: Tuple[Tuple[str, str, str], ...] = (
+    ("RoI targets", "", "sample_targets"),
+    ("RoIAlign", "roi_pool", "forward"),
+    ("box head", "box_head", "forward"),
+    ("box head", "predictor", "forward"),
+    ("RoI loss", "", "loss"),
 )
 
 
 def _resolve(root: nn.Module, path: str):
     obj = root
-    for name in path.split("."):
+    for name in filter(None, path.split(".")):
         obj = getattr(obj, name, None)
         if obj is None:
             return None
     return obj
+
+
+def _parts(detector: nn.Module) -> List[Tuple[str, object, str]]:
+    """(bucket, object, attribute) of every part to wrap in ``detector``, each object's attribute once."""
+    found = [(bucket, _resolve(detector, path), attr) for bucket, path, attr in FORWARD_PARTS]
+    roi_head = getattr(detector, "roi_head", None)
+    for head in (list(getattr(roi_head, "stages", None) or [roi_head]) if roi_head is not None else []):
+        found += [(bucket, _resolve(head, path), attr) for bucket, path, attr in ROI_PARTS]
+    parts, seen = [], set()
+    for bucket, obj, attr in found:
+        if obj is None or not hasattr(obj, attr) or (id(obj), attr) in seen:  # e.g. no FPN in a C4 model
+            continue
+        seen.add((id(obj), attr))
+        parts.append((bucket, obj, attr))
+    return parts
 
 
 class StepProfiler:
@@ -79,10 +98,7 @@ class StepProfiler:
         return inner
 
     def __enter__(self) -> "StepProfiler":
-        for bucket, path, attr in FORWARD_PARTS:
-            obj = _resolve(self.detector, path)
-            if obj is None:  # e.g. no FPN in a C4 model
-                continue
+        for bucket, obj, attr in _parts(self.detector):
             self.seconds.setdefault(bucket, 0.0)
             own = attr in vars(obj)
             original = getattr(obj, attr)

@@ -2,6 +2,7 @@
 
 import time
 
+import pytest
 import torch
 
 from detkit.engine.step_profile import StepProfiler
@@ -9,8 +10,10 @@ from detkit.modeling.detector import build_detector
 from tests.modeling.test_detector import K, light_config, synthetic_images
 
 
-def test_buckets_cover_the_step_and_are_removed_afterwards():
+@pytest.mark.parametrize("cascade", [None, [0.5, 0.6, 0.7]])
+def test_buckets_cover_the_step_and_are_removed_afterwards(cascade):
     cfg = light_config("fpn")
+    cfg.model.roi_head.cascade = cascade
     torch.manual_seed(0)
     model = build_detector(cfg, num_classes=K, log=lambda *_: None).train()
     images, targets = synthetic_images(2, size=96, seed=0)
@@ -30,4 +33,6 @@ def test_buckets_cover_the_step_and_are_removed_afterwards():
     # Exclusive times: the buckets add up to the measured wall time (nothing counted twice or lost).
     assert abs(sum(rows.values()) * 2 - wall) < 0.05 * wall
     assert "forward" not in vars(model.backbone) and "propose" not in vars(model.rpn)  # unwrapped on exit
+    for head in getattr(model.roi_head, "stages", [model.roi_head]):  # every stage of a cascade, once
+        assert "sample_targets" not in vars(head) and "forward" not in vars(head.box_head)
     assert "total" in prof.table("t")
