@@ -8,7 +8,8 @@ shorter side 320, longer side at most 427, 3 classes + background):
           min_size=320, max_size=427)  — the reference of issue 9
 
 each in the variants of benchmarks/bench_variants.py: fp32 contiguous (``_fp32``), and bf16 autocast +
-channels_last (``_fast``; detkit's fast inference also folds BatchNorm).
+channels_last (``_fast``; detkit's fast inference also folds BatchNorm), or fp32 with channels_last
+(``_fp32cl``: the default layout where ``precision: auto`` picks fp32).
 
 Training: the same pre-loaded BCCD training batches (detkit's P1 loader: horizontal flip, resize;
 data loading is excluded, it is shared code), SGD steps in alternating blocks so that machine drift
@@ -121,9 +122,11 @@ def alternate(steps: dict, blocks: int, iters: int) -> dict:
 
 # (numerator, denominator, target or None): training compares img/s, inference compares s/img.
 TRAIN_COMPARISONS = (("detkit_fp32", "tv_fp32", 1.1), ("detkit_fast", "tv_fp32", 2.5), ("detkit_fast", "tv_fast", 1.5),
-                     ("detkit_fast", "detkit_fp32", None), ("tv_fast", "tv_fp32", None))
+                     ("detkit_fast", "detkit_fp32", None), ("tv_fast", "tv_fp32", None),
+                     ("detkit_fp32", "detkit_fp32cl", None))
 INFER_COMPARISONS = (("detkit_fp32", "tv_fp32", 0.9), ("detkit_fast", "tv_fp32", 0.4), ("detkit_fast", "tv_fast", None),
-                     ("detkit_fast", "detkit_fp32", None), ("tv_fast", "tv_fp32", None))
+                     ("detkit_fast", "detkit_fp32", None), ("tv_fast", "tv_fp32", None),
+                     ("detkit_fp32", "detkit_fp32cl", None))
 
 
 def block_ratios(blocks: dict, a: str, b: str, speed: bool) -> list:

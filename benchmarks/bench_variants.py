@@ -2,6 +2,8 @@
 
   detkit_fp32   detkit as before issue 18: fp32, contiguous (NCHW) tensors, BatchNorm unfolded
   detkit_fast   bf16 autocast + channels_last; inference also folds BatchNorm into the convolutions
+  detkit_fp32cl fp32 with channels_last tensors: what `model.memory_format: channels_last` (the default)
+                trains where `precision: auto` picks fp32 (a CPU without native bf16)
   tv_fp32       torchvision's FasterRCNN as a user runs it today: fp32, contiguous
   tv_fast       torchvision with the same bf16 autocast and channels_last weights, so that
                 detkit_fast / tv_fast is what detkit's own code adds beyond the two switches
@@ -21,7 +23,8 @@ from torch import nn
 from detkit.modeling.fold_bn import fold_batch_norm
 from detkit.runtime.precision import Precision, resolve_precision
 
-__all__ = ["Variant", "parse_variant", "make_variants", "refresh_inference_model", "DEFAULT_VARIANTS"]
+__all__ = ["Variant", "parse_variant", "parse_variant_layout", "make_variants", "refresh_inference_model",
+           "DEFAULT_VARIANTS"]
 
 DEFAULT_VARIANTS = "detkit_fp32,detkit_fast,tv_fp32,tv_fast"
 
@@ -41,12 +44,21 @@ class Variant:
         return self.precision.autocast()  # fp32 variants hold Precision("fp32"): no autocast
 
 
+# name suffix -> (bf16 autocast, memory format)
+_SUFFIXES = (("_fast", True, "channels_last"), ("_fp32cl", False, "channels_last"), ("_fp32", False, "contiguous"))
+
+
 def parse_variant(name: str) -> tuple:
-    """'detkit_fast' -> ('detkit', True); 'tv_fp32' or 'tv' -> ('tv', False)."""
-    for suffix, fast in (("_fast", True), ("_fp32", False)):
+    """'detkit_fast' -> ('detkit', True); 'tv_fp32' or 'tv' -> ('tv', False); 'detkit_fp32cl' -> ('detkit', False)."""
+    return parse_variant_layout(name)[:2]
+
+
+def parse_variant_layout(name: str) -> tuple:
+    """(base, fast, memory format) of a variant name: 'detkit_fp32cl' -> ('detkit', False, 'channels_last')."""
+    for suffix, fast, layout in _SUFFIXES:
         if name.endswith(suffix):
-            return name[: -len(suffix)], fast
-    return name, False
+            return name[: -len(suffix)], fast, layout
+    return name, False, "contiguous"
 
 
 def make_variants(names: List[str], build: Callable[[str], nn.Module], *, log=print) -> Dict[str, Variant]:
@@ -59,7 +71,7 @@ def make_variants(names: List[str], build: Callable[[str], nn.Module], *, log=pr
     bf16 = None
     out = {}
     for name in names:
-        base, fast = parse_variant(name)
+        base, fast, layout = parse_variant_layout(name)
         model = build(base)
         precision = Precision("fp32", "cpu")
         infer_model = model
@@ -74,7 +86,9 @@ def make_variants(names: List[str], build: Callable[[str], nn.Module], *, log=pr
                 infer_model = copy.deepcopy(model).eval()
                 fold_batch_norm(infer_model)
         elif hasattr(model, "set_memory_format"):
-            model.set_memory_format("contiguous")
+            model.set_memory_format(layout)
+        elif layout == "channels_last":
+            model.to(memory_format=torch.channels_last)
         out[name] = Variant(name, base, fast, model, infer_model, precision)
     return out
 

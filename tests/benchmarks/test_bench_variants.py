@@ -40,3 +40,19 @@ def test_bench_model_batches_fit_small_images():
         boxes = target["boxes"]
         assert len(boxes) >= 8 and (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
         assert (boxes[:, 2] <= 64).all() and (boxes[:, 3] <= 48).all() and (boxes[:, 2:] > boxes[:, :2]).all()
+
+
+def test_the_fp32_channels_last_variant_is_fp32_with_channels_last_weights():
+    from detkit.config import Config
+    from detkit.modeling.detector import build_detector
+
+    assert bench_variants.parse_variant_layout("detkit_fp32cl") == ("detkit", False, "channels_last")
+    assert bench_variants.parse_variant_layout("tv_fp32") == ("tv", False, "contiguous")
+    assert bench_variants.parse_variant("detkit_fp32cl") == ("detkit", False)
+    variants = bench_variants.make_variants(["detkit_fp32", "detkit_fp32cl"],
+                                            lambda base: build_detector(Config(), 2, log=print), log=lambda *_: None)
+    plain, cl = variants["detkit_fp32"], variants["detkit_fp32cl"]
+    assert plain.precision.name == cl.precision.name == "fp32"
+    assert plain.train_model.backbone.body.conv1.weight.is_contiguous()
+    assert cl.train_model.backbone.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert cl.infer_model is cl.train_model  # no folded copy for an fp32 variant
