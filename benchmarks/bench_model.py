@@ -79,7 +79,7 @@ def model_builder(num_classes: int, height: int, width: int, seed: int) -> Calla
             backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5, **kwargs)
             return FasterRCNN(backbone, num_classes=num_classes + 1, min_size=min(height, width),
                               max_size=max(height, width))
-        raise SystemExit(f"unknown model {name!r}; choose from detkit, tv, tv_bn (+ _fp32 or _fast)")
+        raise SystemExit(f"unknown model {name!r}; choose from detkit, tv, tv_bn (+ _fp32, _fp32cl or _fast)")
     return build
 
 
@@ -186,7 +186,7 @@ def main(argv=None) -> dict:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--models", default=DEFAULT_VARIANTS,
-                   help="any of detkit, tv, tv_bn, each optionally with _fp32 or _fast")
+                   help="any of detkit, tv, tv_bn, each optionally with _fp32, _fp32cl or _fast")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)

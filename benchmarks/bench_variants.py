@@ -23,8 +23,7 @@ from torch import nn
 from detkit.modeling.fold_bn import fold_batch_norm
 from detkit.runtime.precision import Precision, resolve_precision
 
-__all__ = ["Variant", "parse_variant", "parse_variant_layout", "make_variants", "refresh_inference_model",
-           "DEFAULT_VARIANTS"]
+__all__ = ["Variant", "parse_variant", "make_variants", "refresh_inference_model", "DEFAULT_VARIANTS"]
 
 DEFAULT_VARIANTS = "detkit_fp32,detkit_fast,tv_fp32,tv_fast"
 
@@ -49,12 +48,8 @@ _SUFFIXES = (("_fast", True, "channels_last"), ("_fp32cl", False, "channels_last
 
 
 def parse_variant(name: str) -> tuple:
-    """'detkit_fast' -> ('detkit', True); 'tv_fp32' or 'tv' -> ('tv', False); 'detkit_fp32cl' -> ('detkit', False)."""
-    return parse_variant_layout(name)[:2]
-
-
-def parse_variant_layout(name: str) -> tuple:
-    """(base, fast, memory format) of a variant name: 'detkit_fp32cl' -> ('detkit', False, 'channels_last')."""
+    """(base, fast, memory format) of a variant name: 'detkit_fast' -> ('detkit', True, 'channels_last');
+    'tv_fp32' or 'tv' -> ('tv', False, 'contiguous'); 'detkit_fp32cl' -> ('detkit', False, 'channels_last')."""
     for suffix, fast, layout in _SUFFIXES:
         if name.endswith(suffix):
             return name[: -len(suffix)], fast, layout
@@ -71,7 +66,7 @@ def make_variants(names: List[str], build: Callable[[str], nn.Module], *, log=pr
     bf16 = None
     out = {}
     for name in names:
-        base, fast, layout = parse_variant_layout(name)
+        base, fast, layout = parse_variant(name)
         model = build(base)
         precision = Precision("fp32", "cpu")
         infer_model = model

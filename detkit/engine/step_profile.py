@@ -13,9 +13,9 @@ method), each timed exclusively of the wrapped parts it calls: backbone (the Res
 head, RPN proposals (top-k, decode, NMS), RPN targets and loss, RoI targets (matching, sampling,
 encoding), RoIAlign, box head (FC layers + predictor), RoI loss; "forward, other" is what is left
 (preprocessing, flattening, post-processing, a cascade's box refinement between stages). A cascade
-RoI head (``model.roi_head.cascade``) has its stages' parts wrapped, summed over the stages. On the CPU every op
-is synchronous, so the buckets add up to the step time; CUDA would need synchronisation and is not
-what this is for. The wrappers cost a perf_counter call each (microseconds): profile apart from the
+RoI head (``model.roi_head.cascade``) has each stage's parts wrapped, summed over the stages. On the
+CPU every op is synchronous, so the buckets add up to the step time; CUDA would need synchronisation
+and is not what this is for. The wrappers cost a perf_counter call each (microseconds): profile apart from the
 timed runs anyway.
 """
 
@@ -61,7 +61,8 @@ def _parts(detector: nn.Module) -> List[Tuple[str, object, str]]:
     """(bucket, object, attribute) of every part to wrap in ``detector``, each object's attribute once."""
     found = [(bucket, _resolve(detector, path), attr) for bucket, path, attr in FORWARD_PARTS]
     roi_head = getattr(detector, "roi_head", None)
-    for head in (list(getattr(roi_head, "stages", None) or [roi_head]) if roi_head is not None else []):
+    heads = [] if roi_head is None else list(getattr(roi_head, "stages", [roi_head]))  # a cascade: its stages
+    for head in heads:
         found += [(bucket, _resolve(head, path), attr) for bucket, path, attr in ROI_PARTS]
     parts, seen = [], set()
     for bucket, obj, attr in found:

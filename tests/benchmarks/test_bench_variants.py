@@ -46,9 +46,9 @@ def test_the_fp32_channels_last_variant_is_fp32_with_channels_last_weights():
     from detkit.config import Config
     from detkit.modeling.detector import build_detector
 
-    assert bench_variants.parse_variant_layout("detkit_fp32cl") == ("detkit", False, "channels_last")
-    assert bench_variants.parse_variant_layout("tv_fp32") == ("tv", False, "contiguous")
-    assert bench_variants.parse_variant("detkit_fp32cl") == ("detkit", False)
+    assert bench_variants.parse_variant("detkit_fp32cl") == ("detkit", False, "channels_last")
+    assert bench_variants.parse_variant("tv_fp32") == ("tv", False, "contiguous")
+    assert bench_variants.parse_variant("detkit_fast") == ("detkit", True, "channels_last")
     variants = bench_variants.make_variants(["detkit_fp32", "detkit_fp32cl"],
                                             lambda base: build_detector(Config(), 2, log=print), log=lambda *_: None)
     plain, cl = variants["detkit_fp32"], variants["detkit_fp32cl"]

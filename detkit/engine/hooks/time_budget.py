@@ -63,7 +63,6 @@ class TimeBudgetHook(Hook):
         self.budget_s = budget_min * 60.0
         self.configured_epochs = configured_epochs
         self.planned = False  # a plan exists (made in this session, or restored from the checkpoint)
-        self.planned_once = False  # this session applied a plan (set_epochs called)
         self.refine_at: Optional[int] = None  # the iteration (end of the warm-up) at which a fresh plan is refined
         self.checked = False  # the plan was made or checked with this session's measurement window
         self.eval_seconds: List[float] = []  # timed evaluations (the latest of earlier sessions included)
@@ -125,9 +124,8 @@ class TimeBudgetHook(Hook):
             return
         epochs, text = decision
         trainer.log(text)
-        if epochs != trainer.epochs or not self.planned_once:
+        if epochs != trainer.epochs:  # a refinement may confirm the plan: the schedule stays as it is
             trainer.set_epochs(epochs)
-        self.planned_once = True
 
     def before_train(self, trainer) -> None:
         if trainer.cfg.train.max_iters is not None:
