@@ -9,7 +9,7 @@ shorter side 320, longer side at most 427, 3 classes + background):
 
 each in the variants of benchmarks/bench_variants.py: fp32 contiguous (``_fp32``), and bf16 autocast +
 channels_last (``_fast``; detkit's fast inference also folds BatchNorm), or fp32 with channels_last
-(``_fp32cl``: the default layout where ``precision: auto`` picks fp32).
+(``_fp32cl``: what ``model.memory_format: auto`` trains fp32 in on an AVX-512 CPU).
 
 Training: the same pre-loaded BCCD training batches (detkit's P1 loader: horizontal flip, resize;
 data loading is excluded, it is shared code), SGD steps in alternating blocks so that machine drift

@@ -2,8 +2,8 @@
 
   detkit_fp32   detkit as before issue 18: fp32, contiguous (NCHW) tensors, BatchNorm unfolded
   detkit_fast   bf16 autocast + channels_last; inference also folds BatchNorm into the convolutions
-  detkit_fp32cl fp32 with channels_last tensors: what `model.memory_format: channels_last` (the default)
-                trains where `precision: auto` picks fp32 (a CPU without native bf16)
+  detkit_fp32cl fp32 with channels_last tensors: what `model.memory_format: auto` trains in fp32 on an
+                AVX-512 CPU (on an AVX2 CPU auto trains fp32 contiguous, as detkit_fp32)
   tv_fp32       torchvision's FasterRCNN as a user runs it today: fp32, contiguous
   tv_fast       torchvision with the same bf16 autocast and channels_last weights, so that
                 detkit_fast / tv_fast is what detkit's own code adds beyond the two switches

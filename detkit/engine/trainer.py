@@ -37,6 +37,7 @@ from detkit.engine.setup_record import SETUP_FILE_NAME, write_setup_record
 from detkit.modeling.detector import build_detector
 from detkit.runtime import distributed as dist
 from detkit.runtime.device import apply_cuda_settings, resolve_device
+from detkit.runtime.memory_format import resolve_memory_format
 from detkit.runtime.precision import resolve_precision
 from detkit.weights.checkpoint import read_resume_checkpoint
 from detkit.weights.start import apply_start_weights, frozen_layers_warning
@@ -101,6 +102,10 @@ class Trainer:
         # A resume takes every weight from last.pt: the start weights' files are not read again (nor needed).
         build_cfg = cfg if checkpoint is None else replace_values(cfg, {"model.backbone.weights": None})
         detector = build_detector(build_cfg, num_classes=len(self.classes), anchor_shapes=self.anchor_shapes)
+        # model.memory_format auto: the layout that trains fastest in this run's precision (the EMA copy and
+        # the evaluations inherit it).
+        self.memory_format = resolve_memory_format(cfg.model.memory_format, self.precision, training=True)
+        detector.set_memory_format(self.memory_format)
         if cfg.model.weights and checkpoint is None:
             self.transfer_report = apply_start_weights(detector, cfg, self.classes, log=self.log)
         self.model = dist.prepare_model(detector.to(self.device), cfg, self.device)
@@ -114,7 +119,8 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.train, self.total_iters)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.uses_grad_scaler)
         self.log(f"precision: training {self.precision.name}, evaluation {self.eval_precision.name}; "
-                 f"memory format {cfg.model.memory_format}")
+                 f"memory format {self.memory_format}"
+                 + (" (model.memory_format: auto)" if cfg.model.memory_format == "auto" else ""))
         self.hooks = build_hooks(self)
         if self.ctx.is_main:  # a read-only or full disk fails now, not at the first checkpoint
             copies = 1 if self.eval_model is self.bare_model else 2

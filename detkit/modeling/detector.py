@@ -31,6 +31,7 @@ from detkit.modeling.codec import BoxCoder
 from detkit.modeling.roi_head import BoxPredictor, ConvFCHead, FCHead, MultiLevelRoIAlign, RoIHead
 from detkit.modeling.rpn import RegionProposalNetwork, RPNHead
 from detkit.modeling.sampler import BalancedSampler
+from detkit.runtime.memory_format import resolve_memory_format
 
 __all__ = ["Detector", "build_detector", "MEMORY_FORMATS"]
 
@@ -307,7 +308,8 @@ def build_detector(cfg, num_classes: int, anchor_shapes=None, *, log: Callable[[
     detector = Detector(backbone=backbone, rpn=rpn, roi_head=roi_head, pixel_mean=m.pixel_mean,
                         pixel_std=m.pixel_std, size_divisible=m.size_divisible, test_hflip=m.test_hflip,
                         test_resize=_model_test_resize(cfg.data))
-    return detector.set_memory_format(m.memory_format)
+    # auto resolves as for inference here; the trainer re-lays the model out for its training precision.
+    return detector.set_memory_format(resolve_memory_format(m.memory_format))
 
 
 def _roi_head(cfg, backbone: Backbone, roi_pool: MultiLevelRoIAlign, num_classes: int, *, fg_iou: float,

@@ -9,6 +9,7 @@ from detkit.config import config_from_dict, load_config
 from detkit.engine.trainer import Trainer
 from detkit.errors import ConfigError
 from detkit.evaluation.evaluate import run_evaluation
+from detkit.runtime import memory_format as memory_format_module
 from detkit.runtime import precision as precision_module
 from detkit.runtime.precision import Precision, resolve_precision
 from detkit.weights.checkpoint import load_checkpoint
@@ -98,3 +99,26 @@ def test_a_checkpoint_evaluates_in_the_other_precision(tiny_cfg, tmp_path, nativ
     trained_metrics = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert metrics["num_images"] == trained_metrics["num_images"]
     assert abs(metrics["coco"]["AP50"] - trained_metrics["coco"]["AP50"]) < 0.1
+
+
+@pytest.mark.parametrize("precision, requested, expected", [
+    ("fp32", "auto", "contiguous"), ("bf16", "auto", "channels_last"),
+    ("fp32", "channels_last", "channels_last"), ("bf16", "contiguous", "contiguous"),
+])
+def test_the_trainer_lays_the_model_out_for_its_training_precision(tiny_cfg, tmp_path, native_bf16, monkeypatch,
+                                                                   precision, requested, expected):
+    # auto's fp32 choice depends on the CPU: pretend an AVX2 one, where it differs from bf16's.
+    monkeypatch.setattr(memory_format_module, "_machine", lambda: "x86_64")
+    monkeypatch.setattr(memory_format_module, "_cpu_flags", lambda: {"avx2", "fma"})
+    cfg = tiny_cfg(**{"output.dir": str(tmp_path / "run"), "train.precision": precision,
+                      "model.memory_format": requested, "train.ema_decay": 0.99})
+    lines = []
+    trainer = Trainer(cfg, quiet=True, log=lines.append)
+    trainer.setup()
+    layout = torch.channels_last if expected == "channels_last" else torch.contiguous_format
+    assert trainer.memory_format == expected
+    for model in (trainer.bare_model, trainer.eval_model):  # the EMA copy (evaluated and saved) too
+        assert model.memory_format == layout
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1)
+        assert conv.weight.is_contiguous(memory_format=layout)
+    assert any(f"memory format {expected}" in line for line in lines)
