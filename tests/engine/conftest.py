@@ -4,6 +4,8 @@ import pytest
 
 from detkit.config import load_config
 
+from .memorise_setup import train_memorised_run
+
 
 def tiny_overrides(tmp_path, **extra):
     """Overrides that make a full train -> eval run take seconds on a CPU."""
@@ -49,3 +51,10 @@ def tiny_cfg(tmp_path):
     def make(**extra):
         return load_config(None, tiny_overrides(tmp_path, **extra))
     return make
+
+
+@pytest.fixture(scope="session")
+def memorised_run(tmp_path_factory):
+    """(config, final metrics) of the memorising run (tests/engine/memorise_setup.py), trained once per
+    session; its folder is ``Path(config.output.dir)``. Read it, never write into it."""
+    return train_memorised_run(tmp_path_factory.mktemp("memorised"))

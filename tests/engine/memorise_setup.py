@@ -14,6 +14,7 @@ from pathlib import Path
 
 from detkit.config import SyntheticConfig, load_config
 from detkit.data.synthetic import prepare_synthetic
+from detkit.engine.trainer import Trainer
 
 IMAGE_SIZE = 48  # the synthetic images' side
 INPUT_SIZE = 64  # the network's: training and evaluation scale the images by 4/3 and map boxes back
@@ -62,3 +63,14 @@ def memorise_config(tmp: Path, *, num_images: int = 8, max_objects: int = 3, **e
     }
     values.update(extra)
     return load_config(None, [f"{k}={v}" for k, v in values.items()])
+
+
+def train_memorised_run(tmp: Path):
+    """Train the default memorising run in ``tmp/run``; returns (its config, the final metrics).
+
+    Used through the session fixture ``memorised_run`` (tests/engine/conftest.py), so that the tests that
+    only read the trained run share one training (about 13 s on a 2-core CPU).
+    """
+    cfg = memorise_config(tmp)
+    metrics = Trainer(cfg, quiet=True, log=lambda *_: None).run()
+    return cfg, metrics

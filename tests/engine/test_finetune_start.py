@@ -6,10 +6,11 @@ before any training step must be close to the source's and far above a fresh mod
 transferred by name (not by position) and no head was silently left at its initialisation.
 """
 
+from pathlib import Path
+
 import torch
 
 from detkit.data.formats import build_dataset
-from detkit.engine.trainer import Trainer
 from detkit.evaluation.evaluate import run_evaluation
 from detkit.modeling.detector import build_detector
 from detkit.weights.start import apply_start_weights
@@ -27,13 +28,12 @@ def _map_before_any_step(cfg, classes, start: bool) -> float:
     return metrics["coco"]["mAP"]
 
 
-def test_the_first_evaluation_of_a_fine_tuning_start_is_far_above_zero(tmp_path):
-    source = memorise_config(tmp_path / "source")
-    trained = Trainer(source, quiet=True, log=lambda *_: None).run()
+def test_the_first_evaluation_of_a_fine_tuning_start_is_far_above_zero(tmp_path, memorised_run):
+    source, trained = memorised_run
     source_map = trained["coco"]["mAP"] if "coco" in trained else None
     reordered = ["triangle", "circle", "square"]  # label k means another class than in the source
     overrides = {"data.classes": f"[{', '.join(reordered)}]", "model.backbone.norm": "bn",
-                 "model.backbone.freeze_at": 0, "model.weights": str(tmp_path / "source" / "run" / "last.pt")}
+                 "model.backbone.freeze_at": 0, "model.weights": str(Path(source.output.dir) / "last.pt")}
     cfg = memorise_config(tmp_path / "finetune", **overrides)
     started = _map_before_any_step(cfg, reordered, start=True)
     fresh = _map_before_any_step(cfg, reordered, start=False)

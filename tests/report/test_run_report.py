@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
+from detkit.cli import main as cli_main
 from detkit.errors import DetkitError
 from detkit.report.compare import write_comparison
 from detkit.report.run_report import write_report
@@ -136,18 +137,29 @@ def test_comparison_of_two_runs(tiny_run, tmp_path):
 
 
 def test_cli(tiny_run, tmp_path):
-    def detkit(*args):
-        return subprocess.run([sys.executable, "-m", "detkit", "report", *args], capture_output=True, text=True,
-                              cwd=tmp_path)
-
-    done = detkit(str(tiny_run), "--output", str(tmp_path / "r.html"), "--gallery-size", "1")
+    # One real process for the installed command line; the other cases run detkit's main in this process
+    # (the same parser and exit statuses, without a Python start and a torch import each).
+    done = subprocess.run([sys.executable, "-m", "detkit", "report", str(tiny_run), "--output",
+                           str(tmp_path / "r.html"), "--gallery-size", "1"], capture_output=True, text=True,
+                          cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(tmp_path / "r.html") and len(_page(tmp_path / "r.html").of("img")) > 1
-    done = detkit(str(tiny_run), str(tiny_run), "--output", str(tmp_path / "c.html"))
-    assert done.returncode == 0, done.stderr
-    assert detkit("a", "b", "c").returncode == 2
-    bad = detkit(str(tiny_run), "--draw-threshold", "1.5")
-    assert bad.returncode == 2 and "--draw-threshold must be a score in [0, 1], got 1.5" in bad.stderr
-    assert detkit(str(tiny_run), "--gallery-size", "-1").returncode == 2
-    missing = detkit(str(tmp_path / "nope"))
-    assert missing.returncode == 1 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_cli_compares_two_runs_and_rejects_bad_arguments(tiny_run, tmp_path, capsys):
+    def detkit(*args) -> int:
+        try:
+            return cli_main(["report", *args])
+        except SystemExit as exc:  # argparse's usage errors
+            return exc.code
+
+    assert detkit(str(tiny_run), str(tiny_run), "--output", str(tmp_path / "c.html")) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "c.html") and (tmp_path / "c.html").stat().st_size > 0
+    assert detkit("a", "b", "c") == 2
+    assert detkit(str(tiny_run), "--draw-threshold", "1.5") == 2
+    assert "--draw-threshold must be a score in [0, 1], got 1.5" in capsys.readouterr().err
+    assert detkit(str(tiny_run), "--gallery-size", "-1") == 2
+    capsys.readouterr()
+    assert detkit(str(tmp_path / "nope")) == 1
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err
