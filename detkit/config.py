@@ -199,8 +199,9 @@ class ModelConfig:
     # Padded batch sides are rounded up to a multiple of this (the largest stride).
     size_divisible: int = field(default=32, metadata={"gt": 0})
     # Layout of the feature maps and convolution weights. channels_last (NHWC) is what oneDNN's fast
-    # bf16 convolutions and the RoIAlign kernel work in; auto also picks it, except for fp32 training on a
-    # CPU, which runs faster contiguous (detkit/runtime/memory_format.py). Checkpoints load into either.
+    # bf16 convolutions and the RoIAlign kernel work in; auto also picks it, except for fp32 training on an
+    # x86 CPU without AVX-512, which runs faster contiguous (detkit/runtime/memory_format.py). Checkpoints
+    # load into either layout.
     memory_format: str = field(default="auto", metadata=_choices("auto", "channels_last", "contiguous"))
     # Test-time augmentation: average each image's detections with its left-right mirror image's
     # (per proposal, before NMS). Twice the backbone work at inference; not part of exported graphs.

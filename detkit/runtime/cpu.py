@@ -9,11 +9,19 @@ from __future__ import annotations
 import platform
 from typing import List
 
-__all__ = ["cpu_model", "cpu_flags", "speed_flags", "describe_cpu", "SPEED_FLAGS"]
+__all__ = ["cpu_model", "cpu_flags", "speed_flags", "describe_cpu", "is_x86", "SPEED_FLAGS", "X86_MACHINES"]
 
 # The flags that matter for detkit's kernels and bf16 autocast, in the order they are printed.
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
                "amx_int8", "bf16", "asimd", "sve")
+
+# platform.machine() values (lower case) of x86 CPUs, whose flags name AVX-512 and AMX.
+X86_MACHINES = ("x86_64", "amd64", "i686", "x86")
+
+
+def is_x86(machine: str) -> bool:
+    """Whether ``machine`` (a platform.machine() value, any case) is an x86 CPU."""
+    return machine.lower() in X86_MACHINES
 
 
 def _cpuinfo_value(keys: tuple) -> str:
@@ -47,5 +55,5 @@ def describe_cpu() -> str:
     """E.g. ``AMD EPYC 9R14 (avx2 fma avx512f avx512bw avx512_vnni avx512_bf16; no AMX)``."""
     flags = cpu_flags()
     present = speed_flags(flags)
-    amx = "" if platform.machine().lower() not in ("x86_64", "amd64") or "amx_bf16" in flags else "; no AMX"
+    amx = "" if not is_x86(platform.machine()) or "amx_bf16" in flags else "; no AMX"
     return f"{cpu_model()} ({' '.join(present) if present else 'no flag list'}{amx})"

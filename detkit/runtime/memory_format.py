@@ -10,8 +10,8 @@
 Why fp32 training on an AVX2 CPU is the exception: measured with benchmarks/bench_train.py (variants
 detkit_fp32 and detkit_fp32cl) on 2-core AMD EPYC CPUs, oneDNN's AVX2 fp32 convolution backward passes run
 1.10-1.22x faster on NCHW tensors, while on an AVX-512 EPYC the two layouts train within 2% of each other
-and NHWC infers 4-5% faster; docs/precision.md has the figures. The weights are the same numbers in either
-layout, so checkpoints load into a model of either.
+and NHWC infers 4-5% faster (4-7% on AVX2); docs/precision.md has the figures. The weights are the same
+numbers in either layout, so checkpoints load into a model of either.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import platform
 from typing import Optional
 
 from detkit.errors import ConfigError
-from detkit.runtime.cpu import cpu_flags
+from detkit.runtime.cpu import cpu_flags, is_x86
 from detkit.runtime.precision import Precision
 
 __all__ = ["MEMORY_FORMAT_CHOICES", "resolve_memory_format", "fp32_cpu_training_prefers_contiguous"]
@@ -34,8 +34,8 @@ def _cpu_flags() -> set:
 
 
 def _machine() -> str:
-    """The machine architecture, lower case (a seam the tests replace)."""
-    return platform.machine().lower()
+    """The machine architecture (platform.machine(); a seam the tests replace)."""
+    return platform.machine()
 
 
 def fp32_cpu_training_prefers_contiguous() -> bool:
@@ -43,7 +43,7 @@ def fp32_cpu_training_prefers_contiguous() -> bool:
 
     Other CPUs (AVX-512 x86, ARM) keep channels_last: measured no slower on AVX-512, unmeasured on ARM.
     """
-    return _machine() in ("x86_64", "amd64", "i686", "x86") and "avx512f" not in _cpu_flags()
+    return is_x86(_machine()) and "avx512f" not in _cpu_flags()
 
 
 def resolve_memory_format(requested: str, precision: Optional[Precision] = None, *, training: bool = False,

@@ -30,7 +30,7 @@ from typing import Callable, Optional
 import torch
 
 from detkit.errors import ConfigError
-from detkit.runtime.cpu import cpu_flags
+from detkit.runtime.cpu import cpu_flags, is_x86
 
 __all__ = ["PRECISIONS", "Precision", "autocast_of", "cpu_bf16_missing", "resolve_precision"]
 
@@ -82,7 +82,7 @@ def cpu_bf16_missing() -> Optional[str]:
         return None if forced == "1" else "native bf16 (DETKIT_CPU_BF16=0 says this CPU has none)"
     machine = platform.machine().lower()
     flags = _cpu_flags()
-    if machine in ("x86_64", "amd64", "i686", "x86"):
+    if is_x86(machine):
         if flags & {"avx512_bf16", "amx_bf16"}:
             return None
         return "the AVX512-BF16 or AMX-BF16 instructions (bf16 would run emulated, slower than fp32)"

@@ -2,9 +2,11 @@
 explicit values pass."""
 
 import pytest
+import torch
 
 from detkit.config import load_config
 from detkit.errors import ConfigError
+from detkit.modeling.detector import build_detector
 from detkit.runtime import memory_format as memory_format_module
 from detkit.runtime.memory_format import resolve_memory_format
 from detkit.runtime.precision import Precision
@@ -67,3 +69,15 @@ def test_an_unknown_layout_names_the_key_and_the_choices():
 
 def test_auto_is_the_default():
     assert load_config(None, []).model.memory_format == "auto"
+
+
+def test_a_model_built_for_inference_is_channels_last_where_fp32_training_would_not_be(avx2_cpu):
+    # build_detector serves detkit infer / eval / load_model: auto means the inference layout there,
+    # even on the CPU where the trainer re-lays an fp32 model out contiguous.
+    cfg = load_config(None, [])
+    assert cfg.model.memory_format == "auto"
+    assert resolve_memory_format("auto", FP32_CPU, training=True) == "contiguous"
+    model = build_detector(cfg, num_classes=3, log=lambda *_: None)
+    assert model.memory_format == torch.channels_last
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
