@@ -146,6 +146,12 @@ class RoIHeadConfig:
     box_weights: List[float] = field(default_factory=lambda: [10.0, 10.0, 5.0, 5.0])
     delta_clamp: float = field(default=math.log(1000.0 / 16), metadata={"gt": 0.0})
     smooth_l1_beta: float = field(default=1.0 / 9, metadata={"min": 0.0})
+    # Box regression loss of the positive RoIs (every cascade stage's; the RPN keeps smooth L1):
+    # smooth_l1 on the encoded deltas (torchvision), or giou: 1 - GIoU of the decoded boxes against the
+    # ground truth (MMDetection's reg_decoded_bbox + GIoULoss), which trains the overlap AP75 measures.
+    box_loss: str = field(default="smooth_l1", metadata=_choices("smooth_l1", "giou"))
+    # Multiplies that loss; null: 1 for smooth_l1, 10 for giou (MMDetection's GIoU weight).
+    box_loss_weight: Optional[float] = field(default=None, metadata={"gt": 0.0})
     pool_size: int = field(default=7, metadata={"gt": 0})
     sampling_ratio: int = field(default=2, metadata={"min": 0})
     aligned: bool = False

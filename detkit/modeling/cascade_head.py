@@ -139,7 +139,7 @@ class CascadeRoIHead(nn.Module):
         for t, (stage, weight) in enumerate(zip(self.stages, self.stage_loss_weights)):
             rois, labels, pos_rows, reg_targets = stage.sample_targets(boxes, targets, generator)
             logits, deltas = stage.predictor(stage.box_head(stage.roi_pool(features, rois)))
-            for key, value in stage.loss(logits, deltas, labels, pos_rows, reg_targets).items():
+            for key, value in stage.loss(logits, deltas, labels, pos_rows, reg_targets, rois=rois).items():
                 losses[f"{key}_s{t + 1}"] = value * weight
             if t + 1 < len(self.stages):
                 boxes = self._refine(stage, deltas.detach(), rois, image_sizes)

@@ -335,7 +335,7 @@ def _roi_head(cfg, backbone: Backbone, roi_pool: MultiLevelRoIAlign, num_classes
         score_thresh=h.score_thresh, nms_thresh=h.nms_thresh, nms_method=h.nms_method,
         soft_nms_sigma=h.soft_nms_sigma, detections_per_img=h.detections_per_img,
         min_size=h.min_size, smooth_l1_beta=h.smooth_l1_beta, seed=seed, kernels=m.kernels,
-        box_voting=h.box_voting)
+        box_voting=h.box_voting, box_loss=h.box_loss, box_loss_weight=h.box_loss_weight)
 
 
 def _model_test_resize(data_cfg) -> Optional[Tuple[float, float]]:

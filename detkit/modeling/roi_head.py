@@ -9,7 +9,7 @@ Training follows torchvision's RoIHeads: the ground-truth boxes are appended to 
 proposals; MaxIoUAssigner (0.5 / 0.5, no low-quality matches, ignore regions honoured) ->
 BalancedSampler (512 at 0.25) -> BoxCoder (10, 10, 5, 5) on the sampled positives; losses:
 cross-entropy over the sampled RoIs and smooth-L1 (beta 1/9) over the positives' deltas of their
-ground-truth class, both divided by the number of sampled RoIs of the batch (torchvision's
+ground-truth class (or, with ``box_loss="giou"``, 1 - GIoU of those deltas decoded into boxes), both divided by the number of sampled RoIs of the batch (torchvision's
 ``fastrcnn_loss`` divides by ``labels.numel()``). Post-processing as torchvision's
 ``postprocess_detections``: softmax, per-class decode, clip, score > score_thresh, drop boxes
 under min_size, per-class NMS (detkit.ops.batched_nms), top detections_per_img. The score
@@ -34,6 +34,7 @@ from torchvision.ops.poolers import LevelMapper
 from detkit.config import GROUP_NORM_GROUPS
 from detkit.modeling.geometry_dtype import to_geometry
 from detkit.modeling.sampler import SamplingRNG
+from detkit.ops.box_losses import generalized_box_iou_loss
 from detkit.ops.box_voting import box_voting
 from detkit.ops.boxes import clip_boxes, remove_small_boxes
 from detkit.ops.nms import batched_nms
@@ -45,7 +46,11 @@ if TYPE_CHECKING:
     from detkit.modeling.codec import BoxCoder
     from detkit.modeling.sampler import BalancedSampler
 
-__all__ = ["MultiLevelRoIAlign", "FCHead", "ConvFCHead", "BoxPredictor", "RoIHead", "mirror_boxes"]
+__all__ = ["MultiLevelRoIAlign", "FCHead", "ConvFCHead", "BoxPredictor", "RoIHead", "mirror_boxes", "BOX_LOSSES"]
+
+#: The RoI head's box regression losses, and the weight each gets when box_loss_weight is not given.
+BOX_LOSSES = ("smooth_l1", "giou")
+DEFAULT_BOX_LOSS_WEIGHTS = {"smooth_l1": 1.0, "giou": 10.0}
 
 
 class MultiLevelRoIAlign(nn.Module):
@@ -235,6 +240,11 @@ class RoIHead(nn.Module):
             1 - IoU above nms_thresh) or "gaussian" (decay by exp(-IoU^2 / soft_nms_sigma)); decayed
             scores under score_thresh are dropped.
         smooth_l1_beta: beta of the regression loss. seed: seed of the sampling generator.
+        box_loss: the regression loss of the positives: "smooth_l1" on their encoded deltas (torchvision),
+            or "giou": 1 - GIoU of their decoded boxes against their ground truth (MMDetection's
+            ``reg_decoded_bbox`` with GIoULoss), which optimises the overlap that AP75 measures.
+        box_loss_weight: multiplies the regression loss; None: 1 for smooth_l1, 10 for giou (MMDetection's
+            weight, which brings 1 - GIoU, a fraction per box, to the scale of the deltas' smooth L1).
         box_voting: None, or an IoU: each detection's box becomes the score-weighted mean of its class's
             candidate boxes overlapping it at least that much (Detectron's 0.8; detkit.ops.box_voting).
     """
@@ -244,7 +254,8 @@ class RoIHead(nn.Module):
                  score_thresh: float = 0.05, nms_thresh: float = 0.5, nms_method: str = "hard",
                  soft_nms_sigma: float = 0.5, detections_per_img: int = 100, min_size: float = 1e-2,
                  smooth_l1_beta: float = 1.0 / 9, seed: int = 1, kernels: str = "detkit",
-                 box_voting: Optional[float] = None) -> None:
+                 box_voting: Optional[float] = None, box_loss: str = "smooth_l1",
+                 box_loss_weight: Optional[float] = None) -> None:
         super().__init__()
         if kernels not in ("detkit", "torchvision"):
             raise ValueError(f"kernels must be 'detkit' or 'torchvision', got {kernels!r}")
@@ -267,6 +278,12 @@ class RoIHead(nn.Module):
         self.detections_per_img = int(detections_per_img)
         self.min_size = float(min_size)
         self.smooth_l1_beta = float(smooth_l1_beta)
+        if box_loss not in BOX_LOSSES:
+            raise ValueError(f"box_loss must be one of {', '.join(BOX_LOSSES)}, got {box_loss!r}")
+        self.box_loss = box_loss
+        if box_loss_weight is not None and not box_loss_weight > 0:
+            raise ValueError(f"box_loss_weight must be > 0 or None (the loss's default), got {box_loss_weight}")
+        self.box_loss_weight = DEFAULT_BOX_LOSS_WEIGHTS[box_loss] if box_loss_weight is None else float(box_loss_weight)
         self.rng = SamplingRNG(seed, stream=1)
 
     def forward(self, features: Dict[str, Tensor], proposals: Sequence[Tensor], image_sizes: Sequence[Tuple[int, int]],
@@ -300,7 +317,7 @@ class RoIHead(nn.Module):
         generator = self.rng.on(device) if self.training else self.rng.fresh(device)
         rois, labels, pos_rows, reg_targets = self.sample_targets(proposals, targets, generator)
         logits, deltas = self.predictor(self.box_head(self.roi_pool(features, rois)))
-        return self.loss(logits, deltas, labels, pos_rows, reg_targets)
+        return self.loss(logits, deltas, labels, pos_rows, reg_targets, rois=rois)
 
     # ------------------------------------------------------------------ training targets
     def label_proposals(self, proposals: Tensor, gt_boxes: Tensor, gt_labels: Tensor,
@@ -344,9 +361,11 @@ class RoIHead(nn.Module):
         return rois, torch.cat(labels), torch.cat(pos_rows), torch.cat(reg_targets)
 
     def loss(self, logits: Tensor, deltas: Tensor, labels: Tensor, pos_rows: Tensor,
-             reg_targets: Tensor) -> Dict[str, Tensor]:
+             reg_targets: Tensor, rois: Optional[Sequence[Tensor]] = None) -> Dict[str, Tensor]:
         """logits: Tensor[S, K+1], deltas: Tensor[S, 4K or 4], labels: int64[S], pos_rows: int64[P],
-        reg_targets: Tensor[P, 4] -> loss_roi_cls, loss_roi_reg (sums divided by S, as torchvision)."""
+        reg_targets: Tensor[P, 4], rois: B x Tensor[S_i, 4] the sampled RoIs (needed by box_loss "giou",
+        which decodes the positives' deltas on them) -> loss_roi_cls, loss_roi_reg (sums divided by S, as
+        torchvision; the regression loss times box_loss_weight)."""
         num_sampled = max(labels.numel(), 1)
         loss_cls = F.cross_entropy(logits, labels, reduction="sum") / num_sampled
         if pos_rows.numel() == 0:
@@ -354,8 +373,18 @@ class RoIHead(nn.Module):
         deltas = deltas.view(deltas.shape[0], -1, 4)  # (S, 4K) -> (S, K, 4)  (or (S, 1, 4))
         cls_col = torch.zeros_like(pos_rows) if self.predictor.class_agnostic else labels[pos_rows] - 1
         pred = deltas[pos_rows, cls_col]  # (P, 4)
-        loss_reg = F.smooth_l1_loss(pred, reg_targets, beta=self.smooth_l1_beta, reduction="sum") / num_sampled
-        return {"loss_roi_cls": loss_cls, "loss_roi_reg": loss_reg}
+        if self.box_loss == "giou":
+            if rois is None:
+                raise ValueError("box_loss 'giou' decodes the predicted deltas on their RoIs: pass rois")
+            pos_rois = torch.cat(list(rois))[pos_rows].float()  # (P, 4)
+            # float32 whatever the autocast: bf16 resolves a coordinate of a few hundred pixels to 1-4 px,
+            # too coarse for an overlap loss; decoding the encoded targets gives back the ground truth boxes.
+            pred_boxes = self.box_coder.decode(pred.float(), pos_rois)
+            gt_boxes = self.box_coder.decode(reg_targets.float(), pos_rois)
+            loss_reg = generalized_box_iou_loss(pred_boxes, gt_boxes, reduction="sum") / num_sampled
+        else:
+            loss_reg = F.smooth_l1_loss(pred, reg_targets, beta=self.smooth_l1_beta, reduction="sum") / num_sampled
+        return {"loss_roi_cls": loss_cls, "loss_roi_reg": loss_reg * self.box_loss_weight}
 
     # ------------------------------------------------------------------ inference
     def postprocess(self, logits: Tensor, deltas: Tensor, proposals: Sequence[Tensor],

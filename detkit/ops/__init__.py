@@ -11,6 +11,7 @@ torchvision's signatures where it has the same operator (``nms(boxes, scores, io
     score_order.py  the order by score every ranking follows (equal scores by increasing index), topk_stable
     soft_nms.py     soft_nms, batched_soft_nms (linear or gaussian score decay; per class)
     box_voting.py   box_voting (kept boxes -> score-weighted mean of their class's overlapping candidates)
+    box_losses.py   generalized_box_iou_loss (1 - GIoU of paired boxes, as torchvision's)
     matching.py     match_max_iou, max_iou_stats, max_iof (fused IoU + max, no A x G matrix)
     roi_align.py    roi_align, multilevel_roi_align (Numba on the CPU, torchvision's sampling)
 
@@ -21,6 +22,7 @@ the function. So ``import detkit.ops.nms as m`` binds the function too; import f
 by name instead (``from detkit.ops.nms import batched_nms``).
 """
 
+from detkit.ops.box_losses import generalized_box_iou_loss
 from detkit.ops.box_voting import box_voting
 from detkit.ops.boxes import (
     box_area,
@@ -42,6 +44,8 @@ __all__ = [
     # boxes.py
     "box_area", "box_iou", "box_iof", "centred_iou", "box_xyxy_to_cxcywh", "box_cxcywh_to_xyxy", "clip_boxes",
     "remove_small_boxes",
+    # box_losses.py
+    "generalized_box_iou_loss",
     # nms.py, soft_nms.py, box_voting.py, score_order.py
     "nms", "batched_nms", "offset_by_group", "soft_nms", "batched_soft_nms", "box_voting", "topk_stable",
     # matching.py

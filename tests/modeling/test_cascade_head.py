@@ -66,14 +66,14 @@ POOL = MultiLevelRoIAlign(featmap_names=["p2", "p3", "p4", "p5"], strides=[4, 8,
 
 
 def make_stage(iou=0.5, weights=(10.0, 10.0, 5.0, 5.0), seed=0, class_agnostic=True, score_thresh=0.05,
-               box_head=None):
+               box_head=None, box_loss="smooth_l1"):
     box_head = box_head or FCHead(in_channels=C, pool_size=7, num_fc=2, fc_dim=FC)
     return RoIHead(roi_pool=POOL, box_head=box_head,
                    predictor=BoxPredictor(in_features=FC, num_classes=K, class_agnostic=class_agnostic),
                    assigner=MaxIoUAssigner(pos_iou_thr=iou, neg_iou_thr=iou, allow_low_quality_matches=False),
                    sampler=BalancedSampler(batch_size_per_image=64, positive_fraction=0.25),
                    box_coder=BoxCoder(weights=weights, clamp=math.log(1000.0 / 16)),
-                   score_thresh=score_thresh, nms_thresh=0.5, detections_per_img=50, seed=seed)
+                   score_thresh=score_thresh, nms_thresh=0.5, detections_per_img=50, seed=seed, box_loss=box_loss)
 
 
 def make_cascade(ious=(0.5, 0.6, 0.7), loss_weights=None, seed=0, **kwargs):
@@ -122,6 +122,24 @@ def test_stage_loss_weights_scale_each_stage_and_stage_one_is_the_single_head():
     ref = single(feats, props, [IMAGE, IMAGE], tgts)[1]
     torch.testing.assert_close(a["loss_roi_cls_s1"], ref["loss_roi_cls"])
     torch.testing.assert_close(a["loss_roi_reg_s1"], ref["loss_roi_reg"])
+
+
+def test_giou_box_loss_in_every_stage(tmp_path):
+    cfg = load_config(None, tiny_overrides(tmp_path, **{"model.roi_head.cascade": "[0.5,0.6,0.7]",
+                                                        "model.roi_head.box_loss": "giou"}))
+    built = build_detector(cfg, K, log=lambda *_: None).roi_head
+    assert [(s.box_loss, s.box_loss_weight) for s in built.stages] == [("giou", 10.0)] * 3
+    head = make_cascade(box_loss="giou").train()
+    tgts = targets()
+    _, losses = head(features(), near_gt_proposals(tgts), [IMAGE, IMAGE], tgts)
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert all(0 < losses[f"loss_roi_reg_s{t}"] for t in (1, 2, 3))
+    sum(losses.values()).backward()
+    assert all(s.predictor.bbox_pred.weight.grad.abs().sum() > 0 for s in head.stages)
+    with pytest.raises(ConfigError, match="model.roi_head.box_loss' = 'iou' is not valid; choose one of"):
+        load_config(None, tiny_overrides(tmp_path, **{"model.roi_head.box_loss": "iou"}))
+    with pytest.raises(ConfigError, match="model.roi_head.box_loss_weight' = 0.0 must be > 0"):
+        load_config(None, tiny_overrides(tmp_path, **{"model.roi_head.box_loss_weight": 0.0}))
 
 
 def test_later_stages_train_on_the_refined_boxes_without_gradient_through_them():

@@ -15,6 +15,7 @@ from detkit.modeling.assigner import MaxIoUAssigner
 from detkit.modeling.codec import BoxCoder
 from detkit.modeling.roi_head import BoxPredictor, FCHead, MultiLevelRoIAlign, RoIHead
 from detkit.modeling.sampler import BalancedSampler
+from detkit.ops import generalized_box_iou_loss
 from detkit.testing import random_boxes
 
 IMAGE = (128, 160)
@@ -34,7 +35,7 @@ def image_boxes(seed, n, max_side=120):
 
 
 def make_head(batch=512, fraction=0.25, class_agnostic=False, score_thresh=0.05, detections=100, fc_dim=32,
-              nms_thresh=0.5, nms_method="hard", box_voting=None):
+              nms_thresh=0.5, nms_method="hard", box_voting=None, box_loss="smooth_l1", box_loss_weight=None):
     pool = MultiLevelRoIAlign(featmap_names=["p2", "p3", "p4", "p5"], strides=[4, 8, 16, 32], output_size=7,
                               sampling_ratio=2)
     box_head = FCHead(in_channels=C, pool_size=7, num_fc=2, fc_dim=fc_dim)
@@ -44,7 +45,8 @@ def make_head(batch=512, fraction=0.25, class_agnostic=False, score_thresh=0.05,
                    sampler=BalancedSampler(batch_size_per_image=batch, positive_fraction=fraction),
                    box_coder=BoxCoder(weights=(10.0, 10.0, 5.0, 5.0), clamp=math.log(1000.0 / 16)),
                    score_thresh=score_thresh, nms_thresh=nms_thresh, nms_method=nms_method,
-                   detections_per_img=detections, seed=0, box_voting=box_voting)
+                   detections_per_img=detections, seed=0, box_voting=box_voting, box_loss=box_loss,
+                   box_loss_weight=box_loss_weight)
 
 
 class _TVPredictor(nn.Module):
@@ -159,6 +161,76 @@ def test_losses_match_torchvision_when_every_proposal_is_sampled():
     torch.testing.assert_close(ours["loss_roi_cls"], theirs["loss_classifier"])
     torch.testing.assert_close(ours["loss_roi_reg"], theirs["loss_box_reg"])
     assert ours["loss_roi_reg"] > 0
+
+
+def _giou_case(box_loss_weight=None):
+    """A GIoU head, its features, proposals, targets and the positives' sampling, all seeded."""
+    rng = np.random.default_rng(4)
+    head = make_head(batch=64, box_loss="giou", box_loss_weight=box_loss_weight).train()
+    targets = [{"boxes": image_boxes(rng, 3), "labels": torch.tensor([1, 2, 3])},
+               {"boxes": image_boxes(rng, 2), "labels": torch.tensor([2, 2])}]
+    proposals = [torch.cat((t["boxes"] + 3.0, image_boxes(rng, 40))) for t in targets]
+    return head, features(), proposals, targets
+
+
+def test_giou_box_loss_is_one_minus_giou_of_the_decoded_positives_times_ten():
+    head, feats, proposals, targets = _giou_case()
+    assert head.box_loss == "giou" and head.box_loss_weight == 10.0  # MMDetection's weight by default
+    _, losses = head(feats, proposals, [IMAGE, IMAGE], targets)
+    # The same sampling by hand: decode the predicted deltas of each positive's class on its RoI.
+    rois, labels, pos_rows, reg_targets = head.sample_targets(proposals, targets, head.rng.fresh(torch.device("cpu")))
+    assert pos_rows.numel() > 0
+    with torch.no_grad():
+        _, deltas = head.predictor(head.box_head(head.roi_pool(feats, rois)))
+    cols = labels[pos_rows] - 1
+    pred = deltas.view(deltas.shape[0], K, 4)[pos_rows, cols]
+    pos_rois = torch.cat(rois)[pos_rows]
+    gt = torch.cat([t["boxes"] for t in targets])
+    expected = generalized_box_iou_loss(head.box_coder.decode(pred, pos_rois),
+                                        head.box_coder.decode(reg_targets, pos_rois), reduction="sum")
+    torch.testing.assert_close(losses["loss_roi_reg"], 10.0 * expected / labels.numel())
+    # The targets decode back to ground-truth boxes (each positive's matched one).
+    decoded = head.box_coder.decode(reg_targets, pos_rois)
+    assert (torch.cdist(decoded, gt).min(dim=1).values < 1e-3).all()
+    losses["loss_roi_reg"].backward()
+    assert head.predictor.bbox_pred.weight.grad.abs().sum() > 0
+
+
+def test_giou_box_loss_is_zero_for_perfect_deltas_and_its_weight_scales_it():
+    head, feats, proposals, targets = _giou_case()
+    rois, labels, pos_rows, reg_targets = head.sample_targets(proposals, targets, head.rng.fresh(torch.device("cpu")))
+    logits = torch.zeros(labels.numel(), K + 1)
+    deltas = torch.zeros(labels.numel(), K, 4)
+    deltas[pos_rows, labels[pos_rows] - 1] = reg_targets
+    perfect = head.loss(logits, deltas.flatten(1), labels, pos_rows, reg_targets, rois=rois)["loss_roi_reg"]
+    assert perfect.item() == pytest.approx(0.0, abs=1e-5)
+    off = head.loss(logits, torch.zeros_like(deltas).flatten(1), labels, pos_rows, reg_targets, rois=rois)
+    heavy = _giou_case(box_loss_weight=2.5)[0]
+    off_heavy = heavy.loss(logits, torch.zeros_like(deltas).flatten(1), labels, pos_rows, reg_targets, rois=rois)
+    torch.testing.assert_close(off_heavy["loss_roi_reg"] * 10.0, off["loss_roi_reg"] * 2.5)
+    assert off["loss_roi_reg"] > 0
+    with pytest.raises(ValueError, match="pass rois"):
+        head.loss(logits, deltas.flatten(1), labels, pos_rows, reg_targets)
+
+
+def test_giou_box_loss_decodes_in_float32_under_bf16_deltas():
+    head, feats, proposals, targets = _giou_case()
+    rois, labels, pos_rows, reg_targets = head.sample_targets(proposals, targets, head.rng.fresh(torch.device("cpu")))
+    deltas = torch.zeros(labels.numel(), K, 4)
+    deltas[pos_rows, labels[pos_rows] - 1] = reg_targets
+    logits = torch.zeros(labels.numel(), K + 1)
+    # bf16 deltas as autocast gives them: decoding in bf16 would round the box corners by pixels.
+    loss = head.loss(logits, deltas.flatten(1).bfloat16(), labels, pos_rows, reg_targets, rois=rois)["loss_roi_reg"]
+    assert loss.dtype == torch.float32
+    assert loss.item() < 0.05  # bf16 rounding of the deltas only, not of the coordinates
+
+
+def test_box_loss_settings_are_checked():
+    with pytest.raises(ValueError, match="box_loss must be one of smooth_l1, giou, got 'l1'"):
+        make_head(box_loss="l1")
+    with pytest.raises(ValueError, match="box_loss_weight must be > 0"):
+        make_head(box_loss_weight=0.0)
+    assert make_head().box_loss_weight == 1.0
 
 
 @pytest.mark.parametrize("seed", [0, 1])
