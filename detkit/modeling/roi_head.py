@@ -9,8 +9,9 @@ Training follows torchvision's RoIHeads: the ground-truth boxes are appended to 
 proposals; MaxIoUAssigner (0.5 / 0.5, no low-quality matches, ignore regions honoured) ->
 BalancedSampler (512 at 0.25) -> BoxCoder (10, 10, 5, 5) on the sampled positives; losses:
 cross-entropy over the sampled RoIs and smooth-L1 (beta 1/9) over the positives' deltas of their
-ground-truth class (or, with ``box_loss="giou"``, 1 - GIoU of those deltas decoded into boxes), both divided by the number of sampled RoIs of the batch (torchvision's
-``fastrcnn_loss`` divides by ``labels.numel()``). Post-processing as torchvision's
+ground-truth class (or, with ``box_loss="giou"``, 1 - GIoU of those deltas decoded into boxes), both
+divided by the number of sampled RoIs of the batch (torchvision's ``fastrcnn_loss`` divides by
+``labels.numel()``). Post-processing as torchvision's
 ``postprocess_detections``: softmax, per-class decode, clip, score > score_thresh, drop boxes
 under min_size, per-class NMS (detkit.ops.batched_nms), top detections_per_img. The score
 threshold is applied before decoding (only the surviving class boxes are decoded): same output.
