@@ -67,6 +67,9 @@ def _run(tiny_cfg, out, **extra):
     Trainer(cfg, quiet=True, log=lambda *_: None).run()
 
 
+# Two bf16 trainings: on a CPU that emulates bf16 (AVX2 only) they are the slowest test of this file,
+# so there they run under -m slow (CI), and in the default suite where bf16 is native.
+@(pytest.mark.slow if precision_module.cpu_bf16_missing() else (lambda test: test))
 def test_bf16_resume_equals_the_uninterrupted_bf16_run(tiny_cfg, tmp_path, native_bf16):
     bf16 = {"train.precision": "bf16", "model.memory_format": "channels_last"}
     _run(tiny_cfg, tmp_path / "full", **bf16)
