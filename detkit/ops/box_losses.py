@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from detkit.ops.boxes import box_area
+
 __all__ = ["generalized_box_iou_loss"]
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -41,7 +43,7 @@ def generalized_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "n
     inter_w = (torch.min(x2, u2) - torch.max(x1, u1)).clamp(min=0)
     inter_h = (torch.min(y2, v2) - torch.max(y1, v1)).clamp(min=0)
     inter = inter_w * inter_h
-    union = (x2 - x1) * (y2 - y1) + (u2 - u1) * (v2 - v1) - inter
+    union = box_area(boxes1) + box_area(boxes2) - inter
     iou = inter / (union + eps)
     enclosing = (torch.max(x2, u2) - torch.min(x1, u1)) * (torch.max(y2, v2) - torch.min(y1, v1))
     loss = 1 - (iou - (enclosing - union) / (enclosing + eps))  # (N,)

@@ -233,6 +233,21 @@ def test_box_loss_settings_are_checked():
     assert make_head().box_loss_weight == 1.0
 
 
+def test_box_loss_weight_scales_the_smooth_l1_loss_too():
+    rng = np.random.default_rng(5)
+    targets = [{"boxes": image_boxes(rng, 3), "labels": torch.tensor([1, 2, 3])}]
+    proposals = [torch.cat((targets[0]["boxes"] + 3.0, image_boxes(rng, 40)))]
+    feats = features(batch=1)
+    plain = make_head(batch=64).train()
+    heavy = make_head(batch=64, box_loss_weight=3.0).train()
+    heavy.load_state_dict(plain.state_dict())
+    a = plain(feats, proposals, [IMAGE], targets)[1]
+    b = heavy(feats, proposals, [IMAGE], targets)[1]
+    assert a["loss_roi_reg"] > 0
+    torch.testing.assert_close(b["loss_roi_reg"], 3.0 * a["loss_roi_reg"])
+    torch.testing.assert_close(b["loss_roi_cls"], a["loss_roi_cls"])
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_postprocess_matches_torchvision(seed):
     gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
