@@ -212,6 +212,10 @@ class ModelConfig:
     # Test-time augmentation: average each image's detections with its left-right mirror image's
     # (per proposal, before NMS). Twice the backbone work at inference; not part of exported graphs.
     test_hflip: bool = False
+    # Scale test-time augmentation: factors of the test size (data.test_min_size / max_size) at which each
+    # image is also seen, e.g. [1.0, 1.25]; must include 1.0, the scale the RPN proposes at. The RoI head
+    # averages every scale (and, with test_hflip, its mirror image) per proposal before NMS. [1.0]: off.
+    test_scales: List[float] = field(default_factory=lambda: [1.0])
     # The box kernels of inference: "detkit" (Numba RoIAlign on the CPU; NMS and the RPN's top-k with
     # detkit's one tie-break, equal scores by increasing index, shared with the exported graph) or
     # "torchvision" (torchvision.ops.roi_align / batched_nms and torch.topk, as torchvision's detectors
@@ -744,6 +748,21 @@ def _check_cascade(thresholds: Optional[Sequence[float]], loss_weights: Optional
         _check_positive_list(loss_weights, "model.roi_head.cascade_loss_weights", len(thresholds))
 
 
+def _check_test_scales(scales: Sequence[float]) -> None:
+    """model.test_scales: distinct factors in (0, 4] including 1.0."""
+    key = "model.test_scales"
+    if not scales:
+        raise ConfigError(f"key '{key}' must list at least one scale; [1.0] for no scale test-time augmentation")
+    for i, v in enumerate(scales):
+        if not 0.0 < v <= 4.0:
+            raise ConfigError(f"key '{key}[{i}]' = {v!r} must be a factor of the test size in (0, 4], e.g. 1.25")
+    if 1.0 not in scales:
+        raise ConfigError(f"key '{key}' = {list(scales)} must include 1.0, the scale the RPN proposes at "
+                          f"(e.g. [1.0, 1.25])")
+    if len(set(scales)) != len(scales):
+        raise ConfigError(f"key '{key}' = {list(scales)} lists a scale twice")
+
+
 def validate(cfg: Config) -> None:
     """Reject out-of-range values and inconsistent combinations, naming the key and what is valid."""
     _check_field_ranges(cfg, "")
@@ -811,6 +830,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"key 'model.roi_head.fc_norm' = gn splits the FC features into {GROUP_NORM_GROUPS} "
                           f"groups, so model.roi_head.fc_dim must be a multiple of {GROUP_NORM_GROUPS} "
                           f"(got {h.fc_dim}); or use fc_norm = ln")
+    _check_test_scales(m.test_scales)
     _check_positive_list(m.pixel_std, "model.pixel_std", 3)
     if len(m.pixel_mean) != 3:
         raise ConfigError(f"key 'model.pixel_mean' must have 3 entries, got {m.pixel_mean!r}")

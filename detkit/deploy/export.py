@@ -85,7 +85,8 @@ def build_export_model(checkpoint: str, overrides: Sequence[str] = (),
     unexportable = unexportable_settings(test_hflip=cfg.model.test_hflip, nms_method=cfg.model.roi_head.nms_method,
                                          test_resize=cfg.data.test_resize,
                                          strides_from_size=cfg.model.anchors.strides_from_size,
-                                         box_voting=cfg.model.roi_head.box_voting)
+                                         box_voting=cfg.model.roi_head.box_voting,
+                                         test_scales=cfg.model.test_scales)
     if cfg.model.roi_head.cascade:
         raise ExportError(f"'{checkpoint}' is a cascade model (model.roi_head.cascade = "
                           f"{list(cfg.model.roi_head.cascade)}): {CASCADE_UNEXPORTABLE}")

@@ -45,7 +45,7 @@ graph works at any image size. Single images only: the batch dimension is not pa
 
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -80,7 +80,8 @@ class UnexportableSetting(NamedTuple):
 
 def unexportable_settings(*, test_hflip: bool, nms_method: str, test_resize: str = "pipeline",
                           strides_from_size: bool = False,
-                          box_voting: Optional[float] = None) -> List[UnexportableSetting]:
+                          box_voting: Optional[float] = None,
+                          test_scales: Sequence[float] = (1.0,)) -> List[UnexportableSetting]:
     """Every inference setting of a detector that its exported graph would not reproduce (empty: exportable).
 
     Collected all at once so that a user learns every override to give from one error, not one per try.
@@ -100,6 +101,11 @@ def unexportable_settings(*, test_hflip: bool, nms_method: str, test_resize: str
         found.append(UnexportableSetting("model.test_hflip", "true", "false",
                                          "flip test-time augmentation needs a second, mirrored pass, which the "
                                          "exported single-pass graph does not compute"))
+    if [float(x) for x in test_scales] != [1.0]:
+        found.append(UnexportableSetting("model.test_scales", "[" + ",".join(str(float(x)) for x in test_scales)
+                                         + "]", "[1.0]",
+                                         "scale test-time augmentation needs a pass per scale, which the exported "
+                                         "single-pass graph does not compute"))
     if test_resize != "pipeline":
         found.append(UnexportableSetting("data.test_resize", test_resize, "pipeline",
                                          "the graph resizes the uint8 image as the data pipeline does (cv2), "
@@ -255,7 +261,7 @@ class ExportableDetector(nn.Module):
             test_hflip=bool(getattr(detector, "test_hflip", False)), nms_method=roi.nms_method,
             test_resize="model" if getattr(detector, "test_resize", None) is not None else "pipeline",
             strides_from_size=rpn.anchor_generator.strides_from_size,
-            box_voting=getattr(roi, "box_voting", None))
+            box_voting=getattr(roi, "box_voting", None), test_scales=getattr(detector, "test_scales", (1.0,)))
         if hasattr(roi, "stages"):  # CascadeRoIHead: an architecture no override turns into the single head
             raise ValueError(CASCADE_UNEXPORTABLE)
         if unexportable:

@@ -3,8 +3,8 @@ Detection", CVPR 2018): T stages, each a full :class:`detkit.modeling.roi_head.R
 trained at a rising IoU threshold on the boxes the stage before it refined.
 
 Shape shorthand: B images, C channels, S pooled side, R RoIs (all images), R_i RoIs of image i,
-M ground-truth boxes, K classes without background, T stages, V views (1, or 2 with flip
-test-time augmentation).
+M ground-truth boxes, K classes without background, T stages, V test-time views (1 without
+test-time augmentation; detkit.modeling.tta).
 
 Stage t (1-based) has its own box head (the configured FCHead or ConvFCHead), its own predictor with
 class-agnostic box regression (one (dx, dy, dw, dh) per RoI, as the paper, Detectron2's
@@ -30,9 +30,9 @@ last stage's input boxes the classifiers of all T stages are applied and their s
 averaged (the paper's ensemble "on the 3rd stage proposals"; Detectron2 and MMDetection average each
 stage's scores on that stage's own input boxes instead), and the last stage's regression gives the
 detection boxes; then the single head's post-processing (score threshold, clip, min size, per-class
-hard or soft NMS, top detections_per_img) runs unchanged (:meth:`RoIHead.select`). With flip
-test-time augmentation every stage sees both views of each box: the refined boxes, the probabilities
-and the final boxes are averaged over the two views per RoI, as the single head averages them.
+hard or soft NMS, top detections_per_img) runs unchanged (:meth:`RoIHead.select`). With test-time
+augmentation (flip and/or scales) every stage sees every view of each box: the refined boxes, the
+probabilities and the final boxes are averaged over the views per RoI, as the single head averages them.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detkit.modeling.roi_head import BoxPredictor, MultiLevelRoIAlign, RoIHead, mirror_boxes
+from detkit.modeling.roi_head import BoxPredictor, MultiLevelRoIAlign, RoIHead
 from detkit.modeling.sampler import SamplingRNG
+from detkit.modeling.tta import ViewBatch, average, hflip_views
 from detkit.ops.boxes import clip_boxes
 
 __all__ = ["CascadeRoIHead", "stage_box_weights", "default_stage_loss_weights"]
@@ -62,7 +63,7 @@ def default_stage_loss_weights(num_stages: int) -> List[float]:
 
 class CascadeRoIHead(nn.Module):
     """T RoIHead stages with rising IoU thresholds; RoIHead's contract (forward, losses_of,
-    postprocess_hflip, rng, predictor).
+    postprocess_views, postprocess_hflip, rng, predictor).
 
     Args:
         stages: T RoIHead modules, stage 1 first, each with a class-agnostic BoxPredictor, its own
@@ -125,7 +126,7 @@ class CascadeRoIHead(nn.Module):
             raise ValueError("CascadeRoIHead needs targets in training mode")
         if self.training:
             return None, losses
-        return self._detect(features, proposals, image_sizes, hflip=False), losses
+        return self._detect([ViewBatch(features, image_sizes, image_sizes)], proposals, image_sizes), losses
 
     def losses_of(self, features: Dict[str, Tensor], proposals: Sequence[Tensor], targets: Sequence[Dict[str, Tensor]],
                   image_sizes: Optional[Sequence[Tuple[int, int]]] = None) -> Dict[str, Tensor]:
@@ -145,11 +146,16 @@ class CascadeRoIHead(nn.Module):
                 boxes = self._refine(stage, deltas.detach(), rois, image_sizes)
         return losses
 
+    def postprocess_views(self, views: Sequence[ViewBatch], proposals: Sequence[Tensor],
+                          image_sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, Tensor]]:
+        """RoIHead.postprocess_views's contract: every stage averages its V views per RoI."""
+        return self._detect(views, proposals, image_sizes)
+
     def postprocess_hflip(self, features: Dict[str, Tensor], proposals: Sequence[Tensor],
                           image_sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, Tensor]]:
         """RoIHead.postprocess_hflip's contract: ``features`` name -> Tensor[2B, C, H, W] (the B images,
         then their mirror images); every stage averages its two views per RoI."""
-        return self._detect(features, proposals, image_sizes, hflip=True)
+        return self._detect(hflip_views(features, image_sizes), proposals, image_sizes)
 
     # ------------------------------------------------------------------ stages
     @staticmethod
@@ -164,46 +170,44 @@ class CascadeRoIHead(nn.Module):
                 out = [clip_boxes(b, size) for b, size in zip(out, image_sizes)]
         return [b.detach() for b in out]
 
-    def _run_views(self, stage: RoIHead, pooled: Tensor, boxes: Sequence[Tensor], mirrored: Optional[List[Tensor]],
-                   image_sizes: Sequence[Tuple[int, int]]) -> Tuple[Tensor, Tensor]:
-        """One stage on pooled Tensor[V*R, C, S, S] (the boxes' view, then the mirrored view when
-        ``mirrored``) -> (class probabilities Tensor[R, K+1], decoded boxes Tensor[R, 4]), both
-        averaged over the views; the mirror view's boxes are mirrored back first."""
+    @staticmethod
+    def _run_views(stage: RoIHead, pooled: Tensor, view_boxes: Sequence[Sequence[Tensor]],
+                   views: Sequence[ViewBatch]) -> Tuple[Tensor, Tensor]:
+        """One stage on pooled Tensor[V*R, C, S, S] (the boxes in each view, view after view) ->
+        (class probabilities Tensor[R, K+1], decoded boxes Tensor[R, 4] in base-view pixels), both
+        averaged over the views; each view's boxes are mapped back to the base view first."""
         logits, deltas = stage.predictor(stage.box_head(pooled))  # (V*R, K+1), (V*R, 4)
-        probs = F.softmax(logits, dim=-1)  # (V*R, K+1)
-        n = probs.shape[0] // (2 if mirrored is not None else 1)
-        decoded = stage.box_coder.decode(deltas[:n], torch.cat(list(boxes)))  # (R, 4)
-        if mirrored is None:
-            return probs, decoded
-        counts = [b.shape[0] for b in boxes]
-        mirror_view = stage.box_coder.decode(deltas[n:], torch.cat(mirrored)).split(counts)  # B x (R_i, 4)
-        back = torch.cat([mirror_boxes(b, w) for b, (_, w) in zip(mirror_view, image_sizes)])  # (R, 4)
-        return (probs[:n] + probs[n:]) / 2, (decoded + back) / 2
+        n = logits.shape[0] // len(views)
+        probs = average(F.softmax(logits, dim=-1).split(n))  # (R, K+1)
+        counts = [b.shape[0] for b in view_boxes[0]]
+        decoded = []
+        for view, boxes, dl in zip(views, view_boxes, deltas.split(n)):
+            in_view = stage.box_coder.decode(dl, torch.cat(list(boxes)))  # (R, 4)
+            decoded.append(in_view if view.identity else torch.cat(view.from_view(in_view.split(counts))))
+        return probs, average(decoded)
 
-    def _pool(self, features: Dict[str, Tensor], boxes: Sequence[Tensor], image_sizes: Sequence[Tuple[int, int]],
-              hflip: bool) -> Tuple[Tensor, Optional[List[Tensor]]]:
-        """Pooled Tensor[V*R, C, S, S] of the boxes (and, with ``hflip``, of their mirror images in
-        the mirrored half of the features) and those mirrored boxes (B x Tensor[R_i, 4]) or None."""
-        if not hflip:
-            return self.roi_pool(features, boxes), None
-        mirrored = [mirror_boxes(b, w) for b, (_, w) in zip(boxes, image_sizes)]
-        return self.roi_pool(features, list(boxes) + mirrored), mirrored
+    def _pool(self, views: Sequence[ViewBatch], boxes: Sequence[Tensor]) -> Tuple[Tensor, List[List[Tensor]]]:
+        """Pooled Tensor[V*R, C, S, S] of the boxes (B x Tensor[R_i, 4], base-view pixels) in every view,
+        view after view, and the boxes in each view's pixels (V x B x Tensor[R_i, 4])."""
+        view_boxes = [view.to_view(boxes) for view in views]
+        pooled = [self.roi_pool(view.features, vb) for view, vb in zip(views, view_boxes)]
+        return (torch.cat(pooled) if len(pooled) > 1 else pooled[0]), view_boxes
 
-    def _detect(self, features: Dict[str, Tensor], proposals: Sequence[Tensor],
-                image_sizes: Sequence[Tuple[int, int]], hflip: bool) -> List[Dict[str, Tensor]]:
+    def _detect(self, views: Sequence[ViewBatch], proposals: Sequence[Tensor],
+                image_sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, Tensor]]:
         """Refine through stages 1..T-1, average all T classifiers on the last stage's input boxes,
-        box by the last stage's regression, post-process -> B x dict(boxes Tensor[D, 4],
-        scores Tensor[D], labels int64[D] in 1..K)."""
+        box by the last stage's regression (every stage averaging its V views per RoI), post-process
+        -> B x dict(boxes Tensor[D, 4], scores Tensor[D], labels int64[D] in 1..K)."""
         boxes = list(proposals)  # B x (R_i, 4)
         counts = [b.shape[0] for b in boxes]
         for stage in self.stages[:-1]:
-            pooled, mirrored = self._pool(features, boxes, image_sizes, hflip)
-            _, refined = self._run_views(stage, pooled, boxes, mirrored, image_sizes)  # (R, 4)
+            pooled, view_boxes = self._pool(views, boxes)
+            _, refined = self._run_views(stage, pooled, view_boxes, views)  # (R, 4)
             boxes = [clip_boxes(b, size).detach() for b, size in zip(refined.split(counts), image_sizes)]
-        pooled, mirrored = self._pool(features, boxes, image_sizes, hflip)
+        pooled, view_boxes = self._pool(views, boxes)
         probs, final = None, None
         for stage in self.stages:
-            p, final = self._run_views(stage, pooled, boxes, mirrored, image_sizes)  # (R, K+1), (R, 4)
+            p, final = self._run_views(stage, pooled, view_boxes, views)  # (R, K+1), (R, 4)
             probs = p if probs is None else probs + p
         scores = (probs / len(self.stages))[:, 1:]  # (R, K+1) -> (R, K), background dropped
         return self.stages[-1].select(scores, final, counts, image_sizes)

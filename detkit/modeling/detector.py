@@ -31,6 +31,7 @@ from detkit.modeling.codec import BoxCoder
 from detkit.modeling.roi_head import BoxPredictor, ConvFCHead, FCHead, MultiLevelRoIAlign, RoIHead
 from detkit.modeling.rpn import RegionProposalNetwork, RPNHead
 from detkit.modeling.sampler import BalancedSampler
+from detkit.modeling.tta import ViewBatch, tta_views
 from detkit.runtime.memory_format import resolve_memory_format
 
 __all__ = ["Detector", "build_detector", "MEMORY_FORMATS"]
@@ -51,7 +52,10 @@ class Detector(nn.Module):
         pixel_mean, pixel_std: per-channel RGB statistics of images scaled to [0, 1].
         size_divisible: padded sides are rounded up to a multiple of this.
         test_hflip: in eval, average each image's detections with its mirror image's
-            (:meth:`RoIHead.postprocess_hflip`); twice the backbone work per image.
+            (:meth:`RoIHead.postprocess_views`); twice the backbone work per image.
+        test_scales: in eval, also average each image's detections over the image resized by these
+            factors (relative to the test size; must include 1.0, the scale the RPN proposes at); with
+            ``test_hflip`` every scale is also mirrored. (1.0,): no scale augmentation.
         test_resize: (min_size, max_size): in eval the detector resizes each image itself, exactly as
             torchvision's GeneralizedRCNNTransform (normalise, then bilinear float resize by
             min(min_size / shorter side, max_size / longer side), then pad) and returns boxes in the
@@ -60,7 +64,8 @@ class Detector(nn.Module):
 
     def __init__(self, *, backbone: Backbone, rpn: RegionProposalNetwork, roi_head: Union[RoIHead, CascadeRoIHead],
                  pixel_mean: Sequence[float], pixel_std: Sequence[float], size_divisible: int = 32,
-                 test_hflip: bool = False, test_resize: Optional[Tuple[float, float]] = None) -> None:
+                 test_hflip: bool = False, test_resize: Optional[Tuple[float, float]] = None,
+                 test_scales: Sequence[float] = (1.0,)) -> None:
         super().__init__()
         self.backbone = backbone
         self.rpn = rpn
@@ -76,6 +81,7 @@ class Detector(nn.Module):
         self.test_resize = None if test_resize is None else (float(test_resize[0]), float(test_resize[1]))
         self.size_divisible = int(size_divisible)
         self.test_hflip = bool(test_hflip)
+        self.test_scales = tuple(view.scale for view in tta_views(test_scales, False))  # validated, 1.0 first
         self.memory_format = torch.contiguous_format
 
     def set_memory_format(self, name: str) -> "Detector":
@@ -91,18 +97,27 @@ class Detector(nn.Module):
         """Whether :meth:`preprocess` resizes (``test_resize`` is set and the model is in eval mode)."""
         return self.test_resize is not None and not self.training
 
-    def _resized_normalised(self, img: Tensor) -> Tensor:
-        """Tensor[3, H_i, W_i] in [0, 1] -> normalised and resized Tensor[3, H'_i, W'_i], torchvision's way."""
+    @property
+    def test_time_augmented(self) -> bool:
+        """Whether eval averages views (``test_hflip`` or more than one of ``test_scales``)."""
+        return self.test_hflip or len(self.test_scales) > 1
+
+    def _resized_normalised(self, img: Tensor, view_scale: float = 1.0) -> Tensor:
+        """Tensor[3, H_i, W_i] in [0, 1] -> normalised and resized Tensor[3, H'_i, W'_i], torchvision's way
+        (to ``view_scale`` x the test size)."""
         img = (img.to(self.pixel_mean) - self.pixel_mean) / self.pixel_std
         h, w = int(img.shape[-2]), int(img.shape[-1])
         min_size, max_size = self.test_resize
-        scale = min(min_size / min(h, w), max_size / max(h, w))
+        scale = view_scale * min(min_size / min(h, w), max_size / max(h, w))
         return F.interpolate(img[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True,
                              align_corners=False)[0]
 
-    def preprocess(self, images: Union[Sequence[Tensor], Tensor]) -> Tuple[Tensor, List[Tuple[int, int]]]:
+    def preprocess(self, images: Union[Sequence[Tensor], Tensor],
+                   view_scale: float = 1.0) -> Tuple[Tensor, List[Tuple[int, int]]]:
         """B x Tensor[3, H_i, W_i] in [0, 1] -> (normalised zero-padded Tensor[B, 3, H, W], B x (H_i, W_i)),
-        the sizes being those after the model's own resize when :attr:`resizes`."""
+        the sizes being those after the model's own resize when :attr:`resizes`. ``view_scale`` != 1
+        (a test-time view) resizes each image by that factor first (bilinear), or with :attr:`resizes`
+        resizes to that factor x the test size."""
         if len(images) == 0:
             raise ValueError("Detector got an empty list of images")
         for i, img in enumerate(images):
@@ -110,7 +125,9 @@ class Detector(nn.Module):
                 raise ValueError(f"image {i} must be a Tensor[3, H, W], got shape {tuple(img.shape)}")
         resizing = self.resizes
         if resizing:
-            images = [self._resized_normalised(img) for img in images]
+            images = [self._resized_normalised(img, view_scale) for img in images]
+        elif view_scale != 1.0:
+            images = [_rescaled(img, view_scale) for img in images]
         sizes = [(int(img.shape[1]), int(img.shape[2])) for img in images]
         d = self.size_divisible
         height = -(-max(h for h, _ in sizes) // d) * d
@@ -144,8 +161,8 @@ class Detector(nn.Module):
             orig_sizes = orig_sizes if orig_sizes is not None else given  # boxes back to the given pixels
             if targets is not None:  # validation losses: the targets follow the model's resize
                 targets = self._resized_targets(targets, given)
-        if self.test_hflip and not self.training:
-            return self._forward_hflip(images, targets, orig_sizes)
+        if self.test_time_augmented and not self.training:
+            return self._forward_views(images, targets, orig_sizes)
         batch, image_sizes = self.preprocess(images)
         features = self.backbone(batch)
         proposals, rpn_losses = self.rpn(list(features.values()), image_sizes, targets)
@@ -157,19 +174,28 @@ class Detector(nn.Module):
             detections = self.rescale(detections, image_sizes, orig_sizes)
         return (detections, losses) if targets is not None else detections
 
-    def _forward_hflip(self, images: Union[Sequence[Tensor], Tensor], targets: Optional[Sequence[Dict[str, Tensor]]],
+    def _forward_views(self, images: Union[Sequence[Tensor], Tensor], targets: Optional[Sequence[Dict[str, Tensor]]],
                        orig_sizes: Optional[Sequence[Tuple[int, int]]]):
-        """Eval forward with horizontal-flip test-time augmentation: the B images and their mirror images
-        go through the backbone as one batch of 2B; the RPN proposes on the B images only, and the RoI
-        head averages both views per proposal. Losses (with targets) are the plain forward's."""
+        """Eval forward with test-time augmentation (detkit.modeling.tta): for each of
+        ``test_scales`` the B images (and, with ``test_hflip``, their mirror images: one batch of 2B) go
+        through the backbone; the RPN proposes on the B images at scale 1 only, and the RoI head
+        averages every view per proposal. Losses (with targets) are the plain forward's."""
         num = len(images)
-        batch, sizes = self.preprocess(list(images) + [img.flip(-1) for img in images])
-        image_sizes = sizes[:num]
-        features = self.backbone(batch)  # name -> Tensor[2B, C, H, W]
-        own = {name: f[:num] for name, f in features.items()}
+        views: List[ViewBatch] = []
+        image_sizes: List[Tuple[int, int]] = []
+        for scale in self.test_scales:  # 1.0 first: its sizes are the base view's
+            given = list(images) + ([img.flip(-1) for img in images] if self.test_hflip else [])
+            batch, sizes = self.preprocess(given, view_scale=scale)
+            features = self.backbone(batch)  # name -> Tensor[V_s*B, C, H, W]
+            if not views:
+                image_sizes = sizes[:num]
+            views.append(ViewBatch({k: f[:num] for k, f in features.items()}, sizes[:num], image_sizes))
+            if self.test_hflip:
+                views.append(ViewBatch({k: f[num:] for k, f in features.items()}, sizes[num:], image_sizes, flip=True))
+        own = views[0].features
         proposals, rpn_losses = self.rpn(list(own.values()), image_sizes, targets)
         roi_losses = self.roi_head.losses_of(own, proposals, targets, image_sizes) if targets is not None else {}
-        detections = self.roi_head.postprocess_hflip(features, proposals, image_sizes)
+        detections = self.roi_head.postprocess_views(views, proposals, image_sizes)
         if orig_sizes is not None:
             detections = self.rescale(detections, image_sizes, orig_sizes)
         return (detections, {**rpn_losses, **roi_losses}) if targets is not None else detections
@@ -307,7 +333,7 @@ def build_detector(cfg, num_classes: int, anchor_shapes=None, *, log: Callable[[
 
     detector = Detector(backbone=backbone, rpn=rpn, roi_head=roi_head, pixel_mean=m.pixel_mean,
                         pixel_std=m.pixel_std, size_divisible=m.size_divisible, test_hflip=m.test_hflip,
-                        test_resize=_model_test_resize(cfg.data))
+                        test_resize=_model_test_resize(cfg.data), test_scales=m.test_scales)
     # auto resolves as for inference here; the trainer re-lays the model out for its training precision.
     return detector.set_memory_format(resolve_memory_format(m.memory_format))
 
@@ -336,6 +362,14 @@ def _roi_head(cfg, backbone: Backbone, roi_pool: MultiLevelRoIAlign, num_classes
         soft_nms_sigma=h.soft_nms_sigma, detections_per_img=h.detections_per_img,
         min_size=h.min_size, smooth_l1_beta=h.smooth_l1_beta, seed=seed, kernels=m.kernels,
         box_voting=h.box_voting, box_loss=h.box_loss, box_loss_weight=h.box_loss_weight)
+
+
+def _rescaled(img: Tensor, scale: float) -> Tensor:
+    """Tensor[3, H, W] -> Tensor[3, round(H * scale), round(W * scale)], bilinear (antialiased when shrinking)."""
+    h, w = int(img.shape[-2]), int(img.shape[-1])
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    return F.interpolate(img[None].float(), size=size, mode="bilinear", align_corners=False,
+                         antialias=scale < 1.0)[0].to(img.dtype)
 
 
 def _model_test_resize(data_cfg) -> Optional[Tuple[float, float]]:

@@ -35,6 +35,7 @@ from torchvision.ops.poolers import LevelMapper
 from detkit.config import GROUP_NORM_GROUPS
 from detkit.modeling.geometry_dtype import to_geometry
 from detkit.modeling.sampler import SamplingRNG
+from detkit.modeling.tta import ViewBatch, average, hflip_views, mirror_boxes
 from detkit.ops.box_losses import generalized_box_iou_loss
 from detkit.ops.box_voting import box_voting
 from detkit.ops.boxes import clip_boxes, remove_small_boxes
@@ -412,37 +413,43 @@ class RoIHead(nn.Module):
             results.append(self._finish(bx[rows], s, cols, size))
         return results
 
-    def postprocess_hflip(self, features: Dict[str, Tensor], proposals: Sequence[Tensor],
+    def postprocess_views(self, views: Sequence[ViewBatch], proposals: Sequence[Tensor],
                           image_sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, Tensor]]:
-        """Detections averaged over each image and its mirror image (horizontal-flip test-time augmentation).
+        """Detections averaged over test-time views (flip and/or scale test-time augmentation).
 
-        Every proposal of image i is also pooled, mirrored, from the mirror image's features; the class
-        probabilities and the class boxes (decoded in the mirror image, then mirrored back) of the two
-        views are averaged per RoI before the score threshold and NMS, so the augmentation refines
-        each detection rather than adding duplicates to suppress.
+        Every proposal of image i is pooled in every view, at the place the view moves it to, from
+        that view's features; the class probabilities and the class boxes (decoded in the view, then
+        mapped back to the base view) are averaged over the views per RoI before the score threshold
+        and NMS, so the augmentation refines each detection rather than adding duplicates to suppress.
 
         Args:
-            features: name -> Tensor[2B, C, H, W]: the B images, then their mirror images in the same order.
-            proposals: B x Tensor[R_i, 4] of the B images. image_sizes: B x (h, w) before padding.
+            views: V :class:`ViewBatch` of the B images (detkit.modeling.tta), the base view first.
+            proposals: B x Tensor[R_i, 4] in base-view pixels. image_sizes: B x (h, w) of the base view.
         Returns:
-            B x dict(boxes Tensor[D, 4], scores Tensor[D], labels int64[D] in 1..K).
+            B x dict(boxes Tensor[D, 4], scores Tensor[D], labels int64[D] in 1..K) in base-view pixels.
         """
-        mirrored = [mirror_boxes(p, w) for p, (_, w) in zip(proposals, image_sizes)]
-        logits, deltas = self.predictor(self.box_head(self.roi_pool(features, list(proposals) + mirrored)))
-        n = logits.shape[0] // 2
-        probs = F.softmax(logits, dim=-1)  # (2R, K+1)
-        scores = ((probs[:n] + probs[n:]) / 2)[:, 1:]  # (R, K)
-        deltas = deltas.view(deltas.shape[0], -1, 4)  # (2R, K or 1, 4)
+        view_props = [view.to_view(proposals) for view in views]  # V x B x (R_i, 4)
+        pooled = [self.roi_pool(view.features, props) for view, props in zip(views, view_props)]
+        logits, deltas = self.predictor(self.box_head(torch.cat(pooled) if len(pooled) > 1 else pooled[0]))
+        n = logits.shape[0] // len(views)
+        scores = average(F.softmax(logits, dim=-1).split(n))[:, 1:]  # (V*R, K+1) -> (R, K)
+        deltas = deltas.view(deltas.shape[0], -1, 4)  # (V*R, K or 1, 4)
         counts = [p.shape[0] for p in proposals]
+        view_deltas = [d.split(counts) for d in deltas.split(n)]  # V x B x (R_i, K or 1, 4)
         results = []
-        for props, mprops, sc, dl, mdl, size in zip(proposals, mirrored, scores.split(counts),
-                                                    deltas[:n].split(counts), deltas[n:].split(counts), image_sizes):
+        for i, (sc, size) in enumerate(zip(scores.split(counts), image_sizes)):
             rows, cols, s = self._above_threshold(sc)
-            slot = self._delta_slot(cols, dl)
-            boxes = self.box_coder.decode(dl[rows, slot], props[rows])  # (n, 4)
-            mirror_view = mirror_boxes(self.box_coder.decode(mdl[rows, slot], mprops[rows]), size[1])
-            results.append(self._finish((boxes + mirror_view) / 2, s, cols, size))
+            slot = self._delta_slot(cols, view_deltas[0][i])
+            boxes = average([view.image_from_view(self.box_coder.decode(dl[i][rows, slot], props[i][rows]), i)
+                             for view, dl, props in zip(views, view_deltas, view_props)])  # (n, 4)
+            results.append(self._finish(boxes, s, cols, size))
         return results
+
+    def postprocess_hflip(self, features: Dict[str, Tensor], proposals: Sequence[Tensor],
+                          image_sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, Tensor]]:
+        """:meth:`postprocess_views` over each image and its mirror image: ``features`` name ->
+        Tensor[2B, C, H, W], the B images, then their mirror images in the same order."""
+        return self.postprocess_views(hflip_views(features, image_sizes), proposals, image_sizes)
 
     def _above_threshold(self, scores: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """scores Tensor[R_i, K] -> (rows int64[n], class columns int64[n] in 0..K-1, scores[n]) above score_thresh."""
@@ -480,7 +487,3 @@ class RoIHead(nn.Module):
             kept_boxes = box_voting(kept_boxes, lab[keep], boxes, s, lab, self.box_voting)
         return {"boxes": kept_boxes, "scores": kept_scores, "labels": lab[keep]}
 
-
-def mirror_boxes(boxes: Tensor, width: int) -> Tensor:
-    """Boxes Tensor[N, 4] (x1, y1, x2, y2) of an image of ``width`` -> the same boxes in its left-right mirror image."""
-    return torch.stack((width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]), dim=1)

@@ -190,7 +190,7 @@ def torchvision_settings(*, num_anchors: int = 3) -> Dict[str, object]:
     """
     settings: Dict[str, object] = {
         "model.pixel_mean": [0.485, 0.456, 0.406], "model.pixel_std": [0.229, 0.224, 0.225],
-        "model.size_divisible": 32, "model.test_hflip": False,
+        "model.size_divisible": 32, "model.test_hflip": False, "model.test_scales": [1.0],
         "data.min_size": [800], "data.max_size": 1333, "data.test_min_size": 800, "data.test_resize": "model",
         "model.anchors.mode": "manual", "model.anchors.shapes": None, "model.anchors.offset": 0.0,
         "model.anchors.round_base": True, "model.anchors.strides_from_size": True,

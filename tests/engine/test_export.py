@@ -200,16 +200,21 @@ def test_unexportable_settings_are_all_named_in_one_message():
     assert lines[2] == "export with the overrides: model.roi_head.nms_method=hard model.test_hflip=false"
     voting = unexportable_settings(test_hflip=False, nms_method="hard", box_voting=0.8)
     assert [(s.key, s.value, s.exportable) for s in voting] == [("model.roi_head.box_voting", "0.8", "null")]
+    scales = unexportable_settings(test_hflip=False, nms_method="hard", test_scales=(1.0, 1.25))
+    assert [(s.key, s.value, s.exportable) for s in scales] == [("model.test_scales", "[1.0,1.25]", "[1.0]")]
+    assert "scale test-time augmentation" in scales[0].why
+    assert unexportable_settings(test_hflip=False, nms_method="hard", test_scales=[1.0]) == []
 
 
 def test_a_recipe_like_checkpoint_names_every_unexportable_setting_once_and_the_fix_exports(trained, tmp_path,
                                                                                             capsys):
-    """As configs/bccd_recipe.yaml infers (soft-NMS and flip TTA): one error with both settings and the
-    override line; that line, copied onto the same command, exports."""
+    """As configs/bccd_recipe.yaml infers (soft-NMS, flip and scale TTA): one error with every setting and
+    the override line; that line, copied onto the same command, exports."""
     from detkit.weights.checkpoint import load_checkpoint, save_checkpoint
 
     checkpoint = load_checkpoint(trained("c5_manual"))
     checkpoint["config"]["model"]["test_hflip"] = True
+    checkpoint["config"]["model"]["test_scales"] = [1.0, 1.25]
     checkpoint["config"]["model"]["roi_head"]["nms_method"] = "gaussian"
     recipe_like = tmp_path / "recipe_like.pt"
     save_checkpoint(checkpoint, str(recipe_like))
@@ -217,10 +222,12 @@ def test_a_recipe_like_checkpoint_names_every_unexportable_setting_once_and_the_
                "--no-verify"]
     assert export_tool.main(command) == 2
     err = capsys.readouterr().err
-    assert err.count("error:") == 1 and "2 inference settings" in err
+    assert err.count("error:") == 1 and "3 inference settings" in err
     assert "model.roi_head.nms_method=gaussian" in err and "model.test_hflip=true" in err
+    assert "model.test_scales=[1.0,1.25]" in err
     fix = err.strip().splitlines()[-1]
-    assert fix == "export with the overrides: model.roi_head.nms_method=hard model.test_hflip=false"
+    assert fix == ("export with the overrides: model.roi_head.nms_method=hard model.test_hflip=false "
+                   "model.test_scales=[1.0]")
     assert export_tool.main(command + fix.split(": ", 1)[1].split()) == 0
     assert (tmp_path / "m.pt").is_file()
 
