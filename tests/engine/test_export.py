@@ -305,11 +305,12 @@ def test_bench_export_runs_every_model_on_bccd(tmp_path):
     from detkit.weights.checkpoint import load_checkpoint, save_checkpoint
     from tests.data.tools_runner import load_script
 
-    # a checkpoint whose config infers as the recipe's does (flip TTA, soft-NMS), which no exported
+    # a checkpoint whose config infers as the recipe's does (flip and scale TTA, soft-NMS), which no exported
     # graph computes: the bench must still time all four detkit models, each in one pass with hard NMS
     checkpoint = load_checkpoint(load_script("bench_export.py", folder="benchmarks").random_p1_checkpoint(
         str(tmp_path), 0))
     checkpoint["config"]["model"]["test_hflip"] = True
+    checkpoint["config"]["model"]["test_scales"] = [1.0, 0.9]
     checkpoint["config"]["model"]["roi_head"]["nms_method"] = "gaussian"
     save_checkpoint(checkpoint, str(tmp_path / "recipe_like.pt"))
     out = tmp_path / "bench.json"
