@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 no_gpu = pytest.mark.skipif(cuda_unavailable_reason() is None, reason="checks the behaviour where CUDA is missing")
 
 
+@pytest.mark.slow  # ~25-45 s on a 2-core CPU: keeps the default suite near 10 min on AVX2-only CPUs; CI runs it
 def test_smoke_mode_runs_every_measurement(tmp_path, capsys):
     assert bench_gpu.main(["--device", "cpu", "--smoke", "--json", str(tmp_path / "b.json")]) == 0
     result = json.loads((tmp_path / "b.json").read_text())
