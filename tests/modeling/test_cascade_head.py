@@ -178,10 +178,9 @@ def test_eval_outputs_valid_detections():
         assert (scores[:-1] >= scores[1:]).all()
 
 
-@pytest.mark.parametrize("hflip", [False, True])
-def test_two_stages_of_the_single_heads_weights_without_regression_give_its_detections_exactly(hflip):
-    """Zero regression leaves the boxes as they are (integer corners decode exactly), so every stage
-    classifies the proposals; identical classifiers average to the single head's probabilities."""
+def single_head_and_its_two_stage_copy():
+    """(a single head without box regression and a random classifier, a 2-stage cascade whose stages are
+    copies of it), both in eval mode: the cascade must then detect exactly what the single head does."""
     single = make_stage(score_thresh=0.01).eval()
     with torch.no_grad():
         single.predictor.bbox_pred.weight.zero_()
@@ -189,6 +188,14 @@ def test_two_stages_of_the_single_heads_weights_without_regression_give_its_dete
     head = make_cascade(ious=(0.5, 0.6), score_thresh=0.01).eval()
     for stage in head.stages:
         copy_into(stage, single)
+    return single, head
+
+
+@pytest.mark.parametrize("hflip", [False, True])
+def test_two_stages_of_the_single_heads_weights_without_regression_give_its_detections_exactly(hflip):
+    """Zero regression leaves the boxes as they are (integer corners decode exactly), so every stage
+    classifies the proposals; identical classifiers average to the single head's probabilities."""
+    single, head = single_head_and_its_two_stage_copy()
     props = [integer_boxes(40, 3), integer_boxes(25, 4)]
     feats = features(batch=4 if hflip else 2)
     with torch.no_grad():

@@ -9,7 +9,7 @@ from detkit.config import load_config
 from detkit.errors import ConfigError
 from detkit.modeling.detector import build_detector
 from detkit.modeling.tta import View, ViewBatch, average, mirror_boxes, tta_views
-from tests.modeling.test_cascade_head import IMAGE, copy_into, features, integer_boxes, make_cascade, make_stage
+from tests.modeling.test_cascade_head import IMAGE, features, integer_boxes, single_head_and_its_two_stage_copy
 from tests.modeling.test_detector import K, light_config, synthetic_images
 
 
@@ -133,13 +133,7 @@ def test_scale_views_follow_the_models_own_resize():
 def test_cascade_of_identical_stages_averages_views_as_the_single_head():
     """The cascade's view averaging (every stage, every view) equals the single head's when its two
     stages are the single head without regression: three views, one of them scaled and mirrored."""
-    single = make_stage(score_thresh=0.01).eval()
-    with torch.no_grad():
-        single.predictor.bbox_pred.weight.zero_()
-        torch.nn.init.normal_(single.predictor.cls_score.weight, std=0.3)
-    head = make_cascade(ious=(0.5, 0.6), score_thresh=0.01).eval()
-    for stage in head.stages:
-        copy_into(stage, single)
+    single, head = single_head_and_its_two_stage_copy()
     base = [IMAGE, IMAGE]
     scaled = [(IMAGE[0] * 2, IMAGE[1] * 2)] * 2
     big = {k: F.interpolate(f, scale_factor=2.0) for k, f in features(batch=2, seed=7).items()}
