@@ -47,7 +47,6 @@ def test_an_evaluated_epoch_logged_after_its_evaluation_counts_before_it():
     assert recipe_report.eval_minutes(records) == pytest.approx({2: 2.5, 4: 4.7})
 
 
-
 def test_iterations_between_the_last_training_record_and_an_evaluation_count_once():
     """Epochs of 10 iterations (1 s each), training records every 8: the evaluation of epoch 2 follows
     the record of iteration 16, so the gap to it holds 4 s of epoch 2's training and 30 s of evaluation."""
@@ -56,6 +55,7 @@ def test_iterations_between_the_last_training_record_and_an_evaluation_count_onc
                {"type": "train", "iteration": 16, "time": 16.0}, {"type": "eval", "epoch": 2, "time": 50.0},
                {"type": "epoch", "epoch": 2, "iteration": 20, "time": 50.0, "seconds": 10.0}]
     assert recipe_report.eval_minutes(records) == pytest.approx({2: 50.0 / 60})
+
 
 def test_setup_minutes_are_the_wall_time_line_less_the_compute_time(tmp_path):
     records = [{"type": "epoch", "epoch": 1, "time": 160.0, "seconds": 60.0},
