@@ -36,6 +36,10 @@ __all__ = [
 # "Group Normalization", 2018); validate() rejects channel counts it does not divide.
 GROUP_NORM_GROUPS = 32
 
+# The RoI head's box regression losses model.roi_head.box_loss may name (detkit/modeling/roi_head.py
+# implements them and gives each its default weight).
+BOX_LOSSES = ("smooth_l1", "giou")
+
 # The norms model.backbone.fpn_norm may name (besides true = the backbone's norm, false = none).
 FPN_NORMS = ("bn", "sync_bn", "gn")
 
@@ -149,7 +153,7 @@ class RoIHeadConfig:
     # Box regression loss of the positive RoIs (every cascade stage's; the RPN keeps smooth L1):
     # smooth_l1 on the encoded deltas (torchvision), or giou: 1 - GIoU of the decoded boxes against the
     # ground truth (MMDetection's reg_decoded_bbox + GIoULoss), which trains the overlap AP75 measures.
-    box_loss: str = field(default="smooth_l1", metadata=_choices("smooth_l1", "giou"))
+    box_loss: str = field(default="smooth_l1", metadata=_choices(*BOX_LOSSES))
     # Multiplies that loss; null: 1 for smooth_l1, 10 for giou (MMDetection's GIoU weight).
     box_loss_weight: Optional[float] = field(default=None, metadata={"gt": 0.0})
     pool_size: int = field(default=7, metadata={"gt": 0})

@@ -32,7 +32,7 @@ from torchvision.ops import batched_nms as tv_batched_nms
 from torchvision.ops.misc import Conv2dNormActivation
 from torchvision.ops.poolers import LevelMapper
 
-from detkit.config import GROUP_NORM_GROUPS
+from detkit.config import BOX_LOSSES, GROUP_NORM_GROUPS
 from detkit.modeling.geometry_dtype import to_geometry
 from detkit.modeling.sampler import SamplingRNG
 from detkit.modeling.tta import ViewBatch, average, hflip_views, mirror_boxes
@@ -50,8 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MultiLevelRoIAlign", "FCHead", "ConvFCHead", "BoxPredictor", "RoIHead", "mirror_boxes", "BOX_LOSSES"]
 
-#: The RoI head's box regression losses, and the weight each gets when box_loss_weight is not given.
-BOX_LOSSES = ("smooth_l1", "giou")
+#: The weight of each of the box regression losses (config.BOX_LOSSES) when box_loss_weight is not given.
 DEFAULT_BOX_LOSS_WEIGHTS = {"smooth_l1": 1.0, "giou": 10.0}
 
 

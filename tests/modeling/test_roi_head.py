@@ -11,9 +11,10 @@ from torch import nn
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import MultiScaleRoIAlign
 
+from detkit.config import BOX_LOSSES, ConfigError, config_from_dict, validate
 from detkit.modeling.assigner import MaxIoUAssigner
 from detkit.modeling.codec import BoxCoder
-from detkit.modeling.roi_head import BoxPredictor, FCHead, MultiLevelRoIAlign, RoIHead
+from detkit.modeling.roi_head import DEFAULT_BOX_LOSS_WEIGHTS, BoxPredictor, FCHead, MultiLevelRoIAlign, RoIHead
 from detkit.modeling.sampler import BalancedSampler
 from detkit.ops import generalized_box_iou_loss
 from detkit.testing import random_boxes
@@ -231,6 +232,15 @@ def test_box_loss_settings_are_checked():
     with pytest.raises(ValueError, match="box_loss_weight must be > 0"):
         make_head(box_loss_weight=0.0)
     assert make_head().box_loss_weight == 1.0
+
+
+@pytest.mark.parametrize("box_loss", BOX_LOSSES)
+def test_every_box_loss_the_config_accepts_builds_a_head_with_its_default_weight(box_loss):
+    # One list for the config's choices and the head's check: a loss added to one is known to the other.
+    validate(config_from_dict({"model": {"roi_head": {"box_loss": box_loss}}}))
+    assert make_head(box_loss=box_loss).box_loss_weight == DEFAULT_BOX_LOSS_WEIGHTS[box_loss]
+    with pytest.raises(ConfigError, match="model.roi_head.box_loss"):
+        validate(config_from_dict({"model": {"roi_head": {"box_loss": box_loss + "_x"}}}))
 
 
 def test_box_loss_weight_scales_the_smooth_l1_loss_too():
