@@ -1,6 +1,6 @@
 """Evaluate a checkpoint with the COCO metrics (and VOC mAP@0.5) on a data set split.
 
-    detkit eval --checkpoint CKPT [--config CFG] [--split NAME] [--output-dir DIR] [--precise-bn N]
+    detkit eval --checkpoint CKPT [CKPT ...] [--config CFG] [--split NAME] [--output-dir DIR] [--precise-bn N]
                 [--trained-weights] [--precision auto|fp32|bf16|fp16] [--device D] [--quiet] [key=value ...]
 
 Without --config the checkpoint's own config (data paths included) is used; key=value overrides
@@ -8,6 +8,9 @@ change it (e.g. data.val.splits=[test]). --split train|val picks the config's tr
 split; any other NAME is a VOC split (ImageSets/Main/NAME.txt) read from the validation roots.
 Prints the COCO table and the per-class AP table; writes eval.json and detections.json. The model runs
 as eval.precision says (--precision overrides it) with its BatchNorm folded (eval.fold_bn=false keeps it).
+Several checkpoints (of the same classes) are evaluated as one ensemble: every member's RoI head scores
+every member's proposals, averaged per proposal (detkit.modeling.ensemble); the first checkpoint's config
+gives the data set and post-processing, and eval.json goes to an ensemble/ folder beside it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ __all__ = ["add_arguments", "run", "main"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``detkit eval`` (those of tools/eval.py)."""
-    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--checkpoint", required=True, nargs="+",
+                        help="a detkit checkpoint (best.pt), or several of the same classes: one ensemble")
     parser.add_argument("--config", help="YAML config to use instead of the checkpoint's (model must match)")
     parser.add_argument("--split", help="train, val (default) or a VOC split name")
     parser.add_argument("--output-dir", help="where eval.json and detections.json go (default: beside the checkpoint)")
@@ -54,10 +58,12 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.precision is not None:
         overrides.append(f"eval.precision={args.precision}")
-    output_dir = args.output_dir or os.path.dirname(os.path.abspath(args.checkpoint))
+    beside = os.path.dirname(os.path.abspath(args.checkpoint[0]))
+    output_dir = args.output_dir or (beside if len(args.checkpoint) == 1 else os.path.join(beside, "ensemble"))
     try:
         resolve_device(args.device, key="--device")
-        evaluate_checkpoint(args.checkpoint, config_path=args.config, overrides=overrides, split=args.split,
+        checkpoints = args.checkpoint[0] if len(args.checkpoint) == 1 else args.checkpoint
+        evaluate_checkpoint(checkpoints, config_path=args.config, overrides=overrides, split=args.split,
                             output_dir=output_dir, device=args.device, precise_bn_batches=args.precise_bn,
                             progress=not args.quiet, weights="train_model" if args.trained_weights else "model")
     except DetkitError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from tqdm import tqdm
@@ -14,7 +14,7 @@ from detkit.errors import CheckpointError, ConfigError
 from detkit.evaluation.evaluator import evaluate_detections
 from detkit.runtime.device import resolve_device
 from detkit.runtime.precision import Precision, autocast_of
-from detkit.weights.trained_model import load_trained_model, prepare_inference
+from detkit.weights.trained_model import load_trained_models, prepare_inference
 
 __all__ = ["run_evaluation", "evaluate_checkpoint"]
 
@@ -62,7 +62,8 @@ def run_evaluation(model: torch.nn.Module, dataset, cfg: Config, device: torch.d
     return metrics, results
 
 
-def evaluate_checkpoint(checkpoint_path: str, *, config_path: Optional[str] = None, overrides: Sequence[str] = (),
+def evaluate_checkpoint(checkpoint_path: Union[str, Sequence[str]], *, config_path: Optional[str] = None,
+                        overrides: Sequence[str] = (),
                         split: Optional[str] = None, output_dir: Optional[str] = None, device: str = "cpu",
                         precise_bn_batches: int = 0, progress: bool = True, weights: str = "model",
                         log: Callable[[str], None] = print) -> dict:
@@ -73,16 +74,23 @@ def evaluate_checkpoint(checkpoint_path: str, *, config_path: Optional[str] = No
     BatchNorm statistics with the checkpoint's weights over that many training batches (for
     checkpoints whose statistics are the running averages of training). ``weights``: as in
     :func:`load_trained_model` ("train_model" evaluates the trained weights of a moving-average run).
+    ``checkpoint_path``: one checkpoint, or a list of several to evaluate as one ensemble
+    (detkit.modeling.ensemble; the first checkpoint's config governs the data set and post-processing).
     """
     from detkit.config import load_config, replace_values
     from detkit.data.formats import build_dataset
     from detkit.evaluation.evaluator import format_coco_table, format_per_class_table, write_json
 
     resolve_device(device, key="device")  # before the checkpoint is read and the data set is scanned
+    paths = [checkpoint_path] if isinstance(checkpoint_path, (str, os.PathLike)) else list(checkpoint_path)
+    if len(paths) > 1 and precise_bn_batches > 0:
+        raise ConfigError(f"--precise-bn re-estimates one checkpoint's BatchNorm statistics; evaluate each of the "
+                          f"{len(paths)} checkpoints with it first, or give the ensemble without it")
+    checkpoint_path = paths[0] if len(paths) == 1 else ", ".join(os.fspath(p) for p in paths)
     overrides = list(overrides)
     if split not in (None, "train", "val"):
         overrides.append(f"data.val.splits=[{split}]")
-    model, cfg, ckpt = load_trained_model(checkpoint_path, torch.device(device), overrides, weights=weights)
+    model, cfg, ckpt = load_trained_models(paths, torch.device(device), overrides, weights=weights)
     if split not in (None, "train", "val") and cfg.data.format != "voc":
         raise ConfigError(f"--split {split!r}: a named split needs data.format 'voc' (this config has "
                           f"'{cfg.data.format}'); use --split train or val, or override data.val.ann_file")
@@ -104,6 +112,8 @@ def evaluate_checkpoint(checkpoint_path: str, *, config_path: Optional[str] = No
     precision = prepare_inference(model, cfg, torch.device(device), log=log)
     metrics, results = run_evaluation(model, dataset, cfg, torch.device(device), progress=progress,
                                       precision=precision)
+    if len(paths) > 1:
+        log(f"ensemble of {len(paths)} checkpoints: {checkpoint_path}")
     log(f"{len(dataset)} images; COCO metrics:\n{format_coco_table(metrics)}")
     log("per class:\n" + format_per_class_table(metrics))
     if output_dir:

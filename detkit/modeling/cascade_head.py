@@ -193,11 +193,11 @@ class CascadeRoIHead(nn.Module):
         pooled = [self.roi_pool(view.features, vb) for view, vb in zip(views, view_boxes)]
         return (torch.cat(pooled) if len(pooled) > 1 else pooled[0]), view_boxes
 
-    def _detect(self, views: Sequence[ViewBatch], proposals: Sequence[Tensor],
-                image_sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, Tensor]]:
-        """Refine through stages 1..T-1, average all T classifiers on the last stage's input boxes,
-        box by the last stage's regression (every stage averaging its V views per RoI), post-process
-        -> B x dict(boxes Tensor[D, 4], scores Tensor[D], labels int64[D] in 1..K)."""
+    def predict_views(self, views: Sequence[ViewBatch], proposals: Sequence[Tensor],
+                      image_sizes: Sequence[Tuple[int, int]]) -> Tuple[Tensor, Tensor]:
+        """RoIHead.predict_views's contract: refine through stages 1..T-1, average all T classifiers on
+        the last stage's input boxes, box by the last stage's regression (every stage averaging its V
+        views per RoI) -> (class probabilities Tensor[R, K], background dropped; boxes Tensor[R, 1, 4])."""
         boxes = list(proposals)  # B x (R_i, 4)
         counts = [b.shape[0] for b in boxes]
         for stage in self.stages[:-1]:
@@ -209,5 +209,16 @@ class CascadeRoIHead(nn.Module):
         for stage in self.stages:
             p, final = self._run_views(stage, pooled, view_boxes, views)  # (R, K+1), (R, 4)
             probs = p if probs is None else probs + p
-        scores = (probs / len(self.stages))[:, 1:]  # (R, K+1) -> (R, K), background dropped
-        return self.stages[-1].select(scores, final, counts, image_sizes)
+        return (probs / len(self.stages))[:, 1:], final[:, None]  # (R, K+1) -> (R, K); (R, 1, 4)
+
+    def _detect(self, views: Sequence[ViewBatch], proposals: Sequence[Tensor],
+                image_sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, Tensor]]:
+        """:meth:`predict_views`, post-processed -> B x dict(boxes Tensor[D, 4], scores Tensor[D], labels
+        int64[D] in 1..K)."""
+        scores, boxes = self.predict_views(views, proposals, image_sizes)
+        return self.select(scores, boxes, [p.shape[0] for p in proposals], image_sizes)
+
+    def select(self, scores: Tensor, boxes: Tensor, counts: Sequence[int],
+               image_sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, Tensor]]:
+        """RoIHead.select's contract, with the last stage's post-processing settings."""
+        return self.stages[-1].select(scores, boxes, counts, image_sizes)

@@ -180,6 +180,19 @@ class Detector(nn.Module):
         ``test_scales`` the B images (and, with ``test_hflip``, their mirror images: one batch of 2B) go
         through the backbone; the RPN proposes on the B images at scale 1 only, and the RoI head
         averages every view per proposal. Losses (with targets) are the plain forward's."""
+        views, image_sizes = self.view_batches(images)
+        own = views[0].features
+        proposals, rpn_losses = self.rpn(list(own.values()), image_sizes, targets)
+        roi_losses = self.roi_head.losses_of(own, proposals, targets, image_sizes) if targets is not None else {}
+        detections = self.roi_head.postprocess_views(views, proposals, image_sizes)
+        if orig_sizes is not None:
+            detections = self.rescale(detections, image_sizes, orig_sizes)
+        return (detections, {**rpn_losses, **roi_losses}) if targets is not None else detections
+
+    def view_batches(self, images: Union[Sequence[Tensor], Tensor]) -> Tuple[List[ViewBatch], List[Tuple[int, int]]]:
+        """B images -> (the V test-time views' :class:`ViewBatch` (the base view first; one view when the
+        model has no test-time augmentation), B x (h, w) of the base view). Every scale's B images, with
+        ``test_hflip`` also their mirror images (one batch of 2B), go through the backbone once."""
         num = len(images)
         views: List[ViewBatch] = []
         image_sizes: List[Tuple[int, int]] = []
@@ -192,13 +205,7 @@ class Detector(nn.Module):
             views.append(ViewBatch({k: f[:num] for k, f in features.items()}, sizes[:num], image_sizes))
             if self.test_hflip:
                 views.append(ViewBatch({k: f[num:] for k, f in features.items()}, sizes[num:], image_sizes, flip=True))
-        own = views[0].features
-        proposals, rpn_losses = self.rpn(list(own.values()), image_sizes, targets)
-        roi_losses = self.roi_head.losses_of(own, proposals, targets, image_sizes) if targets is not None else {}
-        detections = self.roi_head.postprocess_views(views, proposals, image_sizes)
-        if orig_sizes is not None:
-            detections = self.rescale(detections, image_sizes, orig_sizes)
-        return (detections, {**rpn_losses, **roi_losses}) if targets is not None else detections
+        return views, image_sizes
 
     def _resized_targets(self, targets: Sequence[Dict[str, Tensor]],
                          sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, Tensor]]:

@@ -404,12 +404,14 @@ class RoIHead(nn.Module):
 
     def select(self, scores: Tensor, boxes: Tensor, counts: Sequence[int],
                image_sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, Tensor]]:
-        """:meth:`postprocess` for boxes already decoded, one per RoI (CascadeRoIHead's): scores Tensor[R, K]
-        (background dropped), boxes Tensor[R, 4], counts: B x R_i -> B x dict(boxes, scores, labels)."""
+        """:meth:`postprocess` for boxes already decoded: scores Tensor[R, K] (background dropped), boxes
+        Tensor[R, 4] (one per RoI, CascadeRoIHead's) or Tensor[R, K or 1, 4] (per class, or one shared),
+        counts: B x R_i -> B x dict(boxes, scores, labels)."""
         results = []
         for sc, bx, size in zip(scores.split(list(counts)), boxes.split(list(counts)), image_sizes):
             rows, cols, s = self._above_threshold(sc)
-            results.append(self._finish(bx[rows], s, cols, size))
+            picked = bx[rows] if bx.dim() == 2 else bx[rows, self._delta_slot(cols, bx)]
+            results.append(self._finish(picked, s, cols, size))
         return results
 
     def postprocess_views(self, views: Sequence[ViewBatch], proposals: Sequence[Tensor],
@@ -427,22 +429,37 @@ class RoIHead(nn.Module):
         Returns:
             B x dict(boxes Tensor[D, 4], scores Tensor[D], labels int64[D] in 1..K) in base-view pixels.
         """
+        scores, boxes = self.predict_views(views, proposals)
+        return self.select(scores, boxes, [p.shape[0] for p in proposals], image_sizes)
+
+    def predict_views(self, views: Sequence[ViewBatch], proposals: Sequence[Tensor],
+                      image_sizes: Optional[Sequence[Tuple[int, int]]] = None) -> Tuple[Tensor, Tensor]:
+        """Per-RoI predictions before post-processing, averaged over the views: the part of
+        :meth:`postprocess_views` that a model ensemble (detkit.modeling.ensemble) averages over its members.
+
+        Args:
+            views: V :class:`ViewBatch`, the base view first. proposals: B x Tensor[R_i, 4], base-view pixels.
+            image_sizes: unused here (CascadeRoIHead clips its refined boxes to them).
+        Returns:
+            (class probabilities Tensor[R, K], background dropped; boxes Tensor[R, K or 1, 4] in base-view
+            pixels, decoded per class, or once per RoI for a class-agnostic predictor), R = sum of R_i.
+        """
         view_props = [view.to_view(proposals) for view in views]  # V x B x (R_i, 4)
         pooled = [self.roi_pool(view.features, props) for view, props in zip(views, view_props)]
         logits, deltas = self.predictor(self.box_head(torch.cat(pooled) if len(pooled) > 1 else pooled[0]))
         n = logits.shape[0] // len(views)
         scores = average(F.softmax(logits, dim=-1).split(n))[:, 1:]  # (V*R, K+1) -> (R, K)
-        deltas = deltas.view(deltas.shape[0], -1, 4)  # (V*R, K or 1, 4)
         counts = [p.shape[0] for p in proposals]
-        view_deltas = [d.split(counts) for d in deltas.split(n)]  # V x B x (R_i, K or 1, 4)
-        results = []
-        for i, (sc, size) in enumerate(zip(scores.split(counts), image_sizes)):
-            rows, cols, s = self._above_threshold(sc)
-            slot = self._delta_slot(cols, view_deltas[0][i])
-            boxes = average([view.image_from_view(self.box_coder.decode(dl[i][rows, slot], props[i][rows]), i)
-                             for view, dl, props in zip(views, view_deltas, view_props)])  # (n, 4)
-            results.append(self._finish(boxes, s, cols, size))
-        return results
+        boxes = []
+        for view, props, dl in zip(views, view_props, deltas.split(n)):
+            dl = dl.reshape(n, -1, 4)  # (R, K or 1, 4)
+            slots = dl.shape[1]
+            decoded = self.box_coder.decode(dl.reshape(-1, 4), torch.cat(props).repeat_interleave(slots, 0))
+            if not view.identity:
+                per_image = decoded.split([c * slots for c in counts])
+                decoded = torch.cat(view.from_view(per_image))
+            boxes.append(decoded.view(n, slots, 4))
+        return scores, average(boxes)
 
     def postprocess_hflip(self, features: Dict[str, Tensor], proposals: Sequence[Tensor],
                           image_sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, Tensor]]:

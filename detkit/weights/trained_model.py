@@ -2,12 +2,15 @@
 
     model, cfg, ckpt = load_trained_model("runs/synthetic/best.pt")
     precision = prepare_inference(model, cfg, device)   # eval mode, BatchNorm folded, eval.precision
+
+    # several checkpoints of the same classes: one DetectorEnsemble (detkit.modeling.ensemble)
+    model, cfg, ckpt = load_trained_models(["runs/a/best.pt", "runs/b/best.pt"])
 """
 
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -16,12 +19,13 @@ from detkit.errors import CheckpointError, ConfigError
 from detkit.hub import PREFIX as TORCHVISION_PREFIX
 from detkit.modeling.anchors import resolve_anchor_shapes
 from detkit.modeling.detector import build_detector
+from detkit.modeling.ensemble import DetectorEnsemble
 from detkit.modeling.fold_bn import fold_batch_norm
 from detkit.runtime.precision import Precision, resolve_precision
 from detkit.safe_load import load_torch_file
 from detkit.weights.checkpoint import REQUIRED_KEYS, load_checkpoint, load_weights
 
-__all__ = ["load_trained_model", "prepare_inference"]
+__all__ = ["load_trained_model", "load_trained_models", "prepare_inference"]
 
 
 def load_trained_model(checkpoint_path: str, device: torch.device = torch.device("cpu"),
@@ -68,6 +72,43 @@ def load_trained_model(checkpoint_path: str, device: torch.device = torch.device
     model = build_detector(cfg, num_classes=len(ckpt["classes"]), anchor_shapes=shapes)
     load_weights(model, ckpt[weights], checkpoint_path, what="the model its config builds")
     return model.to(device).eval(), cfg, ckpt
+
+
+def load_trained_models(checkpoint_paths: Sequence[str], device: torch.device = torch.device("cpu"),
+                        overrides: Optional[list] = None,
+                        weights: str = "model") -> tuple[torch.nn.Module, Config, dict]:
+    """:func:`load_trained_model` for one checkpoint; for several, the :class:`DetectorEnsemble` of their
+    detectors, each rebuilt from its own checkpoint with the same ``overrides``.
+
+    The first checkpoint's config and dict are returned: its data set, evaluation and post-processing
+    settings (score threshold, NMS, detections per image) are the ensemble's; each member keeps its own
+    test-time views. Raises CheckpointError when the checkpoints' classes (or their order) differ, and
+    ConfigError when their test-time resizes do.
+    """
+    paths = [os.fspath(p) for p in checkpoint_paths]
+    if not paths:
+        raise CheckpointError("no checkpoint given: name one, or several for an ensemble")
+    if len(paths) == 1:
+        return load_trained_model(paths[0], device, overrides, weights=weights)
+    if len(set(paths)) != len(paths):
+        repeated = sorted({p for p in paths if paths.count(p) > 1})
+        raise CheckpointError(f"checkpoint {repeated[0]!r} is given twice: an ensemble's members are different "
+                              f"checkpoints")
+    members, first_cfg, first_ckpt = [], None, None
+    for path in paths:
+        model, cfg, ckpt = load_trained_model(path, device, overrides, weights=weights)
+        if first_ckpt is None:
+            first_cfg, first_ckpt = cfg, ckpt
+        elif list(ckpt["classes"]) != list(first_ckpt["classes"]):
+            raise CheckpointError(f"checkpoint '{path}' detects the classes {list(ckpt['classes'])} but "
+                                  f"'{paths[0]}' detects {list(first_ckpt['classes'])}: an ensemble's members "
+                                  f"must detect the same classes in the same order")
+        members.append(model)
+    try:
+        ensemble = DetectorEnsemble(members)
+    except ValueError as exc:  # member N's test resize differs: name the files
+        raise ConfigError(f"checkpoints {', '.join(repr(p) for p in paths)}: {exc}") from None
+    return ensemble.to(device).eval(), first_cfg, first_ckpt
 
 
 def prepare_inference(model: torch.nn.Module, cfg: Config, device: torch.device, *,

@@ -16,6 +16,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detkit.engine.trainer import Trainer
+from detkit.errors import CheckpointError, ConfigError
 from detkit.evaluation.evaluate import evaluate_checkpoint
 from detkit.weights.checkpoint import load_checkpoint, save_checkpoint
 
@@ -104,3 +105,44 @@ def test_trained_weights_evaluate_as_a_model_built_from_them(ema_run, tmp_path):
     assert average_detections != trained_detections
     assert average_file["coco"] != trained_file["coco"]
     assert average["coco"]["mAP"] > 0.2
+
+
+def _trained_only(ema_run, path, **changes):
+    """The run's trained weights as a checkpoint of their own (a second model of the same classes)."""
+    ckpt = load_checkpoint(ema_run["checkpoint"])
+    plain = {k: v for k, v in ckpt.items() if k != "train_model"}
+    plain.update(model=ckpt["train_model"], **changes)
+    save_checkpoint(plain, path)
+    return path
+
+
+def test_several_checkpoints_evaluate_as_one_ensemble(ema_run, tmp_path):
+    """The moving average and the trained weights, two models of one run, as an ensemble: scored as its
+    own detections (pycocotools agrees), and neither member's."""
+    second = _trained_only(ema_run, tmp_path / "trained_only.pt")
+    ensemble, ensemble_file, ensemble_detections = _evaluate_many([ema_run["checkpoint"], second], tmp_path / "ens")
+    _, _, average_detections = _evaluate(ema_run["checkpoint"], tmp_path / "average")
+    _, _, trained_detections = _evaluate(second, tmp_path / "trained")
+    assert ensemble["coco"]["mAP"] > 0.2
+    assert ensemble_detections not in (average_detections, trained_detections)
+    coco, _ = _rescore(ema_run["ann_file"], ensemble_detections)
+    for name in STAT_NAMES:
+        assert ensemble_file["coco"][name] == pytest.approx(coco[name], abs=1e-6), name
+
+
+def _evaluate_many(checkpoints, out):
+    metrics = evaluate_checkpoint([str(c) for c in checkpoints], output_dir=str(out), progress=False,
+                                  log=lambda *_: None)
+    return metrics, json.loads((out / "eval.json").read_text()), json.loads((out / "detections.json").read_text())
+
+
+def test_an_ensemble_refuses_checkpoints_of_other_classes_by_name(ema_run, tmp_path):
+    classes = list(load_checkpoint(ema_run["checkpoint"])["classes"])
+    renamed = _trained_only(ema_run, tmp_path / "renamed.pt", classes=classes[::-1])
+    with pytest.raises(CheckpointError, match=r"renamed\.pt' detects the classes .* same classes in the same order"):
+        evaluate_checkpoint([str(ema_run["checkpoint"]), str(renamed)], progress=False, log=lambda *_: None)
+    with pytest.raises(CheckpointError, match="given twice"):
+        evaluate_checkpoint([str(renamed), str(renamed)], progress=False, log=lambda *_: None)
+    with pytest.raises(ConfigError, match="precise-bn"):
+        evaluate_checkpoint([str(ema_run["checkpoint"]), str(renamed)], precise_bn_batches=2, progress=False,
+                            log=lambda *_: None)

@@ -150,3 +150,12 @@ def test_eval_tool_precision_flag(trained_run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         eval_tool.main(["--checkpoint", str(trained_run / "last.pt"), "--precision", "fp8"])
     assert "fp8" in capsys.readouterr().err
+
+
+def test_eval_tool_takes_several_checkpoints_as_one_ensemble(trained_run, tmp_path, capsys):
+    """--checkpoint A B: one evaluation of the two as an ensemble, written to ensemble/ beside A."""
+    rc = eval_tool.main(["--checkpoint", str(trained_run / "last.pt"), str(trained_run / "best.pt"), "--quiet"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "ensemble of 2 checkpoints" in out and "AP50" in out
+    assert json.loads((trained_run / "ensemble" / "eval.json").read_text())["num_images"] == 4
