@@ -1,16 +1,18 @@
 """Evaluate a checkpoint with the COCO metrics (and VOC mAP@0.5) on a data set split.
 
-    detkit eval --checkpoint CKPT [CKPT ...] [--config CFG] [--split NAME] [--output-dir DIR] [--precise-bn N]
-                [--trained-weights] [--precision auto|fp32|bf16|fp16] [--device D] [--quiet] [key=value ...]
+    detkit eval --checkpoint CKPT [--checkpoint CKPT ...] [--config CFG] [--split NAME] [--output-dir DIR]
+                [--precise-bn N] [--trained-weights] [--precision auto|fp32|bf16|fp16] [--device D] [--quiet]
+                [key=value ...]
 
 Without --config the checkpoint's own config (data paths included) is used; key=value overrides
 change it (e.g. data.val.splits=[test]). --split train|val picks the config's training or validation
 split; any other NAME is a VOC split (ImageSets/Main/NAME.txt) read from the validation roots.
 Prints the COCO table and the per-class AP table; writes eval.json and detections.json. The model runs
 as eval.precision says (--precision overrides it) with its BatchNorm folded (eval.fold_bn=false keeps it).
-Several checkpoints (of the same classes) are evaluated as one ensemble: every member's RoI head scores
-every member's proposals, averaged per proposal (detkit.modeling.ensemble); the first checkpoint's config
-gives the data set and post-processing, and eval.json goes to an ensemble/ folder beside it.
+Several --checkpoint flags (checkpoints of the same classes) are evaluated as one ensemble: every
+member's RoI head scores every member's proposals, averaged per proposal (detkit.modeling.ensemble);
+the first checkpoint's config gives the data set and post-processing, and eval.json goes to an
+ensemble/ folder beside it.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ __all__ = ["add_arguments", "run", "main"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``detkit eval`` (those of tools/eval.py)."""
-    parser.add_argument("--checkpoint", required=True, nargs="+",
-                        help="a detkit checkpoint (best.pt), or several of the same classes: one ensemble")
+    parser.add_argument("--checkpoint", required=True, action="append",
+                        help="a detkit checkpoint (best.pt); repeat it to evaluate several checkpoints of the same "
+                             "classes as one ensemble")
     parser.add_argument("--config", help="YAML config to use instead of the checkpoint's (model must match)")
     parser.add_argument("--split", help="train, val (default) or a VOC split name")
     parser.add_argument("--output-dir", help="where eval.json and detections.json go (default: beside the checkpoint)")

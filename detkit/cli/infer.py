@@ -9,7 +9,8 @@
 INPUT is an image file, a video file (.mp4 .avi .mov .mkv .webm .m4v), a folder (its image and video
 files) or a glob pattern. A key=value token whose key is a dotted config key (e.g. eval.fold_bn=false,
 model.roi_head.nms_thresh=0.6) changes an inference setting of the checkpoint's config, unless a file
-of that name exists (then it is an input).
+of that name exists (then it is an input). --checkpoint given more than once runs the checkpoints (of the
+same classes) as one ensemble, averaged per proposal (detkit.modeling.ensemble).
 
 Writes into the output folder each image with its boxes drawn (an image under 640 pixels is upscaled
 for drawing, so the drawing can be larger than the input) and one detections.json (COCO results format
@@ -56,7 +57,9 @@ def split_overrides(tokens: Sequence[str]) -> Tuple[List[str], List[str]]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``detkit infer`` (those of tools/infer.py)."""
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="a detkit checkpoint (best.pt or last.pt)")
+    source.add_argument("--checkpoint", action="append",
+                        help="a detkit checkpoint (best.pt or last.pt); repeat it for an ensemble of several "
+                             "checkpoints of the same classes")
     source.add_argument("--model", help="an exported model (.onnx or TorchScript) written by detkit export")
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image or video files, folders or glob patterns; dotted key=value tokens are config "

@@ -206,7 +206,7 @@ def _output_image_path(output_dir: str, path: str, used_names: set) -> str:
     return os.path.join(output_dir, name)
 
 
-def infer_inputs(inputs: Sequence[str], *, output_dir: str, checkpoint: Optional[str] = None,
+def infer_inputs(inputs: Sequence[str], *, output_dir: str, checkpoint: Union[str, Sequence[str], None] = None,
                  exported: Optional[str] = None, overrides: Sequence[str] = (), device: str = "cpu",
                  batch_size: int = 1, score_threshold: Optional[float] = None, progress: bool = True,
                  log: Callable[[str], None] = print, draw_threshold: float = DEFAULT_DRAW_THRESHOLD,
@@ -215,7 +215,8 @@ def infer_inputs(inputs: Sequence[str], *, output_dir: str, checkpoint: Optional
     ``detkit infer``. A folder gives its image files and its video files (sorted by name).
 
     Args:
-        checkpoint / exported: a detkit checkpoint, or a file written by export (exactly one of them).
+        checkpoint / exported: a detkit checkpoint (or a list of several of the same classes: one ensemble,
+            detkit.modeling.ensemble), or a file written by export (exactly one of them).
         overrides: ``dotted.key=value`` inference settings of the checkpoint's config (e.g.
             ``eval.fold_bn=false``, ``eval.precision=fp32``); an exported model has its settings baked in.
         score_threshold: keep detections at or above it: for a checkpoint it sets
@@ -233,7 +234,7 @@ def infer_inputs(inputs: Sequence[str], *, output_dir: str, checkpoint: Optional
         CheckpointError, ConfigError: the checkpoint or an override is invalid.
     """
     from detkit.runtime.device import resolve_device
-    from detkit.weights.trained_model import load_trained_model, prepare_inference
+    from detkit.weights.trained_model import load_trained_models, prepare_inference
 
     _check_every(every)
     if (checkpoint is None) == (exported is None):
@@ -249,7 +250,8 @@ def infer_inputs(inputs: Sequence[str], *, output_dir: str, checkpoint: Optional
         resolve_device(device, key="--device")
         if score_threshold is not None:  # the model's own threshold: it also applies before its top-N cut
             overrides = [*overrides, f"model.roi_head.score_thresh={score_threshold}"]
-        model, cfg, ckpt = load_trained_model(checkpoint, overrides=list(overrides))
+        checkpoints = [checkpoint] if isinstance(checkpoint, (str, os.PathLike)) else list(checkpoint)
+        model, cfg, ckpt = load_trained_models(checkpoints, overrides=list(overrides))
         precision = prepare_inference(model, cfg, torch.device(device), log=log)
         classes, score_threshold = ckpt["classes"], None  # now in the config: predict_files need not filter
         category_ids = ckpt.get("category_ids") or list(range(1, len(classes) + 1))

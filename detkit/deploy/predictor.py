@@ -26,7 +26,7 @@ from detkit.errors import DataError
 from detkit.runtime.device import resolve_device
 from detkit.runtime.precision import Precision, autocast_of
 from detkit.vis import DEFAULT_DRAW_THRESHOLD
-from detkit.weights.trained_model import load_trained_model, prepare_inference
+from detkit.weights.trained_model import load_trained_models, prepare_inference
 
 __all__ = ["Predictor", "load_model"]
 
@@ -37,7 +37,8 @@ class Predictor:
     """A detector with its classes and its test-time transform.
 
     Attributes:
-        model: the :class:`detkit.modeling.detector.Detector`, in eval mode on ``device``.
+        model: the :class:`detkit.modeling.detector.Detector` (or a
+            :class:`detkit.modeling.ensemble.DetectorEnsemble`), in eval mode on ``device``.
         cfg: the checkpoint's config (with any overrides applied).
         classes: class names; label ``k`` (1..K) is ``classes[k - 1]``.
         precision: the autocast of :meth:`predict` (``eval.precision``, resolved; None = fp32).
@@ -118,15 +119,18 @@ class Predictor:
                              score_threshold=score_threshold, draw_threshold=draw_threshold, every=every)
 
 
-def load_model(checkpoint_path: str, *, device: str = "cpu", overrides: Sequence[str] = (),
+def load_model(checkpoint_path: Union[str, Sequence[str]], *, device: str = "cpu", overrides: Sequence[str] = (),
                log=print) -> Predictor:
-    """The trained detector of a checkpoint (last.pt / best.pt), ready to :meth:`Predictor.predict`.
+    """The trained detector of a checkpoint (last.pt / best.pt), ready to :meth:`Predictor.predict`; given
+    a list of checkpoints of the same classes, their ensemble (detkit.modeling.ensemble), which the first
+    checkpoint's settings post-process.
 
     ``overrides`` (``dotted.key=value``) change inference settings, e.g. ``model.roi_head.score_thresh=0.3``,
     ``eval.precision=fp32`` or ``eval.fold_bn=false`` (BatchNorm is folded into the convolutions by default).
     """
     resolve_device(device, key="device")  # a clear error before the checkpoint is read
-    model, cfg, ckpt = load_trained_model(checkpoint_path, torch.device(device), list(overrides))
+    paths = [checkpoint_path] if isinstance(checkpoint_path, (str, os.PathLike)) else list(checkpoint_path)
+    model, cfg, ckpt = load_trained_models(paths, torch.device(device), list(overrides))
     precision = prepare_inference(model, cfg, torch.device(device), log=log)
     return Predictor(model, cfg, ckpt["classes"], torch.device(device), precision,
                      category_ids=ckpt.get("category_ids"))

@@ -12,9 +12,13 @@ from tests.engine.conftest import train_tiny_run
 
 
 @pytest.fixture(scope="module")
-def predictor(tmp_path_factory):
-    run = train_tiny_run(tmp_path_factory.mktemp("tiny"), **{"train.max_iters": 2, "model.roi_head.score_thresh": 0.0})
-    return load_model(str(run / "last.pt"), log=lambda *_: None)
+def tiny_run(tmp_path_factory):
+    return train_tiny_run(tmp_path_factory.mktemp("tiny"), **{"train.max_iters": 2, "model.roi_head.score_thresh": 0.0})
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_run):
+    return load_model(str(tiny_run / "last.pt"), log=lambda *_: None)
 
 
 @pytest.fixture
@@ -65,3 +69,14 @@ def test_nothing_to_read_is_one_clear_error(predictor, tmp_path):
         predictor.predict(str(tmp_path / "empty"))
     with pytest.raises(DataError, match="no such file"):
         predictor.predict(str(tmp_path / "missing.png"))
+
+
+def test_a_list_of_checkpoints_predicts_as_their_ensemble(tiny_run, predictor, images):
+    from detkit.modeling.ensemble import DetectorEnsemble
+
+    ensemble = load_model([str(tiny_run / "last.pt"), str(tiny_run / "best.pt")], log=lambda *_: None)
+    assert isinstance(ensemble.model, DetectorEnsemble) and len(ensemble.model.members) == 2
+    assert ensemble.classes == predictor.classes
+    found = ensemble.predict(images[1][0])
+    assert found["boxes"].shape == (len(found["scores"]), 4) and len(found["scores"]) > 0
+    assert all(name in ensemble.classes for name in found["class_names"])

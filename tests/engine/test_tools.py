@@ -153,9 +153,23 @@ def test_eval_tool_precision_flag(trained_run, tmp_path, capsys):
 
 
 def test_eval_tool_takes_several_checkpoints_as_one_ensemble(trained_run, tmp_path, capsys):
-    """--checkpoint A B: one evaluation of the two as an ensemble, written to ensemble/ beside A."""
-    rc = eval_tool.main(["--checkpoint", str(trained_run / "last.pt"), str(trained_run / "best.pt"), "--quiet"])
+    """--checkpoint A --checkpoint B: one evaluation of the two as an ensemble, written to ensemble/ beside A;
+    a key=value after --checkpoint stays an override."""
+    rc = eval_tool.main(["--checkpoint", str(trained_run / "last.pt"), "--checkpoint", str(trained_run / "best.pt"),
+                         "model.roi_head.score_thresh=0.01", "--quiet"])
     assert rc == 0
     out = capsys.readouterr().out
     assert "ensemble of 2 checkpoints" in out and "AP50" in out
     assert json.loads((trained_run / "ensemble" / "eval.json").read_text())["num_images"] == 4
+
+
+def test_infer_runs_several_checkpoints_as_one_ensemble(trained_run, tmp_path, capsys):
+    images = tmp_path / "images"
+    write_images(images, 2)
+    out_dir = tmp_path / "out"
+    rc = infer_tool.main(["--checkpoint", str(trained_run / "last.pt"), "--checkpoint", str(trained_run / "best.pt"),
+                          str(images), "--output-dir", str(out_dir), "--quiet"])
+    assert rc == 0
+    assert "2 image(s) processed" in capsys.readouterr().out
+    assert sorted(p.name for p in out_dir.glob("*.png")) == ["img0.png", "img1.png"]
+    assert isinstance(json.loads((out_dir / "detections.json").read_text()), list)
