@@ -11,6 +11,9 @@ settings), and a Markdown table is printed and written as JSON:
         --setting "soft-NMS=model.roi_head.score_thresh=0.001 model.roi_head.nms_method=gaussian" \\
         --output runs/abl_base9/settings_val.json
 
+Give ``--checkpoint`` more than once to compare the settings of an ensemble of those checkpoints
+(detkit.modeling.ensemble; every setting applies to every member).
+
 The time per image is the evaluation's wall time (model, post-processing and COCO evaluation) over
 the number of images, with the torch threads the machine gives; compare settings within one run.
 """
@@ -45,10 +48,10 @@ def parse_setting(text: str) -> Tuple[str, List[str]]:
     return name.strip(), overrides
 
 
-def compare_settings(checkpoint: str, settings: Sequence[Tuple[str, List[str]]], split: str = "val",
+def compare_settings(checkpoint: str | Sequence[str], settings: Sequence[Tuple[str, List[str]]], split: str = "val",
                      precision: str | None = None, log=print) -> List[dict]:
-    """Evaluate the checkpoint under each setting; returns one row per setting (name, overrides,
-    images, seconds per image, and the COCO metrics)."""
+    """Evaluate the checkpoint (or the ensemble of a list of them) under each setting; returns one row per
+    setting (name, overrides, images, seconds per image, and the COCO metrics)."""
     from detkit.evaluation.evaluate import evaluate_checkpoint
 
     rows = []
@@ -84,7 +87,8 @@ def markdown_table(rows: Sequence[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--checkpoint", required=True, action="append",
+                        help="repeat it to evaluate an ensemble of several checkpoints")
     parser.add_argument("--split", default="val", help="train, val (default) or a VOC split name")
     parser.add_argument("--setting", action="append", required=True, metavar="NAME=OVERRIDES",
                         help="repeatable; the first is the row the others are compared with")
@@ -93,7 +97,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = [parse_setting(s) for s in args.setting]
-        rows = compare_settings(args.checkpoint, settings, split=args.split, precision=args.precision,
+        checkpoints = args.checkpoint[0] if len(args.checkpoint) == 1 else args.checkpoint
+        rows = compare_settings(checkpoints, settings, split=args.split, precision=args.precision,
                                 log=lambda m: print(m, file=sys.stderr))
     except (ValueError, DetkitError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -52,3 +52,15 @@ def test_setting_syntax_errors_are_clear(checkpoint, tmp_path, capsys):
     out = tmp_path / "rows.json"
     assert eval_settings.main(["--checkpoint", checkpoint, "--setting", "a=", "--output", str(out)]) == 0
     assert json.loads(out.read_text())["rows"][0]["name"] == "a"
+
+
+def test_repeated_checkpoints_compare_the_settings_of_their_ensemble(checkpoint, tmp_path, capsys):
+    """--checkpoint twice: each setting evaluates the ensemble, as evaluate_checkpoint does with the list."""
+    best = checkpoint.replace("last.pt", "best.pt")
+    out = tmp_path / "rows.json"
+    assert eval_settings.main(["--checkpoint", checkpoint, "--checkpoint", best, "--setting", "as trained=",
+                               "--output", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    direct = evaluate_checkpoint([checkpoint, best], output_dir=str(tmp_path / "direct"), progress=False,
+                                 log=lambda *_: None)
+    assert row["mAP"] == direct["coco"]["mAP"] and row["AP75"] == direct["coco"]["AP75"]
