@@ -97,15 +97,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = [parse_setting(s) for s in args.setting]
-        checkpoints = args.checkpoint[0] if len(args.checkpoint) == 1 else args.checkpoint
-        rows = compare_settings(checkpoints, settings, split=args.split, precision=args.precision,
+        rows = compare_settings(args.checkpoint, settings, split=args.split, precision=args.precision,
                                 log=lambda m: print(m, file=sys.stderr))
     except (ValueError, DetkitError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(markdown_table(rows))
     if args.output:
-        write_json_atomic({"checkpoint": args.checkpoint, "split": args.split, "rows": rows}, args.output)
+        checkpoint = args.checkpoint[0] if len(args.checkpoint) == 1 else args.checkpoint
+        write_json_atomic({"checkpoint": checkpoint, "split": args.split, "rows": rows}, args.output)
     return 0
 
 

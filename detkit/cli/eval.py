@@ -65,8 +65,7 @@ def run(args: argparse.Namespace) -> int:
     output_dir = args.output_dir or (beside if len(args.checkpoint) == 1 else os.path.join(beside, "ensemble"))
     try:
         resolve_device(args.device, key="--device")
-        checkpoints = args.checkpoint[0] if len(args.checkpoint) == 1 else args.checkpoint
-        evaluate_checkpoint(checkpoints, config_path=args.config, overrides=overrides, split=args.split,
+        evaluate_checkpoint(args.checkpoint, config_path=args.config, overrides=overrides, split=args.split,
                             output_dir=output_dir, device=args.device, precise_bn_batches=args.precise_bn,
                             progress=not args.quiet, weights="train_model" if args.trained_weights else "model")
     except DetkitError as exc:

@@ -250,8 +250,7 @@ def infer_inputs(inputs: Sequence[str], *, output_dir: str, checkpoint: Union[st
         resolve_device(device, key="--device")
         if score_threshold is not None:  # the model's own threshold: it also applies before its top-N cut
             overrides = [*overrides, f"model.roi_head.score_thresh={score_threshold}"]
-        checkpoints = [checkpoint] if isinstance(checkpoint, (str, os.PathLike)) else list(checkpoint)
-        model, cfg, ckpt = load_trained_models(checkpoints, overrides=list(overrides))
+        model, cfg, ckpt = load_trained_models(checkpoint, overrides=list(overrides))
         precision = prepare_inference(model, cfg, torch.device(device), log=log)
         classes, score_threshold = ckpt["classes"], None  # now in the config: predict_files need not filter
         category_ids = ckpt.get("category_ids") or list(range(1, len(classes) + 1))

@@ -129,8 +129,7 @@ def load_model(checkpoint_path: Union[str, Sequence[str]], *, device: str = "cpu
     ``eval.precision=fp32`` or ``eval.fold_bn=false`` (BatchNorm is folded into the convolutions by default).
     """
     resolve_device(device, key="device")  # a clear error before the checkpoint is read
-    paths = [checkpoint_path] if isinstance(checkpoint_path, (str, os.PathLike)) else list(checkpoint_path)
-    model, cfg, ckpt = load_trained_models(paths, torch.device(device), list(overrides))
+    model, cfg, ckpt = load_trained_models(checkpoint_path, torch.device(device), list(overrides))
     precision = prepare_inference(model, cfg, torch.device(device), log=log)
     return Predictor(model, cfg, ckpt["classes"], torch.device(device), precision,
                      category_ids=ckpt.get("category_ids"))

@@ -14,7 +14,7 @@ from detkit.errors import CheckpointError, ConfigError
 from detkit.evaluation.evaluator import evaluate_detections
 from detkit.runtime.device import resolve_device
 from detkit.runtime.precision import Precision, autocast_of
-from detkit.weights.trained_model import load_trained_models, prepare_inference
+from detkit.weights.trained_model import checkpoint_paths, load_trained_models, prepare_inference
 
 __all__ = ["run_evaluation", "evaluate_checkpoint"]
 
@@ -82,11 +82,11 @@ def evaluate_checkpoint(checkpoint_path: Union[str, Sequence[str]], *, config_pa
     from detkit.evaluation.evaluator import format_coco_table, format_per_class_table, write_json
 
     resolve_device(device, key="device")  # before the checkpoint is read and the data set is scanned
-    paths = [checkpoint_path] if isinstance(checkpoint_path, (str, os.PathLike)) else list(checkpoint_path)
+    paths = checkpoint_paths(checkpoint_path)
     if len(paths) > 1 and precise_bn_batches > 0:
         raise ConfigError(f"--precise-bn re-estimates one checkpoint's BatchNorm statistics; evaluate each of the "
                           f"{len(paths)} checkpoints with it first, or give the ensemble without it")
-    checkpoint_path = paths[0] if len(paths) == 1 else ", ".join(os.fspath(p) for p in paths)
+    checkpoint_path = ", ".join(paths)  # for the messages
     overrides = list(overrides)
     if split not in (None, "train", "val"):
         overrides.append(f"data.val.splits=[{split}]")

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Union
 
 import torch
 
@@ -25,7 +25,7 @@ from detkit.runtime.precision import Precision, resolve_precision
 from detkit.safe_load import load_torch_file
 from detkit.weights.checkpoint import REQUIRED_KEYS, load_checkpoint, load_weights
 
-__all__ = ["load_trained_model", "load_trained_models", "prepare_inference"]
+__all__ = ["checkpoint_paths", "load_trained_model", "load_trained_models", "prepare_inference"]
 
 
 def load_trained_model(checkpoint_path: str, device: torch.device = torch.device("cpu"),
@@ -74,18 +74,30 @@ def load_trained_model(checkpoint_path: str, device: torch.device = torch.device
     return model.to(device).eval(), cfg, ckpt
 
 
-def load_trained_models(checkpoint_paths: Sequence[str], device: torch.device = torch.device("cpu"),
+def checkpoint_paths(checkpoints: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]) -> List[str]:
+    """One checkpoint path, or a list of them (an ensemble) -> the list of paths.
+
+    >>> checkpoint_paths("runs/a/best.pt"), checkpoint_paths(["a.pt", "b.pt"])
+    (['runs/a/best.pt'], ['a.pt', 'b.pt'])
+    """
+    if isinstance(checkpoints, (str, os.PathLike)):
+        return [os.fspath(checkpoints)]
+    return [os.fspath(p) for p in checkpoints]
+
+
+def load_trained_models(checkpoints: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]],
+                        device: torch.device = torch.device("cpu"),
                         overrides: Optional[list] = None,
                         weights: str = "model") -> tuple[torch.nn.Module, Config, dict]:
-    """:func:`load_trained_model` for one checkpoint; for several, the :class:`DetectorEnsemble` of their
-    detectors, each rebuilt from its own checkpoint with the same ``overrides``.
+    """:func:`load_trained_model` for one checkpoint (a path, or a list of one); for several, the
+    :class:`DetectorEnsemble` of their detectors, each rebuilt from its own checkpoint with the same ``overrides``.
 
     The first checkpoint's config and dict are returned: its data set, evaluation and post-processing
     settings (score threshold, NMS, detections per image) are the ensemble's; each member keeps its own
     test-time views. Raises CheckpointError when the checkpoints' classes (or their order) differ, and
     ConfigError when their test-time resizes do.
     """
-    paths = [os.fspath(p) for p in checkpoint_paths]
+    paths = checkpoint_paths(checkpoints)
     if not paths:
         raise CheckpointError("no checkpoint given: name one, or several for an ensemble")
     if len(paths) == 1:
