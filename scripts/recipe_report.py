@@ -187,6 +187,17 @@ def markdown(curve: dict, split: str, target: float | None) -> str:
     return "\n".join(lines)
 
 
+REFERENCE_STYLES = [("s", "black"), ("^", "dimgray"), ("D", "darkgray"), ("v", "silver")]
+
+
+def reference_style(index: int) -> dict:
+    """Line style of the index-th reference run: dashed and grey-scale, so that the runs being reported
+    keep matplotlib's colours, with a marker and shade of its own per reference so that several (a
+    torchvision run and an earlier recipe) stay apart in the plot and its legend."""
+    marker, color = REFERENCE_STYLES[index % len(REFERENCE_STYLES)]
+    return {"marker": marker, "linestyle": "--", "color": color}
+
+
 def plot(curves: list, references: list, split: str, path: str) -> None:
     import matplotlib
 
@@ -194,11 +205,15 @@ def plot(curves: list, references: list, split: str, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    references_drawn = 0
     for curve in curves:
-        reference = curve.get("reference", False)
+        if curve.get("reference", False):
+            style = reference_style(references_drawn)
+            references_drawn += 1
+        else:
+            style = {"marker": "o", "linestyle": "-"}
         ax.plot([p["minutes"] for p in curve["points"]], [p["mAP"] for p in curve["points"]],
-                marker="s" if reference else "o", linestyle="--" if reference else "-",
-                color="black" if reference else None, label=curve["run"])
+                label=curve["run"], **style)
     for label, minutes, value in references:
         ax.scatter([minutes], [value], marker="*", s=160, color="black", zorder=3)
         ax.axhline(value, color="black", linestyle=":", linewidth=1)

@@ -149,3 +149,10 @@ def test_data_from_takes_the_source_and_keeps_p1_resize_and_augmentation():
     assert cfg.data.train.roots == recipe.data.train.roots
     assert cfg.data.min_size == p1.data.min_size == [320] and cfg.data.max_size == 427
     assert cfg.data.augment == p1.data.augment and cfg.train == p1.train
+
+
+def test_reference_runs_get_styles_of_their_own():
+    """Two reference runs in one plot (a recipe and an earlier one) must not share marker and shade."""
+    first, second = recipe_report.reference_style(0), recipe_report.reference_style(1)
+    assert first["linestyle"] == second["linestyle"] == "--"
+    assert (first["marker"], first["color"]) != (second["marker"], second["color"])
