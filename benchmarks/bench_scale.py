@@ -331,15 +331,21 @@ def main(argv=None) -> int:
     return 0
 
 
+def time_ratio(seconds: float, peer_seconds: float, digits: int):
+    """seconds / peer_seconds, or None where the peer's time rounded to 0 (a tiny --scale on a fast
+    machine): no ratio can be read from it, and the run must still finish and write its JSON."""
+    return round(seconds / peer_seconds, digits) if peer_seconds > 0 else None
+
+
 def summarize(report: dict) -> None:
     """Ratios against the peers measured in this run (printed, and stored under "summary")."""
     s = {}
     ci, ev = report.get("coco_index", {}), report.get("eval", {})
     if "seconds" in ci.get("detkit_nocache", {}) and "seconds" in ci.get("pycocotools", {}):
-        s["coco_index_vs_pycocotools"] = round(ci["detkit_nocache"]["seconds"] / ci["pycocotools"]["seconds"], 2)
+        s["coco_index_vs_pycocotools"] = time_ratio(ci["detkit_nocache"]["seconds"], ci["pycocotools"]["seconds"], 2)
     if all("seconds" in ev.get(k, {}) for k in ("faster", "pycocotools_peer")):
-        s["eval_faster_vs_pycocotools_peer"] = round(ev["faster"]["seconds"] / ev["pycocotools_peer"]["seconds"], 3)
-        s["eval_faster_vs_detkit_pycocotools"] = round(ev["faster"]["seconds"] / ev["pycocotools"]["seconds"], 3)
+        s["eval_faster_vs_pycocotools_peer"] = time_ratio(ev["faster"]["seconds"], ev["pycocotools_peer"]["seconds"], 3)
+        s["eval_faster_vs_detkit_pycocotools"] = time_ratio(ev["faster"]["seconds"], ev["pycocotools"]["seconds"], 3)
         s["eval_max_abs_diff"] = max(abs(ev["faster"]["coco"][k] - ev[o]["coco"][k]) for k in ev["faster"]["coco"]
                                      for o in ("pycocotools", "pycocotools_peer"))
     report["summary"] = s

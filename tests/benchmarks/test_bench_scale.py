@@ -28,3 +28,15 @@ def test_bench_scale_runs_every_stage(tmp_path):
     assert report["summary"]["eval_max_abs_diff"] <= 1e-6
     assert report["loader"]["detkit"]["batches"] == 5
     assert (tmp_path / "data" / "coco" / "annotations.json").is_file()  # generated where it was told, not in the repo
+
+
+def test_summary_survives_a_peer_time_that_rounds_to_zero():
+    """A tiny --scale on a fast machine times pycocotools' index at 0.0 s: the ratio is None, not a crash."""
+    from benchmarks.bench_scale import summarize
+
+    report = {"coco_index": {"detkit_nocache": {"seconds": 0.01}, "pycocotools": {"seconds": 0.0}}}
+    summarize(report)
+    assert report["summary"]["coco_index_vs_pycocotools"] is None
+    report = {"coco_index": {"detkit_nocache": {"seconds": 0.01}, "pycocotools": {"seconds": 0.02}}}
+    summarize(report)
+    assert report["summary"]["coco_index_vs_pycocotools"] == 0.5
